@@ -1,0 +1,81 @@
+"""§2.5.2 The loss: ``sparse_categorical_crossentropy`` as the notebook's eager loop ran it.
+
+In TensorFlow 2.6, ``tf.keras.losses.sparse_categorical_crossentropy(labels, probs)`` on an
+eager tensor cannot see the softmax that produced ``probs``, so it
+
+1. clips the probabilities to [1e-7, 1 - 1e-7] (Keras' ``epsilon()``),
+2. takes their log, and
+3. applies softmax cross-entropy *to those logs*.
+
+Step 3 renormalises: the per-sample loss is ``-log(p_y) + log(sum_j p_j)`` with the clipped
+``p``, which differs from ``-log(p_y)`` once clipping has changed a row's sum. The gradient
+w.r.t. a probability that clipping moved is zero (TF's and torch's clip gradients agree).
+
+How this differs from the other places the chapter's loss runs:
+
+- Keras ``model.fit`` with a softmax output layer (graph mode) finds the softmax's logits
+  and calls the cross-entropy on them: no clipping at all. ``from_logits=True`` here
+  gives that loss.
+- Keras 3's torch and jax backends normalise the probabilities to sum to 1, clip them to
+  [epsilon, 1 - epsilon], then take ``-log p_y``: close, but not equal once clipping acts.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from dl_ch2._checks import require_tensor, shape_str
+
+__all__ = ["EPSILON", "sparse_categorical_crossentropy"]
+
+#: Keras' ``backend.epsilon()``.
+EPSILON = 1e-7
+
+
+def _check(labels: torch.Tensor, predictions: torch.Tensor, what: str) -> None:
+    require_tensor("labels", labels)
+    require_tensor(what, predictions)
+    if predictions.ndim != 2:
+        raise ValueError(
+            f"{what} must have shape (batch, classes), got {shape_str(predictions.shape)}"
+        )
+    if not predictions.dtype.is_floating_point:
+        raise TypeError(f"{what} must be floating point, got {predictions.dtype}")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise TypeError(f"labels must be integer class indices, got {labels.dtype}")
+    if labels.shape != predictions.shape[:1]:
+        raise ValueError(
+            f"labels must have shape (batch,) = {shape_str(predictions.shape[:1])} to match "
+            f"{what} {shape_str(predictions.shape)}, got {shape_str(labels.shape)}"
+        )
+    if labels.numel() and labels.device.type == "cpu":
+        # One host check on CPU; on CUDA the kernel's own device-side assert catches it.
+        lo, hi = int(labels.min()), int(labels.max())
+        if lo < 0 or hi >= predictions.shape[1]:
+            raise ValueError(
+                f"labels must lie in [0, {predictions.shape[1]}) for {predictions.shape[1]} "
+                f"classes, got values in [{lo}, {hi}]"
+            )
+
+
+def sparse_categorical_crossentropy(
+    labels: torch.Tensor,
+    predictions: torch.Tensor,
+    *,
+    from_logits: bool = False,
+) -> torch.Tensor:
+    """§2.5.2: per-sample loss, shape (batch,), for integer ``labels`` and ``predictions``.
+
+    ``predictions`` are probabilities (``from_logits=False``, TF 2.6 eager semantics:
+    clip, log, softmax cross-entropy on the logs) or logits (``from_logits=True``:
+    plain softmax cross-entropy, what Keras ``fit`` computes). The mean over the batch is
+    the training loss.
+    """
+    what = "logits" if from_logits else "probabilities"
+    _check(labels, predictions, what)
+    labels = labels.long()
+    if from_logits:
+        return F.cross_entropy(predictions, labels, reduction="none")
+    clipped = predictions.clamp(EPSILON, 1.0 - EPSILON)
+    return F.cross_entropy(torch.log(clipped), labels, reduction="none")

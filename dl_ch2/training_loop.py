@@ -1,0 +1,229 @@
+"""§2.5.2-2.5.4 Running one training step, the full training loop, evaluating the model.
+
+``update_weights`` updates the ``weights`` it is given. (Erratum: the notebook's first
+version loops over the global ``model.weights`` instead of its ``weights`` argument.)
+``fit`` honours ``batch_size``. (Erratum: the notebook's ``fit`` builds
+``BatchGenerator(images, labels)`` and so always uses 128.)
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from dl_ch2._checks import require_positive_int, require_tensor, shape_str
+from dl_ch2.batch_generator import BatchGenerator
+from dl_ch2.losses import sparse_categorical_crossentropy
+
+__all__ = [
+    "History",
+    "NonFiniteLossError",
+    "evaluate",
+    "fit",
+    "one_training_step",
+    "update_weights",
+]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, epoch: int, batch: int, loss: float) -> None:
+        super().__init__(
+            f"loss became non-finite ({loss}) at epoch {epoch}, batch {batch}; "
+            "lower the learning rate or check the inputs for NaN/inf"
+        )
+        self.epoch = epoch
+        self.batch = batch
+        self.loss = loss
+
+
+def update_weights(
+    gradients: Sequence[torch.Tensor],
+    weights: Sequence[torch.Tensor],
+    learning_rate: float = 1e-3,
+) -> None:
+    """§2.5.2: ``w -= learning_rate * g`` in place for each pair, under ``no_grad``.
+
+    Only the tensors in ``weights`` are touched.
+    """
+    gradients, weights = list(gradients), list(weights)
+    if len(gradients) != len(weights):
+        raise ValueError(
+            f"got {len(gradients)} gradients for {len(weights)} weights; they must pair up"
+        )
+    for i, (g, w) in enumerate(zip(gradients, weights, strict=True)):
+        if g.shape != w.shape:
+            raise ValueError(
+                f"gradients[{i}] has shape {shape_str(g.shape)} but weights[{i}] has "
+                f"shape {shape_str(w.shape)}"
+            )
+    with torch.no_grad():
+        torch._foreach_add_(weights, gradients, alpha=-learning_rate)
+
+
+def _loss(model: nn.Module, images_batch: torch.Tensor, labels_batch: torch.Tensor) -> torch.Tensor:
+    predictions = model(images_batch)
+    per_sample_losses = sparse_categorical_crossentropy(labels_batch, predictions)
+    return per_sample_losses.mean()
+
+
+def one_training_step(
+    model: nn.Module,
+    images_batch: torch.Tensor,
+    labels_batch: torch.Tensor,
+    learning_rate: float = 1e-3,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> torch.Tensor:
+    """§2.5.2: forward pass, mean loss, gradients w.r.t. ``model.weights``, update.
+
+    Without ``optimizer`` the update is ``update_weights(gradients, model.weights,
+    learning_rate)``; with one, the gradients are put in ``.grad`` and ``optimizer.step()``
+    runs (``torch.optim.SGD(lr=1e-3)`` gives the same weights). Returns the batch's mean
+    loss as a detached 0-d tensor (no host sync).
+    """
+    weights = _weights_of(model)
+    average_loss = _loss(model, images_batch, labels_batch)
+    gradients = torch.autograd.grad(average_loss, weights)
+    if optimizer is None:
+        update_weights(gradients, weights, learning_rate)
+    else:
+        for w, g in zip(weights, gradients, strict=True):
+            w.grad = g
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return average_loss.detach()
+
+
+def _weights_of(model: nn.Module) -> list[torch.Tensor]:
+    weights = getattr(model, "weights", None)
+    if weights is None:
+        weights = list(model.parameters())
+    return list(weights)
+
+
+@dataclass
+class History:
+    """What ``fit`` returns: per-batch losses, one list per epoch."""
+
+    batch_losses: list[list[float]] = field(default_factory=list)
+
+    @property
+    def epoch_losses(self) -> list[float]:
+        """Mean batch loss of each epoch."""
+        return [sum(e) / len(e) for e in self.batch_losses]
+
+
+def _progress_enabled(progress: bool | None) -> bool:
+    if progress is not None:
+        return progress
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+def fit(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    epochs: int,
+    batch_size: int = 128,
+    *,
+    learning_rate: float = 1e-3,
+    optimizer: torch.optim.Optimizer | None = None,
+    shuffle: bool = False,
+    generator: torch.Generator | None = None,
+    log_every: int = 100,
+    print_fn: Callable[[str], Any] | None = print,
+    progress: bool | None = None,
+) -> History:
+    """§2.5.3: the full training loop.
+
+    Each epoch prints ``Epoch N`` and, every ``log_every`` batches, ``loss at batch K: L.LL``
+    as the notebook does. Batches come from a fresh ``BatchGenerator`` of ``batch_size``
+    per epoch (in order unless ``shuffle``). A tqdm bar is shown when stderr is a terminal
+    (``progress`` forces it on or off). Losses stay on the device between log points and are
+    checked there, so a non-finite loss raises ``NonFiniteLossError`` naming the first bad
+    epoch and batch.
+    """
+    require_positive_int("epochs", epochs)
+    require_positive_int("batch_size", batch_size)
+    require_positive_int("log_every", log_every)
+    require_tensor("images", images)
+    require_tensor("labels", labels)
+    if len(images) != len(labels):
+        raise ValueError(
+            f"images {shape_str(images.shape)} and labels {shape_str(labels.shape)} must have "
+            "the same number of samples"
+        )
+    emit = print_fn if print_fn is not None else (lambda _s: None)
+    history = History()
+    show_bar = _progress_enabled(progress)
+    for epoch_counter in range(epochs):
+        emit(f"Epoch {epoch_counter}")
+        batch_generator = BatchGenerator(
+            images, labels, batch_size, shuffle=shuffle, generator=generator
+        )
+        n = batch_generator.num_batches
+        losses = torch.empty(n, dtype=torch.float64, device=images.device)
+        checked = 0
+        bar = None
+        if show_bar:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n, desc=f"epoch {epoch_counter}", leave=False, file=sys.stderr)
+        for batch_counter in range(n):
+            images_batch, labels_batch = batch_generator.next()
+            loss = one_training_step(
+                model, images_batch, labels_batch, learning_rate, optimizer=optimizer
+            )
+            losses[batch_counter] = loss
+            if bar is not None:
+                bar.update(1)
+            if batch_counter % log_every == 0 or batch_counter == n - 1:
+                _check_finite(losses, checked, batch_counter + 1, epoch_counter)
+                checked = batch_counter + 1
+                if batch_counter % log_every == 0:
+                    emit(f"loss at batch {batch_counter}: {float(loss):.2f}")
+        if bar is not None:
+            bar.close()
+        history.batch_losses.append(losses.tolist())
+    return history
+
+
+def _check_finite(losses: torch.Tensor, start: int, stop: int, epoch: int) -> None:
+    window = losses[start:stop]
+    bad = ~torch.isfinite(window)
+    if bool(bad.any()):
+        first = int(bad.nonzero()[0, 0])
+        raise NonFiniteLossError(epoch, start + first, float(window[first]))
+
+
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int | None = None,
+) -> float:
+    """§2.5.4: accuracy, the fraction of samples whose argmax prediction equals the label."""
+    require_tensor("images", images)
+    require_tensor("labels", labels)
+    if len(images) != len(labels):
+        raise ValueError(
+            f"images {shape_str(images.shape)} and labels {shape_str(labels.shape)} must have "
+            "the same number of samples"
+        )
+    if len(images) == 0:
+        raise ValueError("cannot evaluate on zero samples")
+    step = len(images) if batch_size is None else require_positive_int("batch_size", batch_size)
+    correct = torch.zeros((), dtype=torch.int64, device=images.device)
+    with torch.no_grad():
+        for start in range(0, len(images), step):
+            predictions = model(images[start : start + step])
+            predicted_labels = predictions.argmax(dim=1)
+            correct += (predicted_labels == labels[start : start + step].to(
+                predicted_labels.device)).sum()
+    return int(correct) / len(images)
