@@ -75,8 +75,7 @@ def bottom_right_crop(images: torch.Tensor, size: int = 14) -> torch.Tensor:
     require_positive_int("size", size)
     if images.ndim < 3 or images.shape[-2] < size or images.shape[-1] < size:
         raise ValueError(
-            f"images must have shape (N, H, W) with H, W >= size={size}, "
-            f"got {tuple(images.shape)}"
+            f"images must have shape (N, H, W) with H, W >= size={size}, got {tuple(images.shape)}"
         )
     return images[:, images.shape[1] - size :, images.shape[2] - size :]
 
@@ -135,40 +134,58 @@ class DataTensorExample:
 
 DATA_TENSOR_EXAMPLES: tuple[DataTensorExample, ...] = (
     DataTensorExample(
-        "vector", "actuarial: age, ZIP code, income of 100,000 people",
-        ("samples", "features"), (100000, 3),
+        "vector",
+        "actuarial: age, ZIP code, income of 100,000 people",
+        ("samples", "features"),
+        (100000, 3),
     ),
     DataTensorExample(
-        "vector", "word counts of 500 documents over a 20,000-word dictionary",
-        ("samples", "features"), (500, 20000),
+        "vector",
+        "word counts of 500 documents over a 20,000-word dictionary",
+        ("samples", "features"),
+        (500, 20000),
     ),
     DataTensorExample(
-        "timeseries", "250 trading days of 390 minutes, 3 prices per minute",
-        ("samples", "timesteps", "features"), (250, 390, 3),
+        "timeseries",
+        "250 trading days of 390 minutes, 3 prices per minute",
+        ("samples", "timesteps", "features"),
+        (250, 390, 3),
     ),
     DataTensorExample(
-        "timeseries", "1,000,000 tweets of 280 one-hot characters from 128",
-        ("samples", "timesteps", "features"), (1000000, 280, 128),
+        "timeseries",
+        "1,000,000 tweets of 280 one-hot characters from 128",
+        ("samples", "timesteps", "features"),
+        (1000000, 280, 128),
     ),
     DataTensorExample(
-        "image", "128 grayscale 256x256 images, channels-last",
-        ("samples", "height", "width", "channels"), (128, 256, 256, 1),
+        "image",
+        "128 grayscale 256x256 images, channels-last",
+        ("samples", "height", "width", "channels"),
+        (128, 256, 256, 1),
     ),
     DataTensorExample(
-        "image", "128 colour 256x256 images, channels-last",
-        ("samples", "height", "width", "channels"), (128, 256, 256, 3),
+        "image",
+        "128 colour 256x256 images, channels-last",
+        ("samples", "height", "width", "channels"),
+        (128, 256, 256, 3),
     ),
     DataTensorExample(
-        "image", "128 grayscale 256x256 images, channels-first",
-        ("samples", "channels", "height", "width"), (128, 1, 256, 256),
+        "image",
+        "128 grayscale 256x256 images, channels-first",
+        ("samples", "channels", "height", "width"),
+        (128, 1, 256, 256),
     ),
     DataTensorExample(
-        "image", "128 colour 256x256 images, channels-first",
-        ("samples", "channels", "height", "width"), (128, 3, 256, 256),
+        "image",
+        "128 colour 256x256 images, channels-first",
+        ("samples", "channels", "height", "width"),
+        (128, 3, 256, 256),
     ),
     DataTensorExample(
-        "video", "4 clips of 60 s at 4 frames/s (240 frames), 144x256, RGB",
-        ("samples", "frames", "height", "width", "channels"), (4, 240, 144, 256, 3),
+        "video",
+        "4 clips of 60 s at 4 frames/s (240 frames), 144x256, RGB",
+        ("samples", "frames", "height", "width", "channels"),
+        (4, 240, 144, 256, 3),
     ),
 )
 
@@ -177,8 +194,13 @@ def video_batch_elements(
     clips: int = 4, seconds: int = 60, fps: int = 4, height: int = 144, width: int = 256
 ) -> int:
     """§2.2.12: values in a batch of RGB clips; 106,168,320 for the book's (4, 240, 144, 256, 3)."""
-    for name, v in (("clips", clips), ("seconds", seconds), ("fps", fps),
-                    ("height", height), ("width", width)):
+    for name, v in (
+        ("clips", clips),
+        ("seconds", seconds),
+        ("fps", fps),
+        ("height", height),
+        ("width", width),
+    ):
         require_positive_int(name, v)
     return clips * seconds * fps * height * width * 3
 

@@ -135,7 +135,7 @@ def train_first_example(
             yb = shuffled_y[k * batch_size : (k + 1) * batch_size]
             loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             total += loss.detach() * len(xb)
         mean_loss = float(total) / n

@@ -50,9 +50,7 @@ def chain_rule(
     derivative at its own input: ``grad(y, x) = grad(y, x3) * grad(x3, x2) * ...``.
     """
     if len(functions) != len(derivatives):
-        raise ValueError(
-            f"got {len(functions)} functions but {len(derivatives)} derivatives"
-        )
+        raise ValueError(f"got {len(functions)} functions but {len(derivatives)} derivatives")
     if not functions:
         raise ValueError("functions must not be empty")
     value, slope = x, 1.0

@@ -62,10 +62,7 @@ def keras_sgd_update(
     if momentum < 0 or momentum > 1:
         raise ValueError(f"momentum must be in [0, 1], got {momentum}")
     velocity = momentum * velocity - learning_rate * gradient
-    if nesterov:
-        w = w + momentum * velocity - learning_rate * gradient
-    else:
-        w = w + velocity
+    w = w + momentum * velocity - learning_rate * gradient if nesterov else w + velocity
     return w, velocity
 
 

@@ -52,7 +52,7 @@ def uniform_like_tf(
     device: torch.device,
     generator: torch.Generator | None,
 ) -> torch.Tensor:
-    """Draw from U[minval, maxval) as ``tf.random.uniform`` does: ``minval + (max - min) * U[0, 1)``.
+    """Draw U[minval, maxval) as ``tf.random.uniform``: ``minval + (max - min) * U[0, 1)``.
 
     Values are drawn on the generator's device (CPU unless a CUDA generator is given) and then
     moved, so one seed gives the same weights on every device. Rounding can land a draw on
@@ -102,8 +102,12 @@ class NaiveDense(nn.Module):
         self.output_size = output_size
         self.activation = activation
         w = uniform_like_tf(
-            (input_size, output_size), W_INIT_MINVAL, W_INIT_MAXVAL,
-            dtype=dtype, device=dev, generator=generator,
+            (input_size, output_size),
+            W_INIT_MINVAL,
+            W_INIT_MAXVAL,
+            dtype=dtype,
+            device=dev,
+            generator=generator,
         )
         self.W = nn.Parameter(w)
         self.b = nn.Parameter(torch.zeros(output_size, dtype=dtype, device=dev))
@@ -154,8 +158,8 @@ class NaiveSequential(nn.Module):
         weights: list[torch.Tensor] = []
         for layer in self.layers:
             layer_weights = getattr(layer, "weights", None)
-            weights += list(layer_weights) if layer_weights is not None else list(
-                layer.parameters()
+            weights += (
+                list(layer_weights) if layer_weights is not None else list(layer.parameters())
             )
         return weights
 

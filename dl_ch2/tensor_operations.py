@@ -50,7 +50,8 @@ def naive_relu(x: torch.Tensor) -> torch.Tensor:
     x = x.clone()  # never overwrite the caller's tensor
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
-            x[i, j] = max(x[i, j], 0)
+            if x[i, j] < 0:  # the book's max(x[i, j], 0)
+                x[i, j] = 0
     return x
 
 
@@ -220,7 +221,8 @@ def dot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if x.ndim == 0 or y.ndim == 0:
         return x * y
     y_axis = 0 if y.ndim == 1 else y.ndim - 2
-    return torch.tensordot(x, y, dims=([x.ndim - 1], [y_axis]))
+    out: torch.Tensor = torch.tensordot(x, y, dims=([x.ndim - 1], [y_axis]))
+    return out
 
 
 # --- §2.3.4 Tensor reshaping --------------------------------------------------------------

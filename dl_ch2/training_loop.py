@@ -224,6 +224,7 @@ def evaluate(
         for start in range(0, len(images), step):
             predictions = model(images[start : start + step])
             predicted_labels = predictions.argmax(dim=1)
-            correct += (predicted_labels == labels[start : start + step].to(
-                predicted_labels.device)).sum()
+            correct += (
+                predicted_labels == labels[start : start + step].to(predicted_labels.device)
+            ).sum()
     return int(correct) / len(images)
