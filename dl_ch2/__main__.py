@@ -1,0 +1,3 @@
+from dl_ch2.cli import main
+
+raise SystemExit(main())

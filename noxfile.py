@@ -1,0 +1,55 @@
+"""Sessions: tests across the local torch builds, lint, typecheck, and the main job.
+
+Run ``nox`` for the default sessions (what CI runs), ``nox -s train`` for the main job.
+pip is the installer on purpose: the torch wheels lie on local disk and only pip finds them.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.default_venv_backend = "virtualenv"
+nox.options.error_on_missing_interpreters = True
+
+#: The two torch builds available here: a CPU build, and a CUDA build with torchvision.
+TORCH_BUILDS: dict[str, list[str]] = {
+    "2.13.0": ["torch==2.13.0"],
+    "2.14.1": ["torch==2.14.1", "torchvision==0.29.1"],
+}
+
+
+@nox.session
+@nox.parametrize("torch", list(TORCH_BUILDS), ids=list(TORCH_BUILDS))
+def tests(session: nox.Session, torch: str) -> None:
+    """Unit tests with pytest-xdist on one torch build."""
+    session.install(*TORCH_BUILDS[torch])
+    session.install(".[test]")
+    session.run(
+        "python", "-c", "import torch, dl_ch2; print('torch', torch.__version__, 'dl_ch2', "
+        "dl_ch2.__version__, 'cuda', torch.cuda.is_available())",
+    )
+    session.run("pytest", "-n", "2", *session.posargs, env={"HYPOTHESIS_PROFILE": "ci"})
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    session.install("torch==2.13.0", "mypy>=1.10", "numpy", "tqdm", "types-tqdm")
+    session.run("mypy", "dl_ch2")
+
+
+@nox.session
+def train(session: nox.Session) -> None:
+    """The main job (synthetic demo until the MNIST pipeline lands); args go to dl-ch2."""
+    session.install("torch==2.13.0")
+    session.install(".")
+    session.run("dl-ch2", "demo", *session.posargs)
