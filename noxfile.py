@@ -26,7 +26,9 @@ def tests(session: nox.Session, torch: str) -> None:
     session.install(*TORCH_BUILDS[torch])
     session.install(".[test]")
     session.run(
-        "python", "-c", "import torch, dl_ch2; print('torch', torch.__version__, 'dl_ch2', "
+        "python",
+        "-c",
+        "import torch, dl_ch2; print('torch', torch.__version__, 'dl_ch2', "
         "dl_ch2.__version__, 'cuda', torch.cuda.is_available())",
     )
     session.run("pytest", "-n", "2", *session.posargs, env={"HYPOTHESIS_PROFILE": "ci"})
@@ -35,7 +37,7 @@ def tests(session: nox.Session, torch: str) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
-    session.install("ruff>=0.6")
+    session.install("ruff==0.17.6")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
@@ -43,8 +45,8 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("torch==2.13.0", "mypy>=1.10", "numpy", "tqdm", "types-tqdm")
-    session.run("mypy", "dl_ch2")
+    session.install("torch==2.13.0", "mypy==2.4.1", "numpy", "tqdm", "types-tqdm")
+    session.run("mypy", "dl_ch2", "conformance")
 
 
 @nox.session
