@@ -1,7 +1,9 @@
 """The ``dl-ch2`` command.
 
-``dl-ch2 demo`` trains the chapter's from-scratch model on synthetic MNIST-shaped data
-(no download needed) and prints the notebook's lines.
+- ``dl-ch2 data``: fetch and verify MNIST, print where the files are;
+- ``dl-ch2 train``: the main job, the chapter end to end on MNIST (see ``main_job``);
+- ``dl-ch2 figures --out DIR``: the chapter's figures as PNGs;
+- ``dl-ch2 demo``: the from-scratch model on synthetic MNIST-shaped data (no data needed).
 """
 
 from __future__ import annotations
@@ -61,6 +63,52 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data(args: argparse.Namespace) -> int:
+    from dl_ch2.mnist import FILES, fetch_mnist, load_mnist
+
+    raw = fetch_mnist(args.root)
+    (tx, ty), (sx, _sy) = load_mnist(args.root)
+    print(f"MNIST verified in {raw}")
+    for spec in FILES.values():
+        print(f"  {spec.name}  md5 {spec.md5}")
+    print(f"train {tx.shape} {tx.dtype}, test {sx.shape}; train_labels[4] = {int(ty[4])}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dl_ch2.main_job import TrainConfig, run_train
+
+    run_train(
+        TrainConfig(
+            model=args.model,
+            backend=args.backend,
+            device=args.device,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            seed=args.seed,
+            out=Path(args.out),
+            data_root=args.root,
+            figures=not args.no_figures,
+        )
+    )
+    return 0
+
+
+def _figures(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dl_ch2 import figures
+    from dl_ch2.mnist import load_mnist
+
+    (tx, ty), _ = load_mnist(args.root)
+    for path in figures.make_all(Path(args.out), tx, ty):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dl-ch2",
@@ -76,6 +124,38 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--samples", type=int, default=12000)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
+
+    data = sub.add_parser("data", help="fetch and verify MNIST")
+    data.add_argument("--root", default=None, help="data root (default: $DL_CH2_DATA or cache)")
+    data.set_defaults(func=_data)
+
+    train = sub.add_parser("train", help="the chapter end to end on MNIST (the main job)")
+    train.add_argument("--model", choices=["naive", "keras", "both"], default="both")
+    train.add_argument("--backend", choices=["torch", "numpy"], default="torch")
+    train.add_argument("--device", default="cpu")
+    train.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="default: 10 for the from-scratch model, 5 for the Keras one",
+    )
+    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument(
+        "--learning-rate",
+        type=float,
+        default=1e-3,
+        help="SGD learning rate of the from-scratch model",
+    )
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", default="runs/latest", help="run directory")
+    train.add_argument("--root", default=None, help="MNIST data root")
+    train.add_argument("--no-figures", action="store_true")
+    train.set_defaults(func=_train)
+
+    figs = sub.add_parser("figures", help="write the chapter's figures as PNGs")
+    figs.add_argument("--out", default="figures")
+    figs.add_argument("--root", default=None, help="MNIST data root")
+    figs.set_defaults(func=_figures)
     return parser
 
 

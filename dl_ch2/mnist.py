@@ -154,7 +154,8 @@ def parse_idx(data: bytes, *, source: str, expected: IdxFile | None = None) -> n
             f"{source}: {kind} ({len(data) - header} data bytes for shape {shape}, which needs "
             f"{size}); {what_to_do}"
         )
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
+    array: np.ndarray = np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
+    return array
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:

@@ -139,6 +139,7 @@ def fit(
     log_every: int = 100,
     print_fn: Callable[[str], Any] | None = print,
     progress: bool | None = None,
+    on_epoch_end: Callable[[int, list[float]], Any] | None = None,
 ) -> History:
     """§2.5.3: the full training loop.
 
@@ -147,7 +148,7 @@ def fit(
     per epoch (in order unless ``shuffle``). A tqdm bar is shown when stderr is a terminal
     (``progress`` forces it on or off). Losses stay on the device between log points and are
     checked there, so a non-finite loss raises ``NonFiniteLossError`` naming the first bad
-    epoch and batch.
+    epoch and batch. ``on_epoch_end(epoch, batch_losses)`` runs after each epoch.
     """
     require_positive_int("epochs", epochs)
     require_positive_int("batch_size", batch_size)
@@ -191,6 +192,8 @@ def fit(
         if bar is not None:
             bar.close()
         history.batch_losses.append(losses.tolist())
+        if on_epoch_end is not None:
+            on_epoch_end(epoch_counter, history.batch_losses[-1])
     return history
 
 

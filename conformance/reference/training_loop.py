@@ -122,6 +122,7 @@ def fit(
     rng: np.random.Generator | None = None,
     log_every: int = 100,
     print_fn: Callable[[str], Any] | None = print,
+    on_epoch_end: Callable[[int, list[float]], Any] | None = None,
 ) -> list[list[float]]:
     """§2.5.3: the training loop; returns per-batch losses, one list per epoch."""
     require_positive_int("epochs", epochs)
@@ -149,6 +150,8 @@ def fit(
             if batch_counter % log_every == 0:
                 emit(f"loss at batch {batch_counter}: {loss:.2f}")
         history.append(losses)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch_counter, losses)
     return history
 
 
