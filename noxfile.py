@@ -77,3 +77,12 @@ def train(session: nox.Session) -> None:
     session.install(".[plot]")
     session.run("dl-ch2", "data")
     session.run("dl-ch2", "train", *session.posargs)
+
+
+@nox.session
+def headline(session: nox.Session) -> None:
+    """The chapter's headline numbers for 3 seeds on both backends (a report, ~5 min on CPU)."""
+    session.install("torch==2.13.0")
+    session.install(".")
+    session.run("dl-ch2", "data")
+    session.run("python", "benchmarks/headline.py", *session.posargs)
