@@ -1,0 +1,194 @@
+"""The ``numpy`` adapter: the pure-NumPy reference, graded like any other implementation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+import conformance.reference as ref
+from conformance.reference.first_example import FirstExampleModel, glorot_uniform_limit
+from conformance.reference.gradients import ScalarGraph, dense_sum_gradients
+
+ACTIVATIONS = {"relu": ref.relu, "softmax": ref.softmax, "identity": ref.identity}
+
+
+class NumpyAdapter:
+    name = "numpy-reference"
+    version = "0.1.0"
+    devices: Sequence[str] = ("cpu",)
+    dtypes: Sequence[str] = ("float64", "float32")
+    capabilities = frozenset(
+        {
+            "naive_ops",
+            "autodiff",
+            "training",
+            "momentum",
+            "rmsprop",
+            "keras_init",
+            "random_init",
+            "mnist_training",
+        }
+    )
+
+    def __init__(self) -> None:
+        self.dtype = np.float64
+
+    # -- conversion --------------------------------------------------------------------------
+    def asarray(self, x: np.ndarray, dtype: str | None = None) -> np.ndarray:
+        return np.array(x, dtype=dtype) if dtype else np.array(x)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.asarray(x)
+
+    # -- §2.3 ---------------------------------------------------------------------------------
+    def add(self, x: Any, y: Any) -> Any:
+        return x + y
+
+    def relu(self, x: Any) -> Any:
+        return np.maximum(x, 0)
+
+    def maximum(self, x: Any, y: Any) -> Any:
+        return np.maximum(x, y)
+
+    def dot(self, x: Any, y: Any) -> Any:
+        return np.dot(x, y)
+
+    def reshape(self, x: Any, shape: tuple[int, ...]) -> Any:
+        return x.reshape(shape)
+
+    def transpose(self, x: Any) -> Any:
+        return np.transpose(x)
+
+    def expand_dims(self, x: Any, axis: int) -> Any:
+        return np.expand_dims(x, axis)
+
+    def getitem(self, x: Any, index: Any) -> Any:
+        return x[index]
+
+    # naive ops
+    naive_relu = staticmethod(ref.naive_relu)
+    naive_add = staticmethod(ref.naive_add)
+    naive_add_matrix_and_vector = staticmethod(ref.naive_add_matrix_and_vector)
+    naive_vector_dot = staticmethod(ref.naive_vector_dot)
+    naive_matrix_vector_dot = staticmethod(ref.naive_matrix_vector_dot)
+    naive_matrix_dot = staticmethod(ref.naive_matrix_dot)
+
+    # -- §2.5 model --------------------------------------------------------------------------
+    def dense_model(
+        self,
+        layers: Sequence[tuple[int, int, str]],
+        weights: Sequence[np.ndarray] | None,
+        seed: int,
+    ) -> Any:
+        rng = np.random.default_rng(seed)
+        dtype = weights[0].dtype if weights is not None else self.dtype
+        model = ref.NaiveSequential(
+            [ref.NaiveDense(i, o, ACTIVATIONS[a], dtype=dtype, rng=rng) for i, o, a in layers]
+        )
+        if weights is not None:
+            model.set_weights(weights)
+        return model
+
+    def model_weights(self, model: Any) -> list[Any]:
+        return list(model.weights)
+
+    def predict(self, model: Any, x: Any) -> Any:
+        return model(x)
+
+    def batches(
+        self,
+        images: Any,
+        labels: Any,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int | None = None,
+    ) -> list[tuple[Any, Any]]:
+        rng = np.random.default_rng(seed) if shuffle else None
+        return list(ref.BatchGenerator(images, labels, batch_size, shuffle=shuffle, rng=rng))
+
+    def sparse_categorical_crossentropy(
+        self, labels: Any, predictions: Any, from_logits: bool = False
+    ) -> Any:
+        return ref.sparse_categorical_crossentropy(labels, predictions, from_logits=from_logits)
+
+    def evaluate(self, model: Any, images: Any, labels: Any) -> float:
+        return ref.evaluate(model, images, labels)
+
+    # -- autodiff ----------------------------------------------------------------------------
+    def loss_gradient(self, labels: Any, predictions: Any, from_logits: bool = False) -> Any:
+        return ref.sparse_categorical_crossentropy_backward(
+            labels, predictions, from_logits=from_logits
+        )
+
+    def model_gradients(self, model: Any, images: Any, labels: Any) -> list[Any]:
+        return ref.loss_and_gradients(model, images, labels)[1]
+
+    def gradient_affine(self, x: Any) -> Any:
+        return np.full_like(x, 2.0)  # d sum(2x + 3) / dx, by hand
+
+    def gradient_dense(self, x: Any, W: Any, b: Any) -> tuple[Any, Any]:
+        return dense_sum_gradients(x, W, b)
+
+    def gradient_scalar_graph(
+        self, x: float, w: float, b: float, y_true: float
+    ) -> tuple[float, float]:
+        g = ScalarGraph(x, w, b, y_true)
+        return g.grad_by_paths("w"), g.grad_by_paths("b")
+
+    # -- training ----------------------------------------------------------------------------
+    def training_step(
+        self, model: Any, images: Any, labels: Any, learning_rate: float, optimizer: str = "manual"
+    ) -> float:
+        opt = ref.SGD(learning_rate) if optimizer == "sgd" else None
+        return ref.one_training_step(model, images, labels, learning_rate, optimizer=opt)
+
+    def update_weights(
+        self, gradients: Sequence[Any], weights: Sequence[Any], learning_rate: float
+    ) -> None:
+        ref.update_weights(gradients, weights, learning_rate)
+
+    # -- optimizers --------------------------------------------------------------------------
+    def momentum_step(
+        self, w: Any, g: Any, velocity: Any, learning_rate: float, momentum: float, rule: str
+    ) -> tuple[Any, Any]:
+        if rule == "book":
+            return ref.naive_momentum_update(w, g, velocity, learning_rate, momentum)
+        return ref.keras_sgd_update(
+            w, g, velocity, learning_rate, momentum, nesterov=rule == "nesterov"
+        )
+
+    def rmsprop_step(
+        self,
+        w: Any,
+        g: Any,
+        state: Any,
+        learning_rate: float = 1e-3,
+        rho: float = 0.9,
+        epsilon: float = 1e-7,
+    ) -> tuple[Any, Any]:
+        state = rho * state + (1 - rho) * g * g
+        return w - learning_rate * g / (np.sqrt(state) + epsilon), state
+
+    def glorot_uniform(self, fan_in: int, fan_out: int, seed: int) -> Any:
+        limit = glorot_uniform_limit(fan_in, fan_out)
+        return np.random.default_rng(seed).uniform(-limit, limit, (fan_in, fan_out))
+
+    # -- MNIST -------------------------------------------------------------------------------
+    def train_first_example(
+        self, images: Any, labels: Any, epochs: int, batch_size: int, seed: int
+    ) -> Any:
+        model = FirstExampleModel(dtype=images.dtype, rng=np.random.default_rng(seed))
+        ref.train_first_example(
+            model,
+            images,
+            labels,
+            epochs=epochs,
+            batch_size=batch_size,
+            rng=np.random.default_rng(seed + 1),
+        )
+        return model
+
+
+ADAPTER = NumpyAdapter()

@@ -1,0 +1,246 @@
+"""§2.3 Tensor operations: element-wise ops, broadcasting, dot, reshape, geometry."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conformance.golden import load_case
+from conformance.harness import Impl, check, check_close, check_equal
+
+pytestmark = pytest.mark.section("2.3")
+
+
+@pytest.mark.parametrize("verb", ["relu", "add"])
+def test_elementwise_golden(impl: Impl, verb: str) -> None:
+    c = load_case(verb)
+    args = [impl.arr(c["x"])] + ([impl.arr(c["y"])] if verb == "add" else [])
+    check_close(impl, impl.run(verb, *args), c["out"], what=f"{verb} on golden case {verb!r}")
+
+
+@pytest.mark.parametrize("case", ["broadcast_add", "broadcast_add_square"])
+def test_broadcast_add_golden(impl: Impl, case: str) -> None:
+    c = load_case(case)
+    out = impl.run("add", impl.arr(c["x"]), impl.arr(c["y"]))
+    check_close(impl, out, c["out"], what=f"add with broadcasting, case {case!r}")
+
+
+def test_broadcasting_equals_explicit_expand_and_repeat(impl: Impl) -> None:
+    c = load_case("broadcast_add")
+    y = impl.arr(c["y"])
+    y1 = impl.call("expand_dims", y, 0)
+    check_equal(impl, impl.to_np(y1).shape, (1, 10), what="expand_dims(y, 0) shape")
+    big = impl.call("getitem", y1, (np.zeros(32, dtype=np.int64),))  # 32 copies of the row
+    check_equal(impl, impl.to_np(big).shape, (32, 10), what="y repeated 32 times")
+    explicit = impl.run("add", impl.arr(c["x"]), big)
+    implicit = impl.run("add", impl.arr(c["x"]), y)
+    check_close(impl, implicit, explicit, what="x + y vs x + repeated y", rtol=0, atol=0)
+
+
+def test_maximum_broadcasts_64_3_32_10_with_32_10(impl: Impl) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.random((64, 3, 32, 10)).astype(impl.dtype)
+    y = rng.random((32, 10)).astype(impl.dtype)
+    out = impl.run("maximum", impl.arr(x), impl.arr(y))
+    check_equal(impl, out.shape, (64, 3, 32, 10), what="maximum output shape")
+    check_close(impl, out, np.maximum(x, y), what="maximum values", rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "dot_vector",
+        "dot_matrix_vector",
+        "dot_matrix_matrix",
+        "dot_square",
+        "dot_rank4_vector",
+        "dot_rank4_matrix",
+    ],
+)
+def test_dot_golden(impl: Impl, case: str) -> None:
+    c = load_case(case)
+    out = impl.run("dot", impl.arr(c["x"]), impl.arr(c["y"]))
+    check_close(impl, out, c["out"], what=f"dot, case {case!r} ({c.meta['description']})")
+
+
+def test_dot_shape_rules(impl: Impl) -> None:
+    a, b, cc, d, e = 2, 3, 4, 5, 6
+    x = impl.arr(np.ones((a, b, cc, d)))
+    check_equal(
+        impl,
+        impl.run("dot", x, impl.arr(np.ones(d))).shape,
+        (a, b, cc),
+        what="(a, b, c, d) . (d,) shape",
+    )
+    check_equal(
+        impl,
+        impl.run("dot", x, impl.arr(np.ones((d, e)))).shape,
+        (a, b, cc, e),
+        what="(a, b, c, d) . (d, e) shape",
+    )
+
+
+def test_dot_is_not_symmetric(impl: Impl) -> None:
+    c = load_case("dot_square")
+    xy = impl.run("dot", impl.arr(c["x"]), impl.arr(c["y"]))
+    yx = impl.run("dot", impl.arr(c["y"]), impl.arr(c["x"]))
+    check_close(impl, yx, c["out_swapped"], what="dot(y, x)")
+    check(impl, not np.allclose(xy, yx), "dot(x, y) must differ from dot(y, x) here")
+
+
+@pytest.mark.parametrize(("xs", "ys"), [((3, 4), (5, 2)), ((4,), (5,)), ((2, 3, 4), (5,))])
+def test_dot_rejects_incompatible_shapes(
+    impl: Impl, xs: tuple[int, ...], ys: tuple[int, ...]
+) -> None:
+    impl.rejects("dot", impl.arr(np.ones(xs)), impl.arr(np.ones(ys)))
+
+
+@pytest.mark.requires("naive_ops")
+@pytest.mark.parametrize(
+    ("verb", "xs", "ys", "ref"),
+    [
+        ("naive_relu", (20, 10), None, lambda x, y: np.maximum(x, 0)),
+        ("naive_add", (20, 10), (20, 10), lambda x, y: x + y),
+        ("naive_add_matrix_and_vector", (20, 10), (10,), lambda x, y: x + y),
+        ("naive_vector_dot", (10,), (10,), lambda x, y: np.asarray(np.dot(x, y))),
+        ("naive_matrix_vector_dot", (6, 10), (10,), lambda x, y: x @ y),
+        ("naive_matrix_dot", (6, 10), (10, 4), lambda x, y: x @ y),
+    ],
+)
+def test_naive_ops_equal_vectorized_and_leave_inputs(impl: Impl, verb: str, xs, ys, ref) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(2)
+    x = rng.uniform(-1, 1, xs).astype(impl.dtype)
+    y = rng.uniform(-1, 1, ys).astype(impl.dtype) if ys else None
+    tx = impl.arr(x)
+    ty = impl.arr(y) if y is not None else None
+    out = impl.run(verb, *([tx] if ty is None else [tx, ty]))
+    check_close(
+        impl,
+        out,
+        ref(x.astype(np.float64), None if y is None else y.astype(np.float64)),
+        what=f"{verb} vs vectorized",
+    )
+    check_equal(impl, impl.to_np(tx), x, what=f"{verb} must not mutate x")
+    if ty is not None:
+        check_equal(impl, impl.to_np(ty), y, what=f"{verb} must not mutate y")
+
+
+@pytest.mark.requires("naive_ops")
+@pytest.mark.parametrize(
+    ("verb", "xs", "ys"),
+    [
+        ("naive_add", (3, 4), (4, 3)),
+        ("naive_matrix_dot", (3, 4), (3, 4)),
+        ("naive_vector_dot", (3,), (4,)),
+        ("naive_add_matrix_and_vector", (3, 4), (3,)),
+        ("naive_matrix_vector_dot", (3, 4), (3,)),
+    ],
+)
+def test_naive_ops_reject_bad_shapes(impl: Impl, verb: str, xs, ys) -> None:  # type: ignore[no-untyped-def]
+    impl.rejects(verb, impl.arr(np.ones(xs)), impl.arr(np.ones(ys)))
+
+
+def test_reshape_exact_values(impl: Impl) -> None:
+    x = impl.arr(np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]))
+    col = impl.call("reshape", x, (6, 1))
+    check_close(
+        impl, impl.to_np(col), np.arange(6.0).reshape(6, 1), what="(3, 2) -> (6, 1)", rtol=0, atol=0
+    )
+    back = impl.run("reshape", col, (2, 3))
+    check_close(
+        impl,
+        back,
+        np.array([[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]),
+        what="(6, 1) -> (2, 3)",
+        rtol=0,
+        atol=0,
+    )
+
+
+def test_transpose_300_by_20(impl: Impl) -> None:
+    out = impl.run("transpose", impl.arr(np.zeros((300, 20))))
+    check_equal(impl, out.shape, (20, 300), what="transpose of (300, 20)")
+
+
+@pytest.mark.erratum
+def test_transpose_2_by_3_becomes_3_by_2(impl: Impl) -> None:
+    # Erratum (review): it claims the transpose of a (2, 3) array keeps shape (2, 3).
+    x = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    out = impl.run("transpose", impl.arr(x))
+    check_close(impl, out, x.T, what="transpose of (2, 3)", rtol=0, atol=0)
+
+
+@pytest.mark.erratum
+def test_reshape_vector_to_scalar_is_rejected(impl: Impl) -> None:
+    # Erratum (review): it claims a 3-vector reshapes to shape ().
+    impl.rejects("reshape", impl.arr(np.array([1.0, 2.0, 3.0])), ())
+
+
+def test_vector_addition(impl: Impl) -> None:
+    out = impl.run("add", impl.arr(np.array([0.5, 1.0])), impl.arr(np.array([1.0, 0.25])))
+    check_close(impl, out, np.array([1.5, 1.25]), what="A + B")
+
+
+@pytest.mark.parametrize("theta", [math.pi / 6, math.pi / 2, 2.0])
+def test_rotation_by_theta(impl: Impl, theta: float) -> None:
+    # Convention: R = [u, v] with rows u = [cos, sin], v = [-sin, cos]; dot(x, R) rotates the
+    # row vector x counter-clockwise by theta.
+    r = np.array([[math.cos(theta), math.sin(theta)], [-math.sin(theta), math.cos(theta)]])
+    pts = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 1.0]])
+    out = impl.run("dot", impl.arr(pts), impl.arr(r))
+    expected = np.stack(
+        [
+            np.cos(theta) * pts[:, 0] - np.sin(theta) * pts[:, 1],
+            np.sin(theta) * pts[:, 0] + np.cos(theta) * pts[:, 1],
+        ],
+        axis=1,
+    )
+    check_close(impl, out, expected, what=f"rotation by {theta:.3f} rad")
+
+
+shapes = st.lists(st.integers(1, 4), min_size=1, max_size=4)
+
+
+@given(shape=shapes, k=st.integers(0, 3), seed=st.integers(0, 1000))
+def test_property_broadcast_add_matches_numpy(
+    impl: Impl, shape: list[int], k: int, seed: int
+) -> None:
+    k = min(k, len(shape) - 1)
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(size=shape), rng.normal(size=shape[k:])
+    out = impl.run("add", impl.arr(x), impl.arr(y))
+    check_close(impl, out, x + y, what=f"add {tuple(shape)} + {tuple(shape[k:])}")
+
+
+@given(xs=shapes, ys=st.lists(st.integers(1, 4), min_size=0, max_size=2), seed=st.integers(0, 999))
+def test_property_dot_matches_numpy(impl: Impl, xs: list[int], ys: list[int], seed: int) -> None:
+    y_shape = [*ys[:-1], xs[-1], *ys[-1:]] if ys else [xs[-1]]
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(size=xs), rng.normal(size=y_shape)
+    out = impl.run("dot", impl.arr(x), impl.arr(y))
+    check_close(
+        impl,
+        out,
+        np.dot(x, y),
+        what=f"dot {tuple(xs)} . {tuple(y_shape)}",
+        rtol=1e-5 if impl.dtype == "float32" else None,
+    )
+
+
+@pytest.mark.requires("naive_ops")
+@given(m=st.integers(1, 4), n=st.integers(1, 4), p=st.integers(1, 4), seed=st.integers(0, 999))
+def test_property_naive_matrix_dot_matches(impl: Impl, m: int, n: int, p: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(size=(m, n)), rng.normal(size=(n, p))
+    out = impl.run("naive_matrix_dot", impl.arr(x), impl.arr(y))
+    check_close(
+        impl,
+        out,
+        x @ y,
+        what=f"naive_matrix_dot ({m}, {n}) . ({n}, {p})",
+        rtol=1e-5 if impl.dtype == "float32" else None,
+    )

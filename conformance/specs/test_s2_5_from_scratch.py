@@ -1,0 +1,248 @@
+"""§2.5 The first example from scratch: NaiveDense, batches, the loss, training, evaluate."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from conformance.golden import SMALL_LAYERS, load_case
+from conformance.harness import Impl, check, check_close, check_equal
+
+pytestmark = pytest.mark.section("2.5")
+
+CHAPTER_MODEL = [(784, 512, "relu"), (512, 10, "softmax")]
+
+
+def _model(impl: Impl, case: str, prefix: str = "w"):  # type: ignore[no-untyped-def]
+    c = load_case(case)
+    return c, impl.call(
+        "dense_model", SMALL_LAYERS, [w.astype(impl.dtype) for w in c.weights(prefix)], 0
+    )
+
+
+@pytest.mark.requires("random_init")
+def test_naive_dense_init_shapes_range_zero_bias(impl: Impl) -> None:
+    model = impl.call("dense_model", CHAPTER_MODEL, None, 0)
+    ws = [impl.to_np(w, f"weights[{i}]") for i, w in enumerate(impl.call("model_weights", model))]
+    check_equal(impl, len(ws), 4, what="len(model.weights) of the chapter's model")
+    check_equal(
+        impl, [w.shape for w in ws], [(784, 512), (512,), (512, 10), (10,)], what="weight shapes"
+    )
+    for i in (0, 2):
+        w = ws[i].astype(np.float64)
+        check(
+            impl,
+            w.min() >= 0 and w.max() < 0.1,
+            f"weights[{i}] must lie in [0, 0.1), got [{w.min():.4g}, {w.max():.4g}]",
+        )
+    for i in (1, 3):
+        check(impl, bool(np.all(ws[i] == 0)), f"bias weights[{i}] must start at zero")
+
+
+def test_model_weights_given_are_used(impl: Impl) -> None:
+    c, model = _model(impl, "dense_forward")
+    ws = [impl.to_np(w) for w in impl.call("model_weights", model)]
+    for i, (got, want) in enumerate(zip(ws, c.weights(), strict=True)):
+        check_close(
+            impl, got, want.astype(impl.dtype), what=f"weights[{i}] after loading", rtol=0, atol=0
+        )
+
+
+def test_dense_forward_golden(impl: Impl) -> None:
+    c, model = _model(impl, "dense_forward")
+    out = impl.run("predict", model, impl.arr(c["x"]))
+    check_close(impl, out, c["out"], what="activation(x @ W + b) through 6-5(relu)-4(softmax)")
+    check_close(impl, out.sum(axis=1), np.ones(len(out)), what="softmax rows sum to 1")
+
+
+def test_batch_generator_469_batches_last_96_in_order(impl: Impl) -> None:
+    n = 60000
+    images = np.arange(n, dtype=np.int64).reshape(n, 1)
+    labels = np.arange(n, dtype=np.int64)
+    batches = impl.call("batches", impl.arr(images, "int64"), impl.arr(labels, "int64"), 128)
+    check_equal(impl, len(batches), 469, what="number of batches of 60,000 at 128")
+    sizes = [len(impl.to_np(b[1])) for b in batches]
+    check_equal(impl, sizes[-1], 96, what="size of the last (partial) batch")
+    check(impl, all(s == 128 for s in sizes[:-1]), "all batches but the last hold 128 samples")
+    order = np.concatenate([impl.to_np(b[1]) for b in batches])
+    check_equal(impl, order, labels, what="batches cover the data in order, without shuffling")
+    pairs = np.concatenate([impl.to_np(b[0])[:, 0] for b in batches])
+    check_equal(impl, pairs, labels, what="images and labels stay paired")
+
+
+@pytest.mark.erratum
+@pytest.mark.parametrize("batch_size", [1, 7, 64, 1000])
+def test_batch_size_is_honoured(impl: Impl, batch_size: int) -> None:
+    # Erratum (notebook): fit() built BatchGenerator(images, labels), ignoring batch_size.
+    x = np.arange(300, dtype=np.int64)
+    batches = impl.call("batches", impl.arr(x, "int64"), impl.arr(x, "int64"), batch_size)
+    check_equal(impl, len(batches), math.ceil(300 / batch_size), what=f"batches at {batch_size}")
+
+
+def test_steps_per_epoch_and_over_five_epochs(impl: Impl) -> None:
+    x = np.zeros((60000, 1))
+    steps = len(
+        impl.call("batches", impl.arr(x), impl.arr(np.zeros(60000, np.int64), "int64"), 128)
+    )
+    check_equal(impl, (steps, 5 * steps), (469, 2345), what="steps per epoch, and over 5 epochs")
+
+
+def test_shuffling_is_a_seeded_permutation(impl: Impl) -> None:
+    x = np.arange(500, dtype=np.int64)
+    one = impl.call("batches", impl.arr(x, "int64"), impl.arr(-x, "int64"), 64, True, 3)
+    two = impl.call("batches", impl.arr(x, "int64"), impl.arr(-x, "int64"), 64, True, 3)
+    a = np.concatenate([impl.to_np(b[0]) for b in one])
+    b = np.concatenate([impl.to_np(b[0]) for b in two])
+    labels = np.concatenate([impl.to_np(bb[1]) for bb in one])
+    check_equal(impl, np.sort(a), x, what="shuffled samples are a permutation")
+    check(impl, not np.array_equal(a, x), "shuffle=True must change the order")
+    check_equal(impl, a, b, what="the same seed gives the same shuffle")
+    check_equal(impl, labels, -a, what="shuffling keeps images and labels paired")
+
+
+@pytest.mark.parametrize("field", ["loss", "grad"])
+def test_loss_on_probabilities_clips_and_renormalises(impl: Impl, field: str) -> None:
+    c = load_case("loss_probabilities")
+    labels, p = impl.arr(c["labels"], "int64"), impl.arr(c["p"])
+    if field == "loss":
+        out = impl.run("sparse_categorical_crossentropy", labels, p)
+        check_close(
+            impl,
+            out,
+            c["loss"],
+            what="per-sample loss (TF 2.6 eager: clip, log, softmax cross-entropy on the logs)",
+        )
+    else:
+        if not impl.claims("autodiff"):
+            pytest.skip("not claimed: autodiff")
+        out = impl.run("loss_gradient", labels, p)
+        check_close(
+            impl,
+            out,
+            c["grad"],
+            kind="grad",
+            what="d mean loss / d probabilities (zero where clipping acted)",
+        )
+        clipped = (c["p"] < 1e-7) | (c["p"] > 1 - 1e-7)
+        check(
+            impl,
+            bool(np.all(out[clipped] == 0)),
+            f"the gradient must be exactly 0 where clipping acted ({int(clipped.sum())} entries)",
+        )
+
+
+def test_loss_on_logits(impl: Impl) -> None:
+    c = load_case("loss_logits")
+    out = impl.run(
+        "sparse_categorical_crossentropy",
+        impl.arr(c["labels"], "int64"),
+        impl.arr(c["z"]),
+        from_logits=True,
+    )
+    check_close(impl, out, c["loss"], what="softmax cross-entropy on logits")
+
+
+@pytest.mark.requires("autodiff")
+def test_model_gradients_golden(impl: Impl) -> None:
+    c, model = _model(impl, "model_gradients")
+    grads = impl.run_many("model_gradients", model, impl.arr(c["x"]), impl.arr(c["y"], "int64"))
+    for i, g in enumerate(grads):
+        check_close(
+            impl, g, c[f"g{i}"], kind="grad", what=f"gradient of the mean loss wrt weights[{i}]"
+        )
+
+
+@pytest.mark.requires("training")
+def test_one_training_step_golden(impl: Impl) -> None:
+    c, model = _model(impl, "training_step")
+    loss = impl.scalar("training_step", model, impl.arr(c["x"]), impl.arr(c["y"], "int64"), 0.1)
+    check_close(impl, np.array(loss, dtype=impl.dtype), c["loss"], what="loss of the step")
+    for i, w in enumerate(impl.call("model_weights", model)):
+        check_close(
+            impl,
+            impl.to_np(w),
+            c[f"after{i}"],
+            kind="grad",
+            what=f"weights[{i}] after one SGD step of lr 0.1 on the mean loss",
+        )
+
+
+@pytest.mark.requires("training")
+def test_sgd_optimizer_equals_manual_update(impl: Impl) -> None:
+    c = load_case("training_step")
+    ws = [w.astype(impl.dtype) for w in c.weights()]
+    manual = impl.call("dense_model", SMALL_LAYERS, ws, 0)
+    opt = impl.call("dense_model", SMALL_LAYERS, ws, 0)
+    x, y = impl.arr(c["x"]), impl.arr(c["y"], "int64")
+    impl.call("training_step", manual, x, y, 0.1, "manual")
+    impl.call("training_step", opt, x, y, 0.1, "sgd")
+    for i, (a, b) in enumerate(
+        zip(impl.call("model_weights", manual), impl.call("model_weights", opt), strict=True)
+    ):
+        check_close(
+            impl, impl.to_np(b), impl.to_np(a), what=f"weights[{i}]: SGD optimizer vs manual"
+        )
+
+
+@pytest.mark.requires("training")
+@pytest.mark.erratum
+def test_update_touches_only_the_model_trained(impl: Impl) -> None:
+    # Erratum (notebook): the first update_weights updated the global model's weights.
+    c = load_case("training_step")
+    ws = [w.astype(impl.dtype) for w in c.weights()]
+    a = impl.call("dense_model", SMALL_LAYERS, ws, 0)
+    b = impl.call("dense_model", SMALL_LAYERS, ws, 0)
+    x, y = impl.arr(c["x"]), impl.arr(c["y"], "int64")
+    impl.call("training_step", a, x, y, 0.1)
+    impl.call("training_step", b, x, y, 0.1)
+    impl.call("training_step", b, x, y, 0.1)
+    for i, w in enumerate(impl.call("model_weights", a)):
+        check_close(
+            impl,
+            impl.to_np(w),
+            c[f"after{i}"],
+            kind="grad",
+            what=f"model A's weights[{i}] after its one step (B's steps must not touch A)",
+        )
+
+
+@pytest.mark.requires("training")
+def test_trajectory_of_20_steps_within_envelope(impl: Impl) -> None:
+    c, model = _model(impl, "trajectory")
+    x, y = c["x"], c["y"]
+    losses = []
+    for k in range(20):
+        sl = slice(8 * k, 8 * (k + 1))
+        losses.append(
+            impl.scalar("training_step", model, impl.arr(x[sl]), impl.arr(y[sl], "int64"), 0.5)
+        )
+    # envelope: float64 1e-9 relative; float32 1e-4 relative (rounding grows along the path)
+    rtol = 1e-9 if impl.dtype == "float64" else 1e-4
+    check_close(
+        impl,
+        np.array(losses, dtype=impl.dtype),
+        c["losses"],
+        rtol=rtol,
+        atol=rtol,
+        what="losses of 20 SGD steps from identical weights and batches",
+    )
+    for i, w in enumerate(impl.call("model_weights", model)):
+        check_close(
+            impl,
+            impl.to_np(w),
+            c[f"final{i}"],
+            rtol=rtol,
+            atol=rtol,
+            what=f"weights[{i}] after 20 steps",
+        )
+
+
+def test_evaluate_accuracy(impl: Impl) -> None:
+    c, model = _model(impl, "dense_forward")
+    probs = c["out"]
+    labels = probs.argmax(axis=1).copy()
+    labels[:3] = (labels[:3] + 1) % 4  # 3 of 8 wrong
+    acc = impl.scalar("evaluate", model, impl.arr(c["x"]), impl.arr(labels, "int64"))
+    check(impl, abs(acc - 5 / 8) < 1e-12, f"evaluate must return accuracy 5/8 = 0.625, got {acc}")
