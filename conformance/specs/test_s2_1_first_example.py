@@ -107,3 +107,16 @@ def test_trained_first_example_predicts_distributions(impl: Impl) -> None:
     )
     acc = float((probs.argmax(axis=1) == test_labels[:1000]).mean())
     check(impl, acc > 0.85, f"one epoch on 6,000 digits should exceed 0.85 accuracy, got {acc:.3f}")
+
+
+@pytest.mark.erratum
+def test_reshape_to_6000_rows_is_rejected(impl: Impl) -> None:
+    # Erratum (review): train_images.reshape((6000, 28*28)); MNIST has 60,000 training images.
+    images = impl.arr(np.zeros((60000, 28, 28), dtype=np.uint8), "uint8")
+    check_equal(
+        impl,
+        impl.run("reshape", images, (60000, 28 * 28)).shape,
+        (60000, 784),
+        what="reshape of the training images",
+    )
+    impl.rejects("reshape", images, (6000, 28 * 28))

@@ -110,3 +110,10 @@ def test_video_batch_size() -> None:
     assert nbytes == 424_673_280
     # Erratum: the book's "405 MB" is 405 MiB (2**20 bytes); it is 425 MB.
     assert round(nbytes / 2**20) == 405 and round(nbytes / 1e6) == 425
+
+
+@pytest.mark.erratum
+def test_matplotlib_has_imshow_not_imgshow() -> None:
+    # Erratum (review): it displays the digit with plt.imgshow; the function is plt.imshow.
+    plt = pytest.importorskip("matplotlib.pyplot", reason="matplotlib not installed")
+    assert callable(plt.imshow) and not hasattr(plt, "imgshow")

@@ -244,3 +244,23 @@ def test_property_naive_matrix_dot_matches(impl: Impl, m: int, n: int, p: int, s
         what=f"naive_matrix_dot ({m}, {n}) . ({n}, {p})",
         rtol=1e-5 if impl.dtype == "float32" else None,
     )
+
+
+@pytest.mark.erratum
+def test_transpose_is_not_a_reshape(impl: Impl) -> None:
+    # Erratum (review): "transposing is the reverse of reshaping". Reshape keeps the
+    # row-major order of the coefficients; transposition exchanges rows and columns.
+    x = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    r = impl.run("reshape", impl.arr(x), (3, 2))
+    t = impl.run("transpose", impl.arr(x))
+    check_close(
+        impl,
+        r,
+        np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]),
+        what="reshape to (3, 2)",
+        rtol=0,
+        atol=0,
+    )
+    check_close(
+        impl, t, np.array([[1.0, 4.0], [2.0, 5.0], [3.0, 6.0]]), what="transpose", rtol=0, atol=0
+    )

@@ -203,3 +203,16 @@ def test_gradient_tape_dense_uses_the_sum(impl: Impl) -> None:
         kind="grad",
     )
     check_close(impl, gb, np.array([2.0, 2.0]), what="grad of sum(xW+b) wrt b", kind="grad")
+
+
+@pytest.mark.erratum
+def test_gradient_is_slope_not_curvature() -> None:
+    # Erratum (notebook text): "the gradient ... represents the curvature". On loss(w) = w**2
+    # the gradient (slope) at the minimum is 0, while the curvature there is 2.
+    def loss(w: float) -> float:
+        return w * w
+
+    h = 1e-4
+    slope = (loss(h) - loss(-h)) / (2 * h)
+    curvature = (loss(h) - 2 * loss(0.0) + loss(-h)) / h**2
+    assert slope == 0.0 and abs(curvature - 2.0) < 1e-6
