@@ -104,6 +104,11 @@ class Impl:
             fail(
                 f"to_numpy({what}) returned {type(out).__name__}, not numpy.ndarray\n{self.repro()}"
             )
+        if out.dtype.kind not in "biufc":
+            fail(
+                f"{what} is a {type(value).__name__}, which converts to an array of dtype "
+                f"{out.dtype}, not numbers: wrong return type\n{self.repro()}"
+            )
         return out
 
     def run(self, verb: str, *args: Any, **kwargs: Any) -> np.ndarray:
@@ -176,16 +181,18 @@ def check_close(
         return
     diff = np.abs(a - e)
     diff = np.where(np.isnan(diff), np.inf, diff)
-    rel = diff / np.maximum(np.abs(e), np.finfo(np.float64).tiny)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(e != 0, diff / np.abs(e), np.where(diff == 0, 0.0, np.inf))
     bad = int((~ok).sum())
     i_abs = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.ndim else ()
     i_rel = np.unravel_index(int(np.argmax(rel)), rel.shape) if rel.ndim else ()
+    rel_text = "inf (expected 0)" if not np.isfinite(rel[i_rel]) else f"{float(rel[i_rel]):.3g}"
     fail(
         f"{what}: {bad} of {ok.size} values differ beyond rtol={rtol:g}, atol={atol:g} "
         f"({kind} tolerance, {impl.dtype})\n"
         f"  largest absolute difference {float(diff[i_abs]):.3g} at {_where(i_abs)}: "
         f"got {float(a[i_abs])!r}, expected {float(e[i_abs])!r}\n"
-        f"  largest relative difference {float(rel[i_rel]):.3g} at {_where(i_rel)}: "
+        f"  largest relative difference {rel_text} at {_where(i_rel)}: "
         f"got {float(a[i_rel])!r}, expected {float(e[i_rel])!r}\n{impl.repro()}"
     )
 

@@ -106,7 +106,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         state.adapter = load_adapter(spec)
     except AdapterLoadError as exc:
-        state.load_error = str(exc)
+        raise pytest.UsageError(f"--impl {spec}: {exc}") from exc
     if state.adapter is not None:
         dtypes = list(getattr(state.adapter, "dtypes", ["float64"]))
         state.dtype = config.getoption("--dtype", None) or dtypes[0]

@@ -3,7 +3,8 @@
 - ``dl-ch2 data``: fetch and verify MNIST, print where the files are;
 - ``dl-ch2 train``: the main job, the chapter end to end on MNIST (see ``main_job``);
 - ``dl-ch2 figures --out DIR``: the chapter's figures as PNGs;
-- ``dl-ch2 demo``: the from-scratch model on synthetic MNIST-shaped data (no data needed).
+- ``dl-ch2 demo``: the from-scratch model on synthetic MNIST-shaped data (no data needed);
+- ``dl-ch2 grade ADAPTER``: grade an implementation with the conformance suite.
 """
 
 from __future__ import annotations
@@ -109,6 +110,14 @@ def _figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grade(args: argparse.Namespace) -> int:
+    from conformance.__main__ import grade
+
+    return grade(
+        args.adapter, args.dtype, args.report_json, args.report_md, args.jobs, args.pytest_args
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dl-ch2",
@@ -156,6 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     figs.add_argument("--out", default="figures")
     figs.add_argument("--root", default=None, help="MNIST data root")
     figs.set_defaults(func=_figures)
+
+    grade = sub.add_parser("grade", help="grade an implementation with the conformance suite")
+    grade.add_argument("adapter", help="numpy, torch-cpu, torch-cuda, module[:attr] or file.py")
+    grade.add_argument("--dtype", choices=["float32", "float64"])
+    grade.add_argument("--report-json")
+    grade.add_argument("--report-md")
+    grade.add_argument("-n", "--jobs", type=int, help="parallel workers (pytest-xdist)")
+    grade.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
+    grade.set_defaults(func=_grade)
     return parser
 
 
