@@ -11,7 +11,14 @@ import os
 import nox
 import nox.command
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = [
+    "tests",
+    "conformance(numpy)",
+    "conformance(torch-cpu)",
+    "conformance(mutants)",
+    "lint",
+    "typecheck",
+]
 nox.options.default_venv_backend = "virtualenv"
 nox.options.error_on_missing_interpreters = True
 
@@ -52,6 +59,49 @@ def _fetch_mnist(session: nox.Session) -> None:
         session.warn("MNIST could not be fetched: data-dependent tests will skip")
 
 
+CONFORMANCE_TARGETS = ["numpy", "torch-cpu", "torch-cuda", "mutants"]
+
+
+@nox.session
+@nox.parametrize("impl", CONFORMANCE_TARGETS, ids=CONFORMANCE_TARGETS)
+def conformance(session: nox.Session, impl: str) -> None:
+    """Grade an implementation with the conformance suite, or run the mutants."""
+    session.install("torch==2.13.0")
+    session.install(".[conformance,plot]")
+    _fetch_mnist(session)
+    if impl == "torch-cuda":
+        has_cuda = session.run(
+            "python", "-c", "import torch; print(torch.cuda.is_available())", silent=True
+        )
+        if "True" not in str(has_cuda):
+            session.skip("torch-cuda: no CUDA device here (torch.cuda.is_available() is False)")
+    if impl == "mutants":
+        session.run("python", "-m", "conformance", "mutants", *session.posargs)
+        return
+    session.run(
+        "pytest",
+        "conformance",
+        "--impl",
+        impl,
+        "-n",
+        "2",
+        f"--report-json=conformance-report-{impl}.json",
+        f"--report-md=conformance-report-{impl}.md",
+        *session.posargs,
+        env={"HYPOTHESIS_PROFILE": "conformance-ci"},
+    )
+
+
+@nox.session
+def grade(session: nox.Session) -> None:
+    """Grade a third party's adapter: nox -s grade -- path/to/adapter.py [pytest options]."""
+    if not session.posargs:
+        session.error("usage: nox -s grade -- <adapter module or path> [options]")
+    session.install("torch==2.13.0")
+    session.install(".[conformance]")
+    session.run("python", "-m", "conformance", "grade", *session.posargs)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
@@ -63,7 +113,9 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("torch==2.13.0", "mypy==2.4.1", "numpy", "tqdm", "types-tqdm")
+    session.install(
+        "torch==2.13.0", "mypy==2.4.1", "numpy", "tqdm", "types-tqdm", "pytest", "hypothesis"
+    )
     session.run("mypy", "dl_ch2", "conformance")
 
 
