@@ -88,7 +88,7 @@ def conformance(session: nox.Session, impl: str) -> None:
         f"--report-json=conformance-report-{impl}.json",
         f"--report-md=conformance-report-{impl}.md",
         *session.posargs,
-        env={"HYPOTHESIS_PROFILE": "conformance-ci"},
+        env={"DL_CH2_HYPOTHESIS_PROFILE": "conformance-ci"},
     )
 
 

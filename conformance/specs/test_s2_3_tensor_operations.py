@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conformance.golden import load_case
@@ -203,8 +203,11 @@ def test_rotation_by_theta(impl: Impl, theta: float) -> None:
 
 
 shapes = st.lists(st.integers(1, 4), min_size=1, max_size=4)
+# the impl fixture is stateless apart from its call log, so reusing it across examples is fine
+fixture_ok = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
+@fixture_ok
 @given(shape=shapes, k=st.integers(0, 3), seed=st.integers(0, 1000))
 def test_property_broadcast_add_matches_numpy(
     impl: Impl, shape: list[int], k: int, seed: int
@@ -216,6 +219,7 @@ def test_property_broadcast_add_matches_numpy(
     check_close(impl, out, x + y, what=f"add {tuple(shape)} + {tuple(shape[k:])}")
 
 
+@fixture_ok
 @given(xs=shapes, ys=st.lists(st.integers(1, 4), min_size=0, max_size=2), seed=st.integers(0, 999))
 def test_property_dot_matches_numpy(impl: Impl, xs: list[int], ys: list[int], seed: int) -> None:
     y_shape = [*ys[:-1], xs[-1], *ys[-1:]] if ys else [xs[-1]]
@@ -232,6 +236,7 @@ def test_property_dot_matches_numpy(impl: Impl, xs: list[int], ys: list[int], se
 
 
 @pytest.mark.requires("naive_ops")
+@fixture_ok
 @given(m=st.integers(1, 4), n=st.integers(1, 4), p=st.integers(1, 4), seed=st.integers(0, 999))
 def test_property_naive_matrix_dot_matches(impl: Impl, m: int, n: int, p: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
