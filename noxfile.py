@@ -138,3 +138,12 @@ def headline(session: nox.Session) -> None:
     session.install(".")
     session.run("dl-ch2", "data")
     session.run("python", "benchmarks/headline.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks: writes bench-out/bench.json and bench.md (args go to `dl-ch2 bench`)."""
+    session.install("torch==2.13.0")
+    session.install(".")
+    _fetch_mnist(session)
+    session.run("dl-ch2", "bench", *session.posargs)

@@ -45,11 +45,13 @@ from dl_ch2.training_loop import fit
 N, D, H, C, BATCH = 60000, 784, 512, 10, 128
 
 
-def synthetic_mnist(device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """60,000 MNIST-like images: ~19% of pixels lit, values in [0, 1]; random labels."""
+def synthetic_mnist(
+    device: torch.device, seed: int = 0, n: int = N
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` MNIST-like images: ~19% of pixels lit, values in [0, 1]; random labels."""
     g = torch.Generator().manual_seed(seed)
-    x = torch.rand(N, D, generator=g) * (torch.rand(N, D, generator=g) < 0.19)
-    y = torch.randint(0, C, (N,), generator=g)
+    x = torch.rand(n, D, generator=g) * (torch.rand(n, D, generator=g) < 0.19)
+    y = torch.randint(0, C, (n,), generator=g)
     return x.to(device), y.to(device)
 
 
@@ -61,7 +63,8 @@ def _sync(device: torch.device) -> None:
 def _timed(fn: Callable[[], Any], device: torch.device) -> float:
     """Seconds for one call: CUDA events on a GPU, perf_counter on the CPU."""
     if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+        end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
         start.record()
         fn()
         end.record()
@@ -81,10 +84,10 @@ def _stats(samples: list[float]) -> dict[str, Any]:
     }
 
 
-def gemm_floor_epoch(device: torch.device) -> Callable[[], None]:
+def gemm_floor_epoch(device: torch.device, n_samples: int = N) -> Callable[[], None]:
     """The products of one epoch at batch 128 (the last batch of 96 included), preallocated."""
     g = torch.Generator().manual_seed(1)
-    full = torch.rand(N, D, generator=g).to(device)
+    full = torch.rand(n_samples, D, generator=g).to(device)
     w1, w2 = torch.rand(D, H, generator=g).to(device), torch.rand(H, C, generator=g).to(device)
     h = torch.empty(BATCH, H, device=device)
     z2 = torch.empty(BATCH, C, device=device)
@@ -94,7 +97,7 @@ def gemm_floor_epoch(device: torch.device) -> Callable[[], None]:
     g1 = torch.rand(BATCH, H, generator=g).to(device)
 
     def epoch() -> None:
-        for start in range(0, N, BATCH):
+        for start in range(0, n_samples, BATCH):
             xb = full[start : start + BATCH]
             n = len(xb)
             torch.mm(xb, w1, out=h[:n])  # forward, layer 1
@@ -225,9 +228,10 @@ def run_bench(
     epochs: int = 5,
     out: Path = Path("bench-out"),
     include_memory: bool = True,
+    samples: int = N,
 ) -> dict[str, Any]:
     dev = resolve_device(device)
-    x, y = synthetic_mnist(dev)
+    x, y = synthetic_mnist(dev, n=samples)
     results: dict[str, Any] = {
         "machine": {
             "platform": platform.platform(),
@@ -243,9 +247,9 @@ def run_bench(
             "numpy": np.__version__,
             "python": platform.python_version(),
         },
-        "config": {"samples": N, "batch_size": BATCH, "repeats": repeats, "epochs": epochs},
+        "config": {"samples": samples, "batch_size": BATCH, "repeats": repeats, "epochs": epochs},
     }
-    floor_epoch = gemm_floor_epoch(dev)
+    floor_epoch = gemm_floor_epoch(dev, samples)
     floor_epoch()  # warm-up
     _sync(dev)
     results["gemm_floor"] = _stats([_timed(floor_epoch, dev) for _ in range(max(repeats, 5))])
@@ -288,7 +292,7 @@ def run_bench(
                 results["numpy_reference"][e]["median_s"] / results["port_fit_sgd"][e]["median_s"]
             )
     results["ratios"] = ratios
-    results["samples_per_second_port"] = N / results["port_fit_sgd"]["epoch_1"]["median_s"]
+    results["samples_per_second_port"] = samples / results["port_fit_sgd"]["epoch_1"]["median_s"]
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
     md = markdown_table(results)

@@ -110,6 +110,22 @@ def _figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dl_ch2.bench import run_bench
+
+    run_bench(
+        device=args.device,
+        repeats=args.repeats,
+        epochs=args.epochs,
+        out=Path(args.out),
+        include_memory=not args.no_memory,
+        samples=args.samples,
+    )
+    return 0
+
+
 def _grade(args: argparse.Namespace) -> int:
     from conformance.__main__ import grade
 
@@ -165,6 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     figs.add_argument("--out", default="figures")
     figs.add_argument("--root", default=None, help="MNIST data root")
     figs.set_defaults(func=_figures)
+
+    bench = sub.add_parser("bench", help="time training against the GEMM floor and baselines")
+    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--repeats", type=int, default=3)
+    bench.add_argument("--epochs", type=int, default=5)
+    bench.add_argument("--samples", type=int, default=60000)
+    bench.add_argument("--out", default="bench-out")
+    bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory run")
+    bench.set_defaults(func=_bench)
 
     grade = sub.add_parser("grade", help="grade an implementation with the conformance suite")
     grade.add_argument("adapter", help="numpy, torch-cpu, torch-cuda, module[:attr] or file.py")
