@@ -22,6 +22,8 @@ How this differs from the other places the chapter's loss runs:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -74,8 +76,48 @@ def sparse_categorical_crossentropy(
     """
     what = "logits" if from_logits else "probabilities"
     _check(labels, predictions, what)
+    return _unchecked(labels, predictions, from_logits)
+
+
+def _unchecked(labels: torch.Tensor, predictions: torch.Tensor, from_logits: bool) -> torch.Tensor:
     labels = labels.long()
     if from_logits:
         return F.cross_entropy(predictions, labels, reduction="none")
-    clipped = predictions.clamp(EPSILON, 1.0 - EPSILON)
-    return F.cross_entropy(torch.log(clipped), labels, reduction="none")
+    if predictions.requires_grad:
+        out: torch.Tensor = _ClippedCrossEntropy.apply(predictions, labels)
+        return out
+    return _clipped_forward(predictions, labels)[0]
+
+
+def _clipped_forward(
+    p: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Loss ``log(sum c) - log(c_y)`` with ``c = clip(p)``; also returns c and sum c."""
+    c = p.clamp(EPSILON, 1.0 - EPSILON)
+    total = c.sum(dim=1)
+    c_y = c.gather(1, labels[:, None])[:, 0]
+    return torch.log(total) - torch.log(c_y), c_y, total
+
+
+class _ClippedCrossEntropy(torch.autograd.Function):
+    """clip -> log -> softmax cross-entropy as one autograd node.
+
+    The same function and gradient as composing ``clamp``, ``log`` and ``cross_entropy``
+    (d loss / d p_j = 1 / sum c - [j == y] / c_y inside the clip bounds, 0 outside; the
+    bounds pass gradient, as torch's and TF's clip do), in a third of the kernels.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, p: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        loss, c_y, total = _clipped_forward(p, labels)
+        ctx.save_for_backward(p, labels, c_y, total)
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:
+        p, labels, c_y, total = ctx.saved_tensors
+        inside = (p >= EPSILON) & (p <= 1.0 - EPSILON)
+        grad = (grad_out / total)[:, None].expand_as(p).clone()
+        grad.scatter_add_(1, labels[:, None], (-grad_out / c_y)[:, None])
+        return grad * inside, None

@@ -18,6 +18,8 @@ from torch import nn
 
 from dl_ch2._checks import require_positive_int, require_tensor, shape_str
 from dl_ch2.batch_generator import BatchGenerator
+from dl_ch2.losses import _check as _check_loss_args
+from dl_ch2.losses import _unchecked as _scce_unchecked
 from dl_ch2.losses import sparse_categorical_crossentropy
 
 __all__ = [
@@ -63,12 +65,23 @@ def update_weights(
                 f"gradients[{i}] has shape {shape_str(g.shape)} but weights[{i}] has "
                 f"shape {shape_str(w.shape)}"
             )
+    _apply_update(gradients, weights, learning_rate)
+
+
+def _apply_update(
+    gradients: Sequence[torch.Tensor], weights: Sequence[torch.Tensor], learning_rate: float
+) -> None:
+    # one multi-tensor kernel instead of a Python loop of small ones
     with torch.no_grad():
-        torch._foreach_add_(weights, gradients, alpha=-learning_rate)
+        torch._foreach_add_(list(weights), list(gradients), alpha=-learning_rate)
 
 
-def _loss(model: nn.Module, images_batch: torch.Tensor, labels_batch: torch.Tensor) -> torch.Tensor:
+def _loss(
+    model: nn.Module, images_batch: torch.Tensor, labels_batch: torch.Tensor, check: bool = True
+) -> torch.Tensor:
     predictions = model(images_batch)
+    if not check:  # fit() has validated every label once, up front
+        return _scce_unchecked(labels_batch, predictions, False).mean()
     per_sample_losses = sparse_categorical_crossentropy(labels_batch, predictions)
     return per_sample_losses.mean()
 
@@ -87,11 +100,25 @@ def one_training_step(
     runs (``torch.optim.SGD(lr=1e-3)`` gives the same weights). Returns the batch's mean
     loss as a detached 0-d tensor (no host sync).
     """
+    return _step(model, images_batch, labels_batch, learning_rate, optimizer, check=True)
+
+
+def _step(
+    model: nn.Module,
+    images_batch: torch.Tensor,
+    labels_batch: torch.Tensor,
+    learning_rate: float,
+    optimizer: torch.optim.Optimizer | None,
+    check: bool,
+) -> torch.Tensor:
     weights = _weights_of(model)
-    average_loss = _loss(model, images_batch, labels_batch)
+    average_loss = _loss(model, images_batch, labels_batch, check)
     gradients = torch.autograd.grad(average_loss, weights)
     if optimizer is None:
-        update_weights(gradients, weights, learning_rate)
+        if check:
+            update_weights(gradients, weights, learning_rate)
+        else:
+            _apply_update(gradients, weights, learning_rate)
     else:
         for w, g in zip(weights, gradients, strict=True):
             w.grad = g
@@ -140,6 +167,7 @@ def fit(
     print_fn: Callable[[str], Any] | None = print,
     progress: bool | None = None,
     on_epoch_end: Callable[[int, list[float]], Any] | None = None,
+    fused: bool = True,
 ) -> History:
     """§2.5.3: the full training loop.
 
@@ -149,6 +177,13 @@ def fit(
     (``progress`` forces it on or off). Losses stay on the device between log points and are
     checked there, so a non-finite loss raises ``NonFiniteLossError`` naming the first bad
     epoch and batch. ``on_epoch_end(epoch, batch_losses)`` runs after each epoch.
+
+    With ``fused=True`` (the default) and no ``optimizer``, a NaiveSequential of NaiveDense
+    layers takes a faster step with the same mathematics: autograd differentiates the loss
+    down to each layer's pre-activation ``z = x @ W + b``, and the SGD update is folded into
+    the weight-gradient product (``W.addmm_(x.T, dz, alpha=-lr)``), so the gradient of W is
+    never materialised. It agrees with ``fused=False`` (the book's ``one_training_step`` per
+    batch) to rounding; any other model or an ``optimizer`` uses the book's step.
     """
     require_positive_int("epochs", epochs)
     require_positive_int("batch_size", batch_size)
@@ -161,15 +196,21 @@ def fit(
             "the same number of samples"
         )
     emit = print_fn if print_fn is not None else (lambda _s: None)
+    # validate the labels once against the model's output width, so steps can skip it
+    with torch.no_grad():
+        probe = model(images[:1])
+    _check_loss_args(labels, probe.new_empty((len(labels), probe.shape[-1])), "probabilities")
     history = History()
     show_bar = _progress_enabled(progress)
+    layers = _fusable_layers(model, images) if fused and optimizer is None else None
+    fast = layers is not None
     for epoch_counter in range(epochs):
         emit(f"Epoch {epoch_counter}")
         batch_generator = BatchGenerator(
             images, labels, batch_size, shuffle=shuffle, generator=generator
         )
         n = batch_generator.num_batches
-        losses = torch.empty(n, dtype=torch.float64, device=images.device)
+        step_losses: list[torch.Tensor] = []  # stay on the device; stacked at log points
         checked = 0
         bar = None
         if show_bar:
@@ -178,27 +219,60 @@ def fit(
             bar = tqdm(total=n, desc=f"epoch {epoch_counter}", leave=False, file=sys.stderr)
         for batch_counter in range(n):
             images_batch, labels_batch = batch_generator.next()
-            loss = one_training_step(
-                model, images_batch, labels_batch, learning_rate, optimizer=optimizer
-            )
-            losses[batch_counter] = loss
+            if fast:
+                loss = _fused_step(layers, images_batch, labels_batch, learning_rate)
+            else:
+                loss = _step(model, images_batch, labels_batch, learning_rate, optimizer, False)
+            step_losses.append(loss)
             if bar is not None:
                 bar.update(1)
             if batch_counter % log_every == 0 or batch_counter == n - 1:
-                _check_finite(losses, checked, batch_counter + 1, epoch_counter)
+                window = torch.stack(step_losses[checked:])
+                _check_finite(window, checked, epoch_counter)
                 checked = batch_counter + 1
                 if batch_counter % log_every == 0:
                     emit(f"loss at batch {batch_counter}: {float(loss):.2f}")
         if bar is not None:
             bar.close()
-        history.batch_losses.append(losses.tolist())
+        history.batch_losses.append(torch.stack(step_losses).double().tolist())
         if on_epoch_end is not None:
             on_epoch_end(epoch_counter, history.batch_losses[-1])
     return history
 
 
-def _check_finite(losses: torch.Tensor, start: int, stop: int, epoch: int) -> None:
-    window = losses[start:stop]
+def _fusable_layers(model: nn.Module, images: torch.Tensor) -> list[Any] | None:
+    from dl_ch2.naive_model import NaiveDense, NaiveSequential
+
+    if images.ndim != 2 or not isinstance(model, NaiveSequential):
+        return None
+    layers = list(model.layers)
+    if not layers or not all(isinstance(layer, NaiveDense) for layer in layers):
+        return None
+    return layers
+
+
+def _fused_step(
+    layers: Sequence[Any], images_batch: torch.Tensor, labels_batch: torch.Tensor, lr: float
+) -> torch.Tensor:
+    inputs: list[torch.Tensor] = []
+    zs: list[torch.Tensor] = []
+    x = images_batch
+    for layer in layers:
+        # weights enter as constants: autograd tracks the path from each z to the loss only
+        z = torch.addmm(layer.b.detach(), x, layer.W.detach()).requires_grad_(True)
+        inputs.append(x)
+        zs.append(z)
+        x = layer.activation(z)
+    loss = _scce_unchecked(labels_batch, x, False).mean()
+    dzs = torch.autograd.grad(loss, zs)
+    with torch.no_grad():
+        for layer, x_in, dz in zip(layers, inputs, dzs, strict=True):
+            layer.W.addmm_(x_in.detach().T, dz, alpha=-lr)  # W -= lr * x.T @ dz, in one GEMM
+            layer.b.add_(dz.sum(dim=0), alpha=-lr)
+    return loss.detach()
+
+
+def _check_finite(window: torch.Tensor, start: int, epoch: int) -> None:
     bad = ~torch.isfinite(window)
     if bool(bad.any()):
         first = int(bad.nonzero()[0, 0])

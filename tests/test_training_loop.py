@@ -206,3 +206,59 @@ def test_training_improves_accuracy_on_separable_data() -> None:
     fit(model, x, y, epochs=5, batch_size=32, learning_rate=0.1, print_fn=None, progress=False)
     after = evaluate(model, x, y)
     assert after > 0.95 and after > before
+
+
+def test_fused_fit_equals_the_books_step(device: torch.device) -> None:
+    """fit's fused step (update folded into the weight-gradient GEMM) is the same math."""
+    x, y = synthetic(300, device)
+    fused, book = small_model(device), small_model(device)
+    h1 = fit(
+        fused,
+        x,
+        y,
+        epochs=2,
+        batch_size=32,
+        learning_rate=0.05,
+        print_fn=None,
+        progress=False,
+        fused=True,
+    )
+    h2 = fit(
+        book,
+        x,
+        y,
+        epochs=2,
+        batch_size=32,
+        learning_rate=0.05,
+        print_fn=None,
+        progress=False,
+        fused=False,
+    )
+    assert h1.batch_losses != [] and len(h1.batch_losses[0]) == 10
+    for a, b in zip(h1.batch_losses, h2.batch_losses, strict=True):
+        assert a == pytest.approx(b, rel=1e-12)
+    for wa, wb in zip(fused.weights, book.weights, strict=True):
+        assert_close(wa.detach(), wb.detach(), rtol=1e-12, atol=1e-14)
+    start = small_model(device)
+    assert not torch.equal(fused.weights[0].detach(), start.weights[0].detach())
+
+
+def test_fit_with_optimizer_or_other_model_uses_the_books_step() -> None:
+    x, y = synthetic(64)
+    model = small_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    twin = small_model()
+    fit(model, x, y, epochs=1, batch_size=16, optimizer=opt, print_fn=None, progress=False)
+    fit(
+        twin,
+        x,
+        y,
+        epochs=1,
+        batch_size=16,
+        learning_rate=0.05,
+        print_fn=None,
+        progress=False,
+        fused=False,
+    )
+    for a, b in zip(model.weights, twin.weights, strict=True):
+        assert torch.equal(a, b)
