@@ -84,7 +84,7 @@ def _unchecked(labels: torch.Tensor, predictions: torch.Tensor, from_logits: boo
     if from_logits:
         return F.cross_entropy(predictions, labels, reduction="none")
     if predictions.requires_grad:
-        out: torch.Tensor = _ClippedCrossEntropy.apply(predictions, labels)
+        out: torch.Tensor = _ClippedCrossEntropy.apply(predictions, labels)  # type: ignore[no-untyped-call]
         return out
     return _clipped_forward(predictions, labels)[0]
 

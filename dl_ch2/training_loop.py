@@ -203,7 +203,7 @@ def fit(
     history = History()
     show_bar = _progress_enabled(progress)
     layers = _fusable_layers(model, images) if fused and optimizer is None else None
-    fast = layers is not None
+
     for epoch_counter in range(epochs):
         emit(f"Epoch {epoch_counter}")
         batch_generator = BatchGenerator(
@@ -219,7 +219,7 @@ def fit(
             bar = tqdm(total=n, desc=f"epoch {epoch_counter}", leave=False, file=sys.stderr)
         for batch_counter in range(n):
             images_batch, labels_batch = batch_generator.next()
-            if fast:
+            if layers is not None:
                 loss = _fused_step(layers, images_batch, labels_batch, learning_rate)
             else:
                 loss = _step(model, images_batch, labels_batch, learning_rate, optimizer, False)
