@@ -73,15 +73,12 @@ def build_first_example_model(
 ) -> nn.Sequential:
     """§2.1: Linear(784, 512) -> ReLU -> Linear(512, 10), Keras init; outputs logits."""
     dev = resolve_device(device)
-    model = nn.Sequential(
-        nn.Linear(28 * 28, 512, device=dev, dtype=dtype),
-        nn.ReLU(),
-        nn.Linear(512, 10, device=dev, dtype=dtype),
-    )
-    for layer in (model[0], model[2]):
-        assert isinstance(layer, nn.Linear)  # noqa: S101 - narrows the type for mypy only
+    hidden = nn.Linear(28 * 28, 512, device=dev, dtype=dtype)
+    output = nn.Linear(512, 10, device=dev, dtype=dtype)
+    for layer in (hidden, output):
         glorot_uniform_(layer.weight, generator)
         nn.init.zeros_(layer.bias)
+    model = nn.Sequential(hidden, nn.ReLU(), output)
     return model
 
 
