@@ -18,9 +18,9 @@ from torch import nn
 
 from dl_ch2._checks import require_positive_int, require_tensor, shape_str
 from dl_ch2.batch_generator import BatchGenerator
+from dl_ch2.losses import EPSILON, sparse_categorical_crossentropy
 from dl_ch2.losses import _check as _check_loss_args
 from dl_ch2.losses import _unchecked as _scce_unchecked
-from dl_ch2.losses import sparse_categorical_crossentropy
 
 __all__ = [
     "History",
@@ -179,11 +179,13 @@ def fit(
     epoch and batch. ``on_epoch_end(epoch, batch_losses)`` runs after each epoch.
 
     With ``fused=True`` (the default) and no ``optimizer``, a NaiveSequential of NaiveDense
-    layers takes a faster step with the same mathematics: autograd differentiates the loss
-    down to each layer's pre-activation ``z = x @ W + b``, and the SGD update is folded into
-    the weight-gradient product (``W.addmm_(x.T, dz, alpha=-lr)``), so the gradient of W is
-    never materialised. It agrees with ``fused=False`` (the book's ``one_training_step`` per
-    batch) to rounding; any other model or an ``optimizer`` uses the book's step.
+    layers takes a faster step with the same mathematics: the loss is differentiated down to
+    each layer's pre-activation ``z = x @ W + b`` (written out for relu / softmax / identity,
+    by autograd for other activations), and the SGD update is folded into the weight-gradient
+    product (``W.addmm_(x.T, dz, alpha=-lr)``), so the gradient of W is never materialised.
+    It agrees with ``fused=False`` (the book's ``one_training_step``, autograd w.r.t.
+    ``model.weights``, per batch) to rounding; any other model or an ``optimizer`` uses the
+    book's step.
     """
     require_positive_int("epochs", epochs)
     require_positive_int("batch_size", batch_size)
@@ -203,6 +205,7 @@ def fit(
     history = History()
     show_bar = _progress_enabled(progress)
     layers = _fusable_layers(model, images) if fused and optimizer is None else None
+    manual = layers is not None and all(_has_manual_backward(layer) for layer in layers)
 
     for epoch_counter in range(epochs):
         emit(f"Epoch {epoch_counter}")
@@ -219,7 +222,9 @@ def fit(
             bar = tqdm(total=n, desc=f"epoch {epoch_counter}", leave=False, file=sys.stderr)
         for batch_counter in range(n):
             images_batch, labels_batch = batch_generator.next()
-            if layers is not None:
+            if layers is not None and manual:
+                loss = _manual_step(layers, images_batch, labels_batch, learning_rate)
+            elif layers is not None:
                 loss = _fused_step(layers, images_batch, labels_batch, learning_rate)
             else:
                 loss = _step(model, images_batch, labels_batch, learning_rate, optimizer, False)
@@ -251,6 +256,12 @@ def _fusable_layers(model: nn.Module, images: torch.Tensor) -> list[Any] | None:
     return layers
 
 
+def _has_manual_backward(layer: Any) -> bool:
+    from dl_ch2.naive_model import identity, relu, softmax
+
+    return layer.activation in (relu, softmax, identity)
+
+
 def _fused_step(
     layers: Sequence[Any], images_batch: torch.Tensor, labels_batch: torch.Tensor, lr: float
 ) -> torch.Tensor:
@@ -270,6 +281,50 @@ def _fused_step(
             layer.W.addmm_(x_in.detach().T, dz, alpha=-lr)  # W -= lr * x.T @ dz, in one GEMM
             layer.b.add_(dz.sum(dim=0), alpha=-lr)
     return loss.detach()
+
+
+def _manual_step(
+    layers: Sequence[Any], images_batch: torch.Tensor, labels_batch: torch.Tensor, lr: float
+) -> torch.Tensor:
+    """The fused step with the backward written out (relu / softmax / identity layers only).
+
+    Same mathematics as autograd's (tested equal to rounding), without its graph: forward,
+    d loss / d probabilities (zero where clipping acted), then layer by layer
+    dz = activation'(z) * da, da_prev = dz @ W.T (before W moves), W -= lr * x.T @ dz.
+    """
+    from dl_ch2.naive_model import relu, softmax
+
+    with torch.no_grad():
+        cache: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        a = images_batch
+        for layer in layers:
+            z = torch.addmm(layer.b, a, layer.W)
+            out = layer.activation(z)
+            cache.append((a, z, out))
+            a = out
+        labels = labels_batch.long()
+        c = a.clamp(EPSILON, 1.0 - EPSILON)
+        total = c.sum(dim=1)
+        c_y = c.gather(1, labels[:, None])[:, 0]
+        loss = (torch.log(total) - torch.log(c_y)).mean()
+        n = len(labels)
+        da = (1.0 / (n * total))[:, None].expand_as(a).clone()
+        da.scatter_add_(1, labels[:, None], (-1.0 / (n * c_y))[:, None])
+        da.masked_fill_((a < EPSILON) | (a > 1.0 - EPSILON), 0.0)
+        for k in range(len(layers) - 1, -1, -1):
+            layer = layers[k]
+            x_in, z, out = cache[k]
+            if layer.activation is relu:
+                dz = torch.ops.aten.threshold_backward(da, z, 0)  # da * (z > 0), one kernel
+            elif layer.activation is softmax:
+                dz = out * (da - (da * out).sum(dim=1, keepdim=True))
+            else:
+                dz = da
+            if k > 0:
+                da = dz @ layer.W.T
+            layer.W.addmm_(x_in.T, dz, alpha=-lr)
+            layer.b.add_(dz.sum(dim=0), alpha=-lr)
+    return loss
 
 
 def _check_finite(window: torch.Tensor, start: int, epoch: int) -> None:

@@ -262,3 +262,33 @@ def test_fit_with_optimizer_or_other_model_uses_the_books_step() -> None:
     )
     for a, b in zip(model.weights, twin.weights, strict=True):
         assert torch.equal(a, b)
+
+
+def test_fused_fit_with_a_custom_activation_uses_autograd_to_z() -> None:
+    """Activations without a written-out backward go through autograd, same result."""
+
+    def make() -> NaiveSequential:
+        gen = torch.Generator().manual_seed(0)
+        return NaiveSequential(
+            [
+                NaiveDense(12, 8, torch.tanh, dtype=torch.float64, generator=gen),
+                NaiveDense(8, 3, softmax, dtype=torch.float64, generator=gen),
+            ]
+        )
+
+    x, y = synthetic(200)
+    a, b = make(), make()
+    fit(a, x, y, epochs=1, batch_size=20, learning_rate=0.1, print_fn=None, progress=False)
+    fit(
+        b,
+        x,
+        y,
+        epochs=1,
+        batch_size=20,
+        learning_rate=0.1,
+        print_fn=None,
+        progress=False,
+        fused=False,
+    )
+    for wa, wb in zip(a.weights, b.weights, strict=True):
+        assert_close(wa.detach(), wb.detach(), rtol=1e-12, atol=1e-14)
