@@ -17,6 +17,7 @@ from dl_ch2.first_example import (
 )
 from dl_ch2.gradients import GradientTape, ScalarGraph, chain_rule, derivative, sgd_path, variable
 from dl_ch2.losses import sparse_categorical_crossentropy
+from dl_ch2.mnist import MNISTError, load_mnist, mnist_tensors, preprocess
 from dl_ch2.momentum import keras_sgd_update, naive_momentum_update
 from dl_ch2.naive_model import NaiveDense, NaiveSequential, build_naive_model, relu, softmax
 from dl_ch2.tensor_operations import (
@@ -50,6 +51,7 @@ __all__ = [
     "BatchGenerator",
     "GradientTape",
     "History",
+    "MNISTError",
     "NaiveDense",
     "NaiveSequential",
     "NonFiniteLossError",
@@ -65,6 +67,8 @@ __all__ = [
     "glorot_uniform_",
     "keras_rmsprop",
     "keras_sgd_update",
+    "load_mnist",
+    "mnist_tensors",
     "naive_add",
     "naive_add_matrix_and_vector",
     "naive_matrix_dot",
@@ -76,6 +80,7 @@ __all__ = [
     "num_batches",
     "one_training_step",
     "predict",
+    "preprocess",
     "relu",
     "reshape",
     "resolve_device",

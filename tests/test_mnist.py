@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import multiprocessing
 import os
 import pickle
@@ -292,4 +291,7 @@ def test_preprocess() -> None:
         mnist.preprocess(np.zeros((2, 784), dtype=np.uint8))
 
 
-_ = io  # keep the import for readers who paste snippets
+def test_package_exports_load_mnist() -> None:
+    import dl_ch2
+
+    assert dl_ch2.load_mnist is mnist.load_mnist and dl_ch2.preprocess is mnist.preprocess
