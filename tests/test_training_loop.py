@@ -292,3 +292,18 @@ def test_fused_fit_with_a_custom_activation_uses_autograd_to_z() -> None:
     )
     for wa, wb in zip(a.weights, b.weights, strict=True):
         assert_close(wa.detach(), wb.detach(), rtol=1e-12, atol=1e-14)
+
+
+def test_fit_does_not_fuse_a_layer_with_its_own_forward() -> None:
+    class Scaled(NaiveDense):
+        def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+            return super().forward(inputs) * 1.0 + 0.0  # same values, but an unknown forward
+
+    from dl_ch2.training_loop import _fusable_layers
+
+    g = torch.Generator().manual_seed(0)
+    plain = NaiveSequential([NaiveDense(12, 3, softmax, generator=g)])
+    custom = NaiveSequential([Scaled(12, 3, softmax, generator=g)])
+    x = torch.zeros(4, 12)
+    assert _fusable_layers(plain, x) is not None
+    assert _fusable_layers(custom, x) is None
