@@ -249,7 +249,11 @@ def _fusable_layers(model: nn.Module, images: torch.Tensor) -> list[Any] | None:
     from dl_ch2.naive_model import NaiveDense, NaiveSequential
 
     # only the classes' own forward passes are known; a subclass overriding one is not fused
-    if images.ndim != 2 or type(model).forward is not NaiveSequential.forward:
+    if (
+        images.ndim != 2
+        or not isinstance(model, NaiveSequential)
+        or type(model).forward is not NaiveSequential.forward
+    ):
         return None
     layers = list(model.layers)
     if not layers or not all(
