@@ -117,7 +117,18 @@ class _ClippedCrossEntropy(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:
         p, labels, c_y, total = ctx.saved_tensors
-        inside = (p >= EPSILON) & (p <= 1.0 - EPSILON)
-        grad = (grad_out / total)[:, None].expand_as(p).clone()
-        grad.scatter_add_(1, labels[:, None], (-grad_out / c_y)[:, None])
-        return grad * inside, None
+        return _clipped_backward(p, labels, c_y, total, grad_out), None
+
+
+def _clipped_backward(
+    p: torch.Tensor,
+    labels: torch.Tensor,
+    c_y: torch.Tensor,
+    total: torch.Tensor,
+    grad_out: torch.Tensor | float,
+) -> torch.Tensor:
+    """d loss_i / d p scaled by ``grad_out`` (per sample or scalar): ``1 / sum c - [j == y] / c_y``
+    inside the clip bounds, 0 where clipping acted (the bounds themselves pass gradient)."""
+    grad = (grad_out / total)[:, None].expand_as(p).clone()
+    grad.scatter_add_(1, labels[:, None], (-grad_out / c_y)[:, None])
+    return grad.masked_fill_((p < EPSILON) | (p > 1.0 - EPSILON), 0.0)

@@ -18,8 +18,8 @@ from torch import nn
 
 from dl_ch2._checks import require_positive_int, require_tensor, shape_str
 from dl_ch2.batch_generator import BatchGenerator
-from dl_ch2.losses import EPSILON, sparse_categorical_crossentropy
 from dl_ch2.losses import _check as _check_loss_args
+from dl_ch2.losses import _clipped_backward, _clipped_forward, sparse_categorical_crossentropy
 from dl_ch2.losses import _unchecked as _scce_unchecked
 
 __all__ = [
@@ -311,14 +311,9 @@ def _manual_step(
             cache.append((a, z, out))
             a = out
         labels = labels_batch.long()
-        c = a.clamp(EPSILON, 1.0 - EPSILON)
-        total = c.sum(dim=1)
-        c_y = c.gather(1, labels[:, None])[:, 0]
-        loss = (torch.log(total) - torch.log(c_y)).mean()
-        n = len(labels)
-        da = (1.0 / (n * total))[:, None].expand_as(a).clone()
-        da.scatter_add_(1, labels[:, None], (-1.0 / (n * c_y))[:, None])
-        da.masked_fill_((a < EPSILON) | (a > 1.0 - EPSILON), 0.0)
+        per_sample, c_y, total = _clipped_forward(a, labels)
+        loss: torch.Tensor = per_sample.mean()
+        da = _clipped_backward(a, labels, c_y, total, 1.0 / len(labels))
         for k in range(len(layers) - 1, -1, -1):
             layer = layers[k]
             x_in, z, out = cache[k]
