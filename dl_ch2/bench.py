@@ -284,7 +284,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def run_bench(
     device: str = "cpu",
-    repeats: int = 3,
+    repeats: int = 5,
     epochs: int = 5,
     out: Path = Path("bench-out"),
     include_memory: bool = True,

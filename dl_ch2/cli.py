@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="time training against the GEMM floor and baselines")
     bench.add_argument("--device", default="cpu")
-    bench.add_argument("--repeats", type=int, default=3)
+    bench.add_argument("--repeats", type=int, default=5)
     bench.add_argument("--epochs", type=int, default=5)
     bench.add_argument("--samples", type=int, default=60000)
     bench.add_argument("--out", default="bench-out")
