@@ -135,6 +135,11 @@ def train_first_example(
             f"images and labels must be non-empty and of equal length, got {len(images)} "
             f"and {len(labels)}"
         )
+    if labels.device != images.device:
+        raise ValueError(
+            f"labels are on {labels.device} but images on {images.device}; move both to "
+            "the model's device"
+        )
     label_range = _check_labels(labels)
     opt = optimizer if optimizer is not None else keras_rmsprop(model.parameters())
     n = len(images)

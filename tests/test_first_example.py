@@ -303,5 +303,7 @@ def test_labels_are_checked_before_training(fused: bool) -> None:
         train_first_example(model, x, torch.zeros(6), fused=fused)
     with pytest.raises(ValueError, match=r"labels must be 1-D"):
         train_first_example(model, x, torch.zeros(6, 1, dtype=torch.long), fused=fused)
+    with pytest.raises(ValueError, match=r"labels are on meta but images on cpu"):
+        train_first_example(model, x, torch.zeros(6, dtype=torch.long, device="meta"))
     for p, b in zip(model.parameters(), before, strict=True):
         assert torch.equal(p, b)  # nothing moved
