@@ -326,6 +326,9 @@ def run_bench(
         results[name] = {e: _stats(times[name][i]) for e, i in picks.items()}
         for e, i in picks.items():
             ratios[f"{name}/{e}/floor"] = statistics.median(paired[name][i])
+            # the quietest round: what the code does when nothing else competes
+            results[name][e]["floor_ratio_rounds"] = paired[name][i]
+            results[name][e]["floor_ratio_best"] = min(paired[name][i])
     for other, key in (("idiomatic_dataloader_sgd", "idiomatic"), ("numpy_reference", "numpy")):
         if other in candidates:
             for e, i in picks.items():
@@ -358,10 +361,10 @@ def markdown_table(r: dict[str, Any]) -> str:
         f"Machine: {m['gpu'] or m['processor'] or m['platform']}, {m['cpu_count']} CPUs, "
         f"torch {r['versions']['torch']} ({m['torch_threads']} threads), device {m['device']}",
         "",
-        "| what | epoch | median s | min s | max s | x GEMM floor (paired) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| what | epoch | median s | min s | max s | x GEMM floor (paired) | best round |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
         f"| GEMM floor (the epoch's matrix products) | - | {floor:.3f} | "
-        f"{r['gemm_floor']['min_s']:.3f} | {r['gemm_floor']['max_s']:.3f} | 1.00 |",
+        f"{r['gemm_floor']['min_s']:.3f} | {r['gemm_floor']['max_s']:.3f} | 1.00 | 1.00 |",
     ]
     names = {
         "port_fit_sgd": "dl_ch2 fit, from-scratch model, SGD",
@@ -376,7 +379,8 @@ def markdown_table(r: dict[str, Any]) -> str:
             s = r[key][e]
             lines.append(
                 f"| {label} | {e.split('_')[1]} | {s['median_s']:.3f} | {s['min_s']:.3f} | "
-                f"{s['max_s']:.3f} | {r['ratios'][f'{key}/{e}/floor']:.2f} |"
+                f"{s['max_s']:.3f} | {r['ratios'][f'{key}/{e}/floor']:.2f} | "
+                f"{s['floor_ratio_best']:.2f} |"
             )
     ratios = r["ratios"]
     lines += [
@@ -392,7 +396,8 @@ def markdown_table(r: dict[str, Any]) -> str:
     lines.append(f"Port throughput: {r['samples_per_second_port']:,.0f} samples/s.")
     lines.append(
         "Ratios are medians over rounds of paired ratios (each round times the floor, then "
-        "every candidate, back to back)."
+        "every candidate, back to back); 'best round' is the smallest of them, what the code "
+        "does when nothing else competes for the machine. Targets are judged on the medians."
     )
     if "naive_vs_vectorized" in r:
         nv = r["naive_vs_vectorized"]

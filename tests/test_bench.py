@@ -48,6 +48,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
             samples = data[name][e]["samples_s"]
             pairs = sorted(t / floor[r * 2 + i] for r, t in enumerate(samples))
             assert data["ratios"][f"{name}/{e}/floor"] == pytest.approx(sum(pairs) / 2)
+            assert data[name][e]["floor_ratio_best"] == pytest.approx(pairs[0])
     idio, port = data["idiomatic_dataloader_sgd"]["epoch_2"], data["port_fit_sgd"]["epoch_2"]
     pairs = [a / b for a, b in zip(idio["samples_s"], port["samples_s"], strict=True)]
     assert data["ratios"]["idiomatic/port/epoch_2"] == pytest.approx(sum(pairs) / 2)
