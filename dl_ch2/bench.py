@@ -56,6 +56,17 @@ def synthetic_mnist(
     return x.to(device), y.to(device)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (platform.processor() is empty on most Linux systems)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -295,7 +306,7 @@ def run_bench(
     results: dict[str, Any] = {
         "machine": {
             "platform": platform.platform(),
-            "processor": platform.processor(),
+            "processor": cpu_model(),
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "device": str(dev),
@@ -358,7 +369,7 @@ def markdown_table(r: dict[str, Any]) -> str:
     floor = r["gemm_floor"]["median_s"]
     m = r["machine"]
     lines = [
-        f"Machine: {m['gpu'] or m['processor'] or m['platform']}, {m['cpu_count']} CPUs, "
+        f"Machine: {m['gpu'] or m['processor']} ({m['platform']}), {m['cpu_count']} CPUs, "
         f"torch {r['versions']['torch']} ({m['torch_threads']} threads), device {m['device']}",
         "",
         "| what | epoch | median s | min s | max s | x GEMM floor (paired) | best round |",
