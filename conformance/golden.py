@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from dl_ch2.tools.atomic import atomic_write
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 FORMAT_VERSION = 1
@@ -246,11 +246,7 @@ def write(directory: Path = GOLDEN_DIR) -> None:
         ("cases.npz", _serialise(arrays)),
         ("manifest.json", (json.dumps(manifest, indent=1) + "\n").encode()),
     ):
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, directory / name)
+        atomic_write(directory / name, data)
 
 
 class Case:

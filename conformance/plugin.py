@@ -25,6 +25,7 @@ import pytest
 from conformance import __version__ as SUITE_VERSION
 from conformance.adapter import CAPABILITIES, AdapterLoadError, load_adapter
 from conformance.harness import Impl
+from dl_ch2.tools.atomic import atomic_write
 
 REPORT_SCHEMA = "dl-ch2-conformance-report/1"
 NOT_CLAIMED = "not claimed"
@@ -361,11 +362,7 @@ def report_markdown(report: dict[str, Any]) -> str:
 
 
 def _write(path: str, text: str) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, p)
+    atomic_write(path, text)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -1,51 +1,124 @@
 """dl_ch2: chapter 2 of *Deep Learning with Python* in PyTorch.
 
-Modules follow the chapter: ``first_example`` (§2.1), ``data_representations`` (§2.2),
-``tensor_operations`` (§2.3), ``gradients`` and ``momentum`` (§2.4), and ``naive_model``,
-``batch_generator``, ``losses``, ``training_loop`` (§2.5). The book's names are
-re-exported here.
+The chapter's modules, in the book's order:
+
+- ``first_example`` (§2.1): the Keras model in PyTorch, ``preprocess``;
+- ``data_representations`` (§2.2): tensors, their ranks, shapes and slices;
+- ``tensor_operations`` (§2.3): the naive loops, broadcasting, ``dot``, reshape, geometry;
+- ``gradients`` and ``momentum`` (§2.4): derivatives, the chain rule, SGD, momentum;
+- ``naive_model``, ``batch_generator``, ``losses``, ``training_loop`` (§2.5): the model
+  built from scratch, its batches, its loss, ``one_training_step``, ``fit``, ``evaluate``.
+
+``dl_ch2.tools`` is the tooling around them (MNIST fetching, the CLI, the main job, figures,
+benchmarks). The book's names are re-exported here and imported on first use, so
+``import dl_ch2`` is cheap and the NumPy-only conformance suite can use ``dl_ch2.tools.atomic``
+without torch.
 """
 
-from dl_ch2._checks import resolve_device
-from dl_ch2.batch_generator import BatchGenerator, num_batches
-from dl_ch2.first_example import (
-    build_first_example_model,
-    glorot_uniform_,
-    keras_rmsprop,
-    predict,
-    train_first_example,
-)
-from dl_ch2.gradients import GradientTape, ScalarGraph, chain_rule, derivative, sgd_path, variable
-from dl_ch2.losses import sparse_categorical_crossentropy
-from dl_ch2.mnist import MNISTError, load_mnist, mnist_tensors, preprocess
-from dl_ch2.momentum import keras_sgd_update, naive_momentum_update
-from dl_ch2.naive_model import NaiveDense, NaiveSequential, build_naive_model, relu, softmax
-from dl_ch2.tensor_operations import (
-    dot,
-    naive_add,
-    naive_add_matrix_and_vector,
-    naive_matrix_dot,
-    naive_matrix_vector_dot,
-    naive_matrix_vector_dot_via_vector_dot,
-    naive_relu,
-    naive_vector_dot,
-    reshape,
-    rotate,
-    rotation_matrix,
-    stretch,
-    transpose,
-    vector_add,
-)
-from dl_ch2.training_loop import (
-    History,
-    NonFiniteLossError,
-    evaluate,
-    fit,
-    one_training_step,
-    update_weights,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dl_ch2._checks import resolve_device
+    from dl_ch2.batch_generator import BatchGenerator, num_batches
+    from dl_ch2.first_example import (
+        build_first_example_model,
+        glorot_uniform_,
+        keras_rmsprop,
+        predict,
+        preprocess,
+        train_first_example,
+    )
+    from dl_ch2.gradients import (
+        GradientTape,
+        ScalarGraph,
+        chain_rule,
+        derivative,
+        sgd_path,
+        variable,
+    )
+    from dl_ch2.losses import sparse_categorical_crossentropy
+    from dl_ch2.momentum import keras_sgd_update, naive_momentum_update
+    from dl_ch2.naive_model import NaiveDense, NaiveSequential, build_naive_model, relu, softmax
+    from dl_ch2.tensor_operations import (
+        dot,
+        naive_add,
+        naive_add_matrix_and_vector,
+        naive_matrix_dot,
+        naive_matrix_vector_dot,
+        naive_matrix_vector_dot_via_vector_dot,
+        naive_relu,
+        naive_vector_dot,
+        reshape,
+        rotate,
+        rotation_matrix,
+        stretch,
+        transpose,
+        vector_add,
+    )
+    from dl_ch2.tools.mnist import MNISTError, load_mnist, mnist_tensors
+    from dl_ch2.training_loop import (
+        History,
+        NonFiniteLossError,
+        evaluate,
+        fit,
+        one_training_step,
+        update_weights,
+    )
 
 __version__ = "0.1.0"
+
+#: Where each re-exported name lives.
+_EXPORTS: dict[str, str] = {
+    "BatchGenerator": "dl_ch2.batch_generator",
+    "GradientTape": "dl_ch2.gradients",
+    "History": "dl_ch2.training_loop",
+    "MNISTError": "dl_ch2.tools.mnist",
+    "NaiveDense": "dl_ch2.naive_model",
+    "NaiveSequential": "dl_ch2.naive_model",
+    "NonFiniteLossError": "dl_ch2.training_loop",
+    "ScalarGraph": "dl_ch2.gradients",
+    "build_first_example_model": "dl_ch2.first_example",
+    "build_naive_model": "dl_ch2.naive_model",
+    "chain_rule": "dl_ch2.gradients",
+    "derivative": "dl_ch2.gradients",
+    "dot": "dl_ch2.tensor_operations",
+    "evaluate": "dl_ch2.training_loop",
+    "fit": "dl_ch2.training_loop",
+    "glorot_uniform_": "dl_ch2.first_example",
+    "keras_rmsprop": "dl_ch2.first_example",
+    "keras_sgd_update": "dl_ch2.momentum",
+    "load_mnist": "dl_ch2.tools.mnist",
+    "mnist_tensors": "dl_ch2.tools.mnist",
+    "naive_add": "dl_ch2.tensor_operations",
+    "naive_add_matrix_and_vector": "dl_ch2.tensor_operations",
+    "naive_matrix_dot": "dl_ch2.tensor_operations",
+    "naive_matrix_vector_dot": "dl_ch2.tensor_operations",
+    "naive_matrix_vector_dot_via_vector_dot": "dl_ch2.tensor_operations",
+    "naive_momentum_update": "dl_ch2.momentum",
+    "naive_relu": "dl_ch2.tensor_operations",
+    "naive_vector_dot": "dl_ch2.tensor_operations",
+    "num_batches": "dl_ch2.batch_generator",
+    "one_training_step": "dl_ch2.training_loop",
+    "predict": "dl_ch2.first_example",
+    "preprocess": "dl_ch2.first_example",
+    "relu": "dl_ch2.naive_model",
+    "reshape": "dl_ch2.tensor_operations",
+    "resolve_device": "dl_ch2._checks",
+    "rotate": "dl_ch2.tensor_operations",
+    "rotation_matrix": "dl_ch2.tensor_operations",
+    "sgd_path": "dl_ch2.gradients",
+    "softmax": "dl_ch2.naive_model",
+    "sparse_categorical_crossentropy": "dl_ch2.losses",
+    "stretch": "dl_ch2.tensor_operations",
+    "train_first_example": "dl_ch2.first_example",
+    "transpose": "dl_ch2.tensor_operations",
+    "update_weights": "dl_ch2.training_loop",
+    "variable": "dl_ch2.gradients",
+    "vector_add": "dl_ch2.tensor_operations",
+}
 
 __all__ = [
     "BatchGenerator",
@@ -96,3 +169,17 @@ __all__ = [
     "variable",
     "vector_add",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the chapter module that defines ``name`` on first use (PEP 562)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dl_ch2' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -1,3 +1,3 @@
-from dl_ch2.cli import main
+from dl_ch2.tools.cli import main
 
 raise SystemExit(main())

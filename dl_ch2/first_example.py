@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -435,3 +436,12 @@ class _FusedRMSprop:
         torch.sqrt(v, out=s)
         s.add_(eps)
         torch._foreach_addcdiv_(self.params, self.grads, self.scratch, value=-lr)
+
+
+def preprocess(images: np.ndarray) -> np.ndarray:
+    """§2.1 "Preparing the image data": reshape to (N, 784) and scale to float32 in [0, 1]."""
+    if not isinstance(images, np.ndarray):
+        raise TypeError(f"images must be a NumPy array, got {type(images).__name__}")
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise ValueError(f"images must have shape (N, 28, 28), got {images.shape}")
+    return images.reshape((len(images), 28 * 28)).astype("float32") / 255

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dl_ch2.cli import main
+from dl_ch2.tools.cli import main
 
 
 def test_bench_smoke(tmp_path: Path) -> None:

@@ -13,8 +13,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ import numpy as np
 
 from dl_ch2.gradients import sgd_path
 from dl_ch2.momentum import local_global_curve, local_global_curve_grad
+from dl_ch2.tools.atomic import atomic_path
 
 __all__ = [
     "FIGURE_SIZE_PX",
@@ -59,17 +58,11 @@ def _figure() -> tuple[Any, Any]:
 
 def _save(fig: Any, path: Path) -> Path:
     """Save atomically (temp file + rename) at exactly FIGURE_SIZE_PX."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=_DPI, format="png")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=_DPI, format="png")
     finally:
         _plt().close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

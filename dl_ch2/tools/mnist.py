@@ -40,6 +40,8 @@ import numpy as np
 import torch
 
 from dl_ch2._checks import DeviceLike, resolve_device
+from dl_ch2.first_example import preprocess
+from dl_ch2.tools.atomic import atomic_write
 
 __all__ = [
     "MNISTError",
@@ -170,23 +172,6 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     return parse_idx(data, source=str(p))
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; data files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 @contextlib.contextmanager
 def _lock(folder: Path) -> Iterator[None]:
     """An exclusive advisory lock on ``folder/.lock`` (POSIX); a no-op elsewhere."""
@@ -233,7 +218,7 @@ def _arrays_to_files(
             )
         blobs[spec.name] = blob
     for name, blob in blobs.items():
-        _atomic_write(raw / name, blob)
+        atomic_write(raw / name, blob)
 
 
 def _from_root_files(raw: Path, files: Mapping[str, IdxFile]) -> bool:
@@ -257,7 +242,7 @@ def _from_root_files(raw: Path, files: Mapping[str, IdxFile]) -> bool:
                 "delete it and run `dl-ch2 data`"
             )
         parse_idx(data, source=str(gz), expected=spec)
-        _atomic_write(plain, data)
+        atomic_write(plain, data)
     return ok
 
 
@@ -503,13 +488,6 @@ def load_mnist(
         arrays["test_images"],
         arrays["test_labels"],
     )
-
-
-def preprocess(images: np.ndarray) -> np.ndarray:
-    """§2.1: the book's preprocessing, reshape to (N, 784) and scale to float32 in [0, 1]."""
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise ValueError(f"images must have shape (N, 28, 28), got {images.shape}")
-    return images.reshape((len(images), 28 * 28)).astype("float32") / 255
 
 
 def mnist_tensors(

@@ -38,9 +38,9 @@ from torch import nn
 from dl_ch2 import __version__
 from dl_ch2._checks import resolve_device
 from dl_ch2.first_example import build_first_example_model, train_first_example
-from dl_ch2.mnist import _atomic_write
 from dl_ch2.naive_model import build_naive_model
 from dl_ch2.tensor_operations import naive_add, naive_relu
+from dl_ch2.tools.atomic import atomic_write
 from dl_ch2.training_loop import fit
 
 N, D, H, C, BATCH = 60000, 784, 512, 10, 128
@@ -197,7 +197,7 @@ def naive_vs_vectorized(repeats: int = 20) -> dict[str, Any]:
 def peak_memory_of_train(timeout: int = 900) -> dict[str, Any]:
     """Peak RSS of `dl-ch2 train --model both --epochs 1`, in a child process (needs MNIST)."""
     try:
-        from dl_ch2.mnist import fetch_mnist
+        from dl_ch2.tools.mnist import fetch_mnist
 
         fetch_mnist(download=False)
     except Exception as exc:
@@ -358,8 +358,8 @@ def run_bench(
     results["samples_per_second_port"] = samples / results["port_fit_sgd"]["epoch_1"]["median_s"]
     results["targets"] = targets(results)
     md = markdown_table(results)
-    _atomic_write(out / "bench.json", (json.dumps(results, indent=2) + "\n").encode())
-    _atomic_write(out / "bench.md", md.encode())
+    atomic_write(out / "bench.json", (json.dumps(results, indent=2) + "\n").encode())
+    atomic_write(out / "bench.md", md.encode())
     print(md)
     return results
 

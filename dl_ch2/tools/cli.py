@@ -65,7 +65,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from dl_ch2.mnist import FILES, fetch_mnist, load_mnist
+    from dl_ch2.tools.mnist import FILES, fetch_mnist, load_mnist
 
     raw = fetch_mnist(args.root)
     (tx, ty), (sx, _sy) = load_mnist(args.root)
@@ -79,7 +79,7 @@ def _data(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from dl_ch2.main_job import TrainConfig, run_train
+    from dl_ch2.tools.main_job import TrainConfig, run_train
 
     run_train(
         TrainConfig(
@@ -101,8 +101,8 @@ def _train(args: argparse.Namespace) -> int:
 def _figures(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from dl_ch2 import figures
-    from dl_ch2.mnist import load_mnist
+    from dl_ch2.tools import figures
+    from dl_ch2.tools.mnist import load_mnist
 
     (tx, ty), _ = load_mnist(args.root)
     for path in figures.make_all(Path(args.out), tx, ty):
@@ -113,7 +113,7 @@ def _figures(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from dl_ch2.bench import run_bench
+    from dl_ch2.tools.bench import run_bench
 
     run_bench(
         device=args.device,

@@ -14,10 +14,8 @@ weights and the same batches as the torch backend with the same seed.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +26,10 @@ import torch
 
 from dl_ch2 import __version__
 from dl_ch2._checks import resolve_device
-from dl_ch2.first_example import build_first_example_model, predict, train_first_example
-from dl_ch2.mnist import load_mnist, preprocess
+from dl_ch2.first_example import build_first_example_model, predict, preprocess, train_first_example
 from dl_ch2.naive_model import build_naive_model
+from dl_ch2.tools.atomic import atomic_write
+from dl_ch2.tools.mnist import load_mnist
 from dl_ch2.training_loop import evaluate, fit
 
 __all__ = ["TrainConfig", "run_train"]
@@ -61,13 +60,7 @@ class _TorchPermutations:
 
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-        f.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(payload, indent=2) + "\n")
 
 
 def _versions() -> dict[str, str]:
@@ -257,7 +250,7 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     if cfg.figures:
         try:
-            from dl_ch2 import figures
+            from dl_ch2.tools import figures
 
             written = figures.make_all(
                 out,
