@@ -14,7 +14,15 @@ import numpy as np
 import pytest
 
 from dl_ch2.tools import mnist
-from dl_ch2.tools.mnist import FILES, IdxFile, MNISTError, fetch_mnist, idx_bytes, parse_idx, read_idx
+from dl_ch2.tools.mnist import (
+    FILES,
+    IdxFile,
+    MNISTError,
+    fetch_mnist,
+    idx_bytes,
+    parse_idx,
+    read_idx,
+)
 
 
 def small_arrays(seed: int = 0) -> dict[str, np.ndarray]:
