@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import os
 import platform
 import re
@@ -112,6 +113,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--adapter-metadata", default=None, help=argparse_suppress())
     group.addoption("--grade-dir", default=None, help=argparse_suppress())
+    # the supervisor's wall-clock deadline (epoch seconds): its budget includes our start-up
+    group.addoption("--deadline", type=float, default=None, help=argparse_suppress())
 
 
 def argparse_suppress() -> str:
@@ -135,6 +138,7 @@ class State:
     spec_info: dict[str, dict[str, Any]] = field(default_factory=dict)
     started: dict[str, float] = field(default_factory=dict)
     crashes: int = 0
+    last_node_error: str | None = None
     max_restarts: int | None = None
     collect_errors: list[str] = field(default_factory=list)
     stop_reason: str | None = None
@@ -207,6 +211,8 @@ def _enter_scratch(config: pytest.Config, state: State) -> None:
         sys.path[:] = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
         os.chdir(scratch)
         state.grade_dir = Path(grade_dir)
+        # so the controller can stop a worker stuck in a spec when the budget runs out
+        atomic_write(Path(grade_dir) / f"pid-{os.getpid()}", str(os.getppid()))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -396,26 +402,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             msg = f"expectation '{kind} {pattern}' matches no spec"
             state.unmatched.append(msg)
             warnings.warn(msg, stacklevel=1)
+    if state.role == "worker" and state.grade_dir is not None:
+        # the controller sees ids, never items: leave it their sections and timeouts
+        # (written here, before xdist tells the controller that collection finished)
+        wid = config.workerinput.get("workerid", "gw")  # type: ignore[attr-defined]
+        atomic_write(state.grade_dir / f"specs-{wid}.json", json.dumps(_spec_infos(items)))
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_collection_finish(session: pytest.Session) -> None:
-    state = session.config.stash[_STATE_KEY]
-    info = {
+def _spec_infos(items: Sequence[pytest.Item]) -> dict[str, dict[str, Any]]:
+    return {
         item.nodeid: {
             "section": _section_of(item),
             "erratum": item.get_closest_marker("erratum") is not None,
             "timeout": _timeout_of(item),
         }
-        for item in session.items
+        for item in items
     }
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    state = session.config.stash[_STATE_KEY]
     if state.role == "worker":
-        # the controller never sees items, only ids: leave it their sections and timeouts
-        if state.grade_dir is not None:
-            wid = session.config.workerinput.get("workerid", "gw")  # type: ignore[attr-defined]
-            atomic_write(state.grade_dir / f"specs-{wid}.json", json.dumps(info))
         return
-    state.spec_info = info
+    state.spec_info = _spec_infos(session.items)
     _set_collected(state, [item.nodeid for item in session.items])
 
 
@@ -467,7 +477,9 @@ def pytest_xdist_node_collection_finished(node: Any, ids: Sequence[str]) -> None
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     if error is not None:
-        node.config.stash[_STATE_KEY].crashes += 1
+        state = node.config.stash[_STATE_KEY]
+        state.crashes += 1
+        state.last_node_error = str(error)
 
 
 def pytest_collectreport(report: pytest.CollectReport) -> None:
@@ -512,6 +524,11 @@ def _crash_message(state: State, nodeid: str) -> str:
     started = state.started.get(nodeid)
     elapsed = None if started is None else time.monotonic() - started
     timeout = state.spec_info.get(nodeid, {}).get("timeout")
+    if state.last_node_error == "keyboard-interrupt":
+        return (
+            "interrupted: a KeyboardInterrupt (raised by the implementation, or Ctrl-C) "
+            "stopped the worker while this spec ran; the grade stops here"
+        )
     if elapsed is not None and timeout is not None and elapsed >= 0.95 * timeout:
         return (
             f"timed out: no result within the per-spec timeout of {timeout:g} s "
@@ -593,16 +610,44 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 
 
 def _budget_ran_out(state: State) -> None:
+    """Timer thread of the controller: stop the run (KeyboardInterrupt), then its workers."""
     state.stop_reason = f"the grading budget of {state.budget:g} s ran out"
     os.kill(os.getpid(), signal.SIGINT)
+    if state.role != "controller" or state.grade_dir is None:
+        return
+    time.sleep(0.5)  # let the interrupt land first: the spec running is "not run", not failed
+    for pid_file in state.grade_dir.glob("pid-*"):
+        try:
+            pid = int(pid_file.name.split("-", 1)[1])
+            parent = int(pid_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if parent == os.getpid() and _parent_of(pid) in (os.getpid(), None):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def _parent_of(pid: int) -> int | None:
+    """The parent pid of ``pid`` from /proc (None where /proc is not available)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None if not Path("/proc/self/stat").exists() else -1
+    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
     _CONFIG["config"] = session.config
     state = session.config.stash[_STATE_KEY]
-    if state.role != "worker" and state.budget is not None:
-        left = state.budget - (time.monotonic() - state.t0)
+    deadline = session.config.getoption("--deadline", None)
+    if state.role != "worker" and (state.budget is not None or deadline is not None):
+        left = math.inf if state.budget is None else state.budget - (time.monotonic() - state.t0)
+        if deadline is not None:
+            left = min(left, deadline - time.time())
+            state.budget = state.budget if state.budget is not None else left
         state.timer = threading.Timer(max(0.0, left), _budget_ran_out, args=(state,))
         state.timer.daemon = True
         state.timer.start()
@@ -804,7 +849,7 @@ def _snapshot(config: pytest.Config, state: State, *, force: bool = False) -> No
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash[_STATE_KEY]
-    if state.role == "worker" or state.meta is None:
+    if state.role == "worker" or state.meta is None or config.option.collectonly:
         return
     state.exitstatus = int(exitstatus)
     report = build_report(state)

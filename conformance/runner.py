@@ -77,6 +77,8 @@ DEFAULT_MEMORY_LIMIT_GIB = 8.0
 #: Seconds the supervisor waits past the budget before it interrupts, then kills, pytest.
 GRACE = 20.0
 PROBE_TIMEOUT = 120.0
+#: Seconds kept from the budget for pytest's wind-down (the report card, the exit).
+WIND_DOWN = 1.0
 _PROBE_MARK = "DL_CH2_ADAPTER_METADATA "
 
 
@@ -216,6 +218,7 @@ def grade(
 ) -> int:
     """Grade ``adapter``; print the report card; return the exit code (module doc)."""
     t0 = time.monotonic()
+    wall0 = time.time()
     budget = DEFAULT_BUDGET if budget is None else budget
     for name, value in (("--budget", budget), ("--spec-timeout", spec_timeout)):
         if value is not None and not value > 0:
@@ -265,7 +268,10 @@ def grade(
             "--max-worker-restart",
             str(DEFAULT_MAX_WORKER_RESTART if max_worker_restart is None else max_worker_restart),
             "--budget",
-            f"{remaining:.3f}",
+            f"{budget:g}",
+            # pytest's start-up comes out of the budget too, and its wind-down is kept for
+            "--deadline",
+            f"{wall0 + budget - WIND_DOWN:.3f}",
             "--report-json",
             str(json_path),
         ]
@@ -311,6 +317,8 @@ def grade(
         if rc == 4 or (rc == 2 and not json_path.exists()):  # pytest's usage error
             return EXIT_USAGE
         report, printed = _final_report(json_path, meta, adapter, dtype, killed, interrupted)
+        if rc == 5 and report.get("totals", {}).get("collected") == 0:
+            return _usage("no spec selected (check the -k/-m options given to pytest)")
     return _publish(report, report_json, report_md, printed=printed)
 
 
