@@ -495,6 +495,7 @@ def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> N
         state = config.stash[_STATE_KEY]
         text = str(excinfo.value).strip()
         state.interrupt = text or excinfo.typename
+        _stop_workers(state)
 
 
 def pytest_runtest_logstart(nodeid: str, location: Any) -> None:
@@ -595,7 +596,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     rep = outcome.get_result()
     if rep.failed and call.excinfo is not None:
         text = str(call.excinfo.value).strip()
-        first = text.splitlines()[0] if text else call.excinfo.typename
+        first = text.splitlines()[0] if text else ""
+        if not isinstance(call.excinfo.value, pytest.fail.Exception):
+            # not the harness's own verdict: an error escaped the spec (SystemExit, ...)
+            first = f"{call.excinfo.typename}: {first}" if first else call.excinfo.typename
+            if not isinstance(call.excinfo.value, Exception):
+                first += " (the implementation must not end or interrupt the process)"
         rep.user_properties.append(("message", first[:300]))
     if call.when == "call":
         impl_obj = getattr(item, "funcargs", {}).get("impl")
@@ -610,32 +616,47 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 
 
 def _budget_ran_out(state: State) -> None:
-    """Timer thread of the controller: stop the run (KeyboardInterrupt), then its workers."""
+    """Timer thread: stop the run with a KeyboardInterrupt in the main thread."""
     state.stop_reason = f"the grading budget of {state.budget:g} s ran out"
     os.kill(os.getpid(), signal.SIGINT)
+
+
+def _stop_workers(state: State) -> None:
+    """Controller, once interrupted: kill its workers now (one may hang inside a spec).
+
+    The workers are this process's children (execnet popen): found in /proc where there is
+    one, else from the pid files each worker leaves in the grade directory.
+    """
     if state.role != "controller" or state.grade_dir is None:
         return
-    time.sleep(0.5)  # let the interrupt land first: the spec running is "not run", not failed
-    for pid_file in state.grade_dir.glob("pid-*"):
-        try:
-            pid = int(pid_file.name.split("-", 1)[1])
-            parent = int(pid_file.read_text())
-        except (OSError, ValueError):
-            continue
-        if parent == os.getpid() and _parent_of(pid) in (os.getpid(), None):
+    me = os.getpid()
+    pids = set()
+    proc = Path("/proc")
+    if proc.is_dir():
+        for entry in proc.iterdir():
+            if entry.name.isdigit() and _parent_of(int(entry.name)) == me:
+                pids.add(int(entry.name))
+    else:
+        for pid_file in state.grade_dir.glob("pid-*"):
             try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+                if int(pid_file.read_text()) == me:
+                    pids.add(int(pid_file.name.split("-", 1)[1]))
+            except (OSError, ValueError):
+                continue
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def _parent_of(pid: int) -> int | None:
-    """The parent pid of ``pid`` from /proc (None where /proc is not available)."""
+    """The parent pid of ``pid`` from /proc (None if it cannot be read)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None if not Path("/proc/self/stat").exists() else -1
-    return int(stat.rsplit(")", 1)[1].split()[1])
+        return int(stat.rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @pytest.hookimpl(tryfirst=True)
