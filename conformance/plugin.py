@@ -16,6 +16,7 @@ memory, moves to a scratch directory of its own, loads the adapter and runs spec
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import math
@@ -283,9 +284,7 @@ def pytest_configure(config: pytest.Config) -> None:
     state.isolation["slow_spec_timeout_s"] = config.getoption("--slow-spec-timeout")
     state.isolation["budget_s"] = budget
     if state.role != "worker" and not config.pluginmanager.hasplugin("timeout"):
-        warnings.warn(
-            "pytest-timeout is not installed: specs run without a timeout", stacklevel=1
-        )
+        warnings.warn("pytest-timeout is not installed: specs run without a timeout", stacklevel=1)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -555,7 +554,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         state.collected.append(report.nodeid)
         state.results[report.nodeid] = _record(state, report.nodeid)
     rec = state.results[report.nodeid]
-    props = dict(report.user_properties)
+    props: dict[str, Any] = dict(report.user_properties)
     if props.get("section"):
         rec["section"] = props["section"]
     if props.get("erratum"):
@@ -644,10 +643,8 @@ def _stop_workers(state: State) -> None:
             except (OSError, ValueError):
                 continue
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def _parent_of(pid: int) -> int | None:

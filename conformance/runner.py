@@ -27,6 +27,7 @@ container or VM.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -104,7 +105,8 @@ class AdapterMeta:
             dtypes=list(adapter.dtypes),
             capabilities=sorted(adapter.capabilities),
             library_versions={
-                str(k): str(v) for k, v in (getattr(adapter, "library_versions", None) or {}).items()
+                str(k): str(v)
+                for k, v in (getattr(adapter, "library_versions", None) or {}).items()
             },
             expectations_file=None if exp is None else str(Path(exp).resolve()),
         )
@@ -139,7 +141,9 @@ def probe_metadata(spec: str, timeout: float = PROBE_TIMEOUT) -> AdapterMeta:
         raise AdapterLoadError(f"adapter file {target} does not exist")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in [os.getcwd(), str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")] if p
+        p
+        for p in [os.getcwd(), str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")]
+        if p
     )
     try:
         proc = subprocess.run(
@@ -197,10 +201,8 @@ def _usage(message: str) -> int:
 
 
 def _kill_group(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def grade(
@@ -224,16 +226,16 @@ def grade(
         if value is not None and not value > 0:
             return _usage(f"{name} must be a positive number of seconds, got {value}")
     if jobs is not None and jobs < 1:
-        return _usage(f"-n/--jobs must be at least 1 (grading always uses worker processes), got {jobs}")
+        return _usage(
+            f"-n/--jobs must be at least 1 (grading always uses worker processes), got {jobs}"
+        )
     if max_worker_restart is not None and max_worker_restart < 0:
         return _usage(f"--max-worker-restart must be >= 0, got {max_worker_restart}")
     if dtype is not None and dtype not in ("float32", "float64"):
         return _usage(f"--dtype must be float32 or float64, got {dtype!r}")
     missing = _missing_plugins()
     if missing:
-        return _usage(
-            f"grading needs {', '.join(missing)}: pip install 'dl-ch2[conformance]'"
-        )
+        return _usage(f"grading needs {', '.join(missing)}: pip install 'dl-ch2[conformance]'")
     try:
         meta = probe_metadata(adapter, timeout=min(PROBE_TIMEOUT, budget))
     except AdapterLoadError as exc:
@@ -341,7 +343,9 @@ def _final_report(
             report = None
     if report is None:
         report = empty_report(meta, adapter, dtype or meta.dtypes[0], meta.devices[0])
-    printed = report.get("incomplete_reason") != SNAPSHOT_REASON and report.get("complete") is not None
+    printed = (
+        report.get("incomplete_reason") != SNAPSHOT_REASON and report.get("complete") is not None
+    )
     if report.get("incomplete_reason") == SNAPSHOT_REASON or report.get("complete") is None:
         if killed:
             reason = killed

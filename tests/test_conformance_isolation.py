@@ -231,7 +231,9 @@ def test_ctrl_c_on_the_grade_reports_incomplete(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "conformance", "grade", str(path), "--report-json", str(report)]
     cmd += ["--spec-timeout", "100", "--", "-k", "s2_3"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     flag = tmp_path / "flags" / "relu"
     deadline = time.monotonic() + 120
     while not flag.exists() and time.monotonic() < deadline and proc.poll() is None:
@@ -312,7 +314,9 @@ BAD_METADATA = [
 
 
 @pytest.mark.parametrize(("line", "attr"), BAD_METADATA, ids=[b[0] for b in BAD_METADATA])
-def test_bad_metadata_is_an_error_naming_the_attribute(line: str, attr: str, tmp_path: Path) -> None:
+def test_bad_metadata_is_an_error_naming_the_attribute(
+    line: str, attr: str, tmp_path: Path
+) -> None:
     path = write_adapter(
         tmp_path,
         f"""
@@ -325,7 +329,7 @@ def test_bad_metadata_is_an_error_naming_the_attribute(line: str, attr: str, tmp
     with pytest.raises(AdapterLoadError, match=attr):
         load_adapter(str(path))
     if line.startswith(("dtypes = ()", "capabilities = 'training'", "library_versions")):
-        rc, out, report, _ = run_grade(tmp_path, str(path))
+        rc, out, _, _ = run_grade(tmp_path, str(path))
         assert rc == 2, out[-2000:]
         assert attr in out and "INTERNALERROR" not in out and "Traceback" not in out
         assert out.strip().count("\n") < 3, out  # one line, not a pytest session
@@ -372,9 +376,7 @@ def _report(outcomes: list[str], complete: bool = True) -> dict[str, Any]:
 
     report: dict[str, Any] = {
         "complete": complete,
-        "specs": [
-            {"id": f"t{i}", "section": "2.3", "outcome": o} for i, o in enumerate(outcomes)
-        ],
+        "specs": [{"id": f"t{i}", "section": "2.3", "outcome": o} for i, o in enumerate(outcomes)],
     }
     _fill_counts(report)
     return report
