@@ -151,6 +151,7 @@ class State:
     t0: float = field(default_factory=time.monotonic)
     timer: threading.Timer | None = None
     last_snapshot: float = 0.0
+    origin_cwd: Path = field(default_factory=Path.cwd)  # relative paths given are from here
     isolation: dict[str, Any] = field(default_factory=dict)
 
 
@@ -203,6 +204,7 @@ def _cap_memory(gib: float) -> str:
 def _enter_scratch(config: pytest.Config, state: State) -> None:
     """Worker side: cap memory, then run from a scratch directory of this worker's own."""
     winput = config.workerinput  # type: ignore[attr-defined]
+    state.origin_cwd = Path.cwd()
     state.isolation["memory_limit"] = _cap_memory(float(config.getoption("--memory-limit")))
     grade_dir = winput.get("dl_ch2_grade_dir")
     if grade_dir:
@@ -356,7 +358,8 @@ def _expectations(config: pytest.Config, state: State) -> list[tuple[str, str, s
     if path is None:
         return []
     entries = []
-    for n, raw in enumerate(Path(path).read_text().splitlines(), 1):
+    full = Path(path) if Path(path).is_absolute() else state.origin_cwd / path
+    for n, raw in enumerate(full.read_text().splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -405,7 +408,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # the controller sees ids, never items: leave it their sections and timeouts
         # (written here, before xdist tells the controller that collection finished)
         wid = config.workerinput.get("workerid", "gw")  # type: ignore[attr-defined]
-        atomic_write(state.grade_dir / f"specs-{wid}.json", json.dumps(_spec_infos(items)))
+        sidecar = {"specs": _spec_infos(items), "warnings": state.unmatched}
+        atomic_write(state.grade_dir / f"specs-{wid}.json", json.dumps(sidecar))
 
 
 def _spec_infos(items: Sequence[pytest.Item]) -> dict[str, dict[str, Any]]:
@@ -467,8 +471,10 @@ def pytest_xdist_node_collection_finished(node: Any, ids: Sequence[str]) -> None
     if not state.spec_info and state.grade_dir is not None:
         path = state.grade_dir / f"specs-{node.gateway.id}.json"
         try:
-            state.spec_info = json.loads(path.read_text())
-        except (OSError, ValueError):
+            sidecar = json.loads(path.read_text())
+            state.spec_info = sidecar["specs"]
+            state.unmatched = list(sidecar["warnings"])
+        except (OSError, ValueError, KeyError):
             state.spec_info = {}
     _set_collected(state, ids)
 

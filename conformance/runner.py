@@ -108,7 +108,7 @@ class AdapterMeta:
                 str(k): str(v)
                 for k, v in (getattr(adapter, "library_versions", None) or {}).items()
             },
-            expectations_file=None if exp is None else str(Path(exp).resolve()),
+            expectations_file=None if exp is None else str(exp),
         )
 
     def to_json(self) -> str:
