@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import json
 import math
 import os
@@ -172,6 +173,7 @@ def _git_sha() -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=1)
 def suite_version() -> str:
     sha = _git_sha()
     return f"{SUITE_VERSION}+g{sha}" if sha else SUITE_VERSION

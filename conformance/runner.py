@@ -202,7 +202,10 @@ def _usage(message: str) -> int:
 
 def _kill_group(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
+        if hasattr(os, "killpg"):
+            os.killpg(pid, sig)
+        elif sig != signal.SIGINT:
+            os.kill(pid, sig)
 
 
 def grade(
@@ -240,6 +243,10 @@ def grade(
         meta = probe_metadata(adapter, timeout=min(PROBE_TIMEOUT, budget))
     except AdapterLoadError as exc:
         return _usage(str(exc))
+    except KeyboardInterrupt:
+        return _publish(
+            _interrupted_before_start(adapter, dtype), report_json, report_md, printed=False
+        )
     if dtype is not None and dtype not in meta.dtypes:
         return _usage(
             f"--dtype {dtype}: the adapter {meta.name} declares dtypes {meta.dtypes} only"
@@ -322,6 +329,14 @@ def grade(
         if rc == 5 and report.get("totals", {}).get("collected") == 0:
             return _usage("no spec selected (check the -k/-m options given to pytest)")
     return _publish(report, report_json, report_md, printed=printed)
+
+
+def _interrupted_before_start(adapter: str, dtype: str | None) -> dict[str, Any]:
+    from conformance.plugin import empty_report
+
+    report = empty_report(None, adapter, dtype or "float64", "cpu")
+    report["incomplete_reason"] = "interrupted (Ctrl-C) before any spec was collected"
+    return report
 
 
 def _final_report(

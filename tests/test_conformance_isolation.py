@@ -399,3 +399,25 @@ def test_exit_codes_and_totals_from_the_report() -> None:
     assert exit_code(incomplete) == 3
     # not run counts as not passed: 1 of 3
     assert incomplete["sections"]["2.3"]["percent_passed"] == pytest.approx(33.3)
+
+
+def test_a_killed_grade_reports_its_last_snapshot(tmp_path: Path) -> None:
+    from conformance.plugin import SNAPSHOT_REASON
+    from conformance.runner import AdapterMeta, _final_report
+
+    meta = AdapterMeta("x", "1", ["cpu"], ["float64"], [])
+    snapshot = _report(["passed", "failed", "not run"], complete=False)
+    snapshot["incomplete_reason"] = SNAPSHOT_REASON
+    snapshot["not_run"] = ["t2"]
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(snapshot))
+    report, printed = _final_report(path, meta, "x.py", None, "killed past its budget", False)
+    assert printed is False  # the killed process never printed its card: the runner does
+    assert report["complete"] is False
+    assert report["incomplete_reason"] == "killed past its budget"
+    assert report["totals"]["collected"] == 3 and report["totals"]["not_run"] == 1
+    assert exit_code(report) == 3
+    # nothing written at all (killed before collection): still a report, incomplete
+    report, printed = _final_report(tmp_path / "none.json", meta, "x.py", None, "killed", False)
+    assert report["complete"] is False and report["totals"]["collected"] == 0
+    assert exit_code(report) == 3
