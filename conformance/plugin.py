@@ -542,7 +542,7 @@ def _crash_message(state: State, nodeid: str) -> str:
             f"timed out: no result within the per-spec timeout of {timeout:g} s "
             "(pytest-timeout stopped the worker; grading went on in a fresh one)"
         )
-    took = "" if elapsed is None else f" after {elapsed:.1f} s"
+    took = "" if elapsed is None or elapsed < 0.5 else f" after {elapsed:.1f} s"
     return (
         f"the worker process running this spec died{took} (the implementation ended the "
         "process: os._exit, a segfault, a kill or the memory cap); grading went on in a "
