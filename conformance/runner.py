@@ -236,6 +236,13 @@ def grade(
         return _usage(f"--max-worker-restart must be >= 0, got {max_worker_restart}")
     if dtype is not None and dtype not in ("float32", "float64"):
         return _usage(f"--dtype must be float32 or float64, got {dtype!r}")
+    for arg in extra:
+        if arg in ("-n", "--numprocesses", "no:xdist", "no:timeout") or arg.startswith(
+            ("-n", "--numprocesses=", "--dist", "-p no:")
+        ):
+            return _usage(
+                f"pytest option {arg!r} would undo the grade's isolation; use grade's own -n"
+            )
     missing = _missing_plugins()
     if missing:
         return _usage(f"grading needs {', '.join(missing)}: pip install 'dl-ch2[conformance]'")

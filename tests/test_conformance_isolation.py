@@ -358,6 +358,8 @@ def test_dtype_the_adapter_does_not_declare_is_a_usage_error(tmp_path: Path) -> 
 def test_missing_adapter_file_is_a_usage_error(tmp_path: Path) -> None:
     rc, out, _, _ = run_grade(tmp_path, str(tmp_path / "nope.py"))
     assert rc == 2 and "does not exist" in out
+    rc, out, _, _ = run_grade(tmp_path, "numpy", "--", "-n", "0")  # no way around the workers
+    assert rc == 2 and "isolation" in out
 
 
 def test_dl_ch2_grade_is_the_same_command(tmp_path: Path) -> None:
