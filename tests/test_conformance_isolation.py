@@ -360,6 +360,8 @@ def test_missing_adapter_file_is_a_usage_error(tmp_path: Path) -> None:
     assert rc == 2 and "does not exist" in out
     rc, out, _, _ = run_grade(tmp_path, "numpy", "--", "-n", "0")  # no way around the workers
     assert rc == 2 and "isolation" in out
+    rc, out, _, _ = run_grade(tmp_path, "numpy", "--expectations", str(tmp_path / "nope.txt"))
+    assert rc == 2 and "nope.txt" in out and "INTERNALERROR" not in out
 
 
 def test_dl_ch2_grade_is_the_same_command(tmp_path: Path) -> None:
