@@ -319,9 +319,6 @@ def _spec_timeout(config: pytest.Config, item: pytest.Item) -> float:
     return float(config.getoption("--spec-timeout"))
 
 
-TOLERANCE_DTYPES = KNOWN_DTYPES
-
-
 def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash[_STATE_KEY]
     a = state.meta
