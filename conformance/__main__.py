@@ -59,7 +59,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("-n", "--jobs", type=int, help="parallel workers (pytest-xdist)")
     g.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
     sub.add_parser("mutants", help="run the negative controls (the kill matrix)")
+    from conformance import classroom_cli  # course staff: --gradescope, bundle, grade-all
+
+    classroom_cli.add_gradescope_options(g)
+    classroom_cli.register(sub)
     args, rest = parser.parse_known_args(argv)
+    handled = classroom_cli.dispatch(args)
+    if handled is not None:
+        return handled
     if args.command == "mutants":
         from conformance.mutants import main as mutants_main
 

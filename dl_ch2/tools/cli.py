@@ -13,6 +13,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -129,6 +130,8 @@ def _bench(args: argparse.Namespace) -> int:
 def _grade(args: argparse.Namespace) -> int:
     from conformance.__main__ import grade
 
+    if getattr(args, "gradescope", None):
+        return _classroom(args)
     return grade(
         args.adapter, args.dtype, args.report_json, args.report_md, args.jobs, args.pytest_args
     )
@@ -199,7 +202,24 @@ def build_parser() -> argparse.ArgumentParser:
     grade.add_argument("-n", "--jobs", type=int, help="parallel workers (pytest-xdist)")
     grade.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
     grade.set_defaults(func=_grade)
+    _add_classroom_commands(sub, grade)
     return parser
+
+
+def _classroom(args: argparse.Namespace) -> int:
+    from conformance.classroom_cli import dispatch  # i13: course-staff subcommands
+
+    return int(dispatch(args) or 0)
+
+
+def _add_classroom_commands(sub: Any, grade: argparse.ArgumentParser) -> None:
+    """i13: ``grade --gradescope``, ``gradescope-bundle``, ``grade-all`` (conformance's)."""
+    from conformance import classroom_cli
+
+    classroom_cli.add_gradescope_options(grade)
+    classroom_cli.register(sub)
+    for name in ("gradescope-bundle", "grade-all", "gradescope-run"):
+        sub.choices[name].set_defaults(func=_classroom)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
