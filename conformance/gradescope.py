@@ -317,7 +317,7 @@ def grade_to_gradescope(
         return 3  # killed: incomplete
     if run.report is None and run.returncode == 0:
         return 1  # no report is never a pass
-    return run.returncode
+    return 2 if run.returncode == 4 else run.returncode  # pytest's usage error is ours
 
 
 def run_autograder(root: Path | None = None, rubric_path: Path | None = None) -> int:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import math
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ __all__ = [
 DEFAULT_RUBRIC = Path(__file__).parent / "rubric.default.toml"
 VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
 
+_NUMERIC = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _KEYS: dict[str, set[str]] = {
     "": {"assignment", "grading", "points", "visibility", "rule"},
     "assignment": {"requires", "uses_torch", "adapter", "dtype"},
@@ -341,7 +343,7 @@ def score_report(report: Mapping[str, Any], rubric: Rubric) -> tuple[list[Scored
             ScoredSpec(
                 id=spec_id,
                 section=section,
-                number=f"{section}.{counters[section]}",
+                number=f"{section if _NUMERIC.match(section) else '0'}.{counters[section]}",
                 score=points if passed else 0.0,
                 max_score=points,
                 passed=passed,
