@@ -1,8 +1,13 @@
 """``python -m conformance grade ADAPTER [options] [-- pytest args]``: grade an implementation.
 
-Runs the specs shipped in this package with pytest; needs no clone and no torch (unless the
-adapter itself uses it). ``ADAPTER`` is numpy, torch-cpu, torch-cuda, a module[:attr] or a
-path/to/adapter.py.
+Runs the specs shipped in this package with pytest under pytest-xdist (the implementation
+runs in spawned worker processes; see conformance/runner.py); needs no clone and no torch
+(unless the adapter itself uses it). ``ADAPTER`` is numpy, torch-cpu, torch-cuda, a
+module[:attr] or a path/to/adapter.py.
+
+Exit codes: 0 complete and every claimed spec passed; 1 complete with failures; 2 usage error
+(bad path, bad adapter metadata, bad option); 3 incomplete (interrupted, out of budget or out
+of worker restarts: the specs not run are listed and count as not passed).
 """
 
 from __future__ import annotations
@@ -10,38 +15,67 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+
+from conformance.runner import (
+    DEFAULT_BUDGET,
+    DEFAULT_MAX_WORKER_RESTART,
+    DEFAULT_MEMORY_LIMIT_GIB,
+    DEFAULT_SPEC_TIMEOUT,
+    grade,
+)
+
+__all__ = ["add_grade_arguments", "grade", "grade_from_args", "main"]
 
 
-def grade(
-    adapter: str,
-    dtype: str | None = None,
-    report_json: str | None = None,
-    report_md: str | None = None,
-    jobs: int | None = None,
-    extra: Sequence[str] = (),
-) -> int:
-    import pytest
+def add_grade_arguments(g: argparse.ArgumentParser) -> None:
+    """The options of ``grade``, shared with ``dl-ch2 grade``."""
+    g.add_argument("adapter", help="numpy, torch-cpu, torch-cuda, module[:attr] or file.py")
+    g.add_argument("--dtype", choices=["float32", "float64"])
+    g.add_argument("--report-json", help="write the report card as JSON here")
+    g.add_argument("--report-md", help="write the Markdown summary here")
+    g.add_argument(
+        "-n", "--jobs", type=int, default=1, help="worker processes (pytest-xdist; default 1)"
+    )
+    g.add_argument(
+        "--spec-timeout",
+        type=float,
+        default=None,
+        help=f"seconds per spec (default {DEFAULT_SPEC_TIMEOUT:g}; slow specs have their own)",
+    )
+    g.add_argument(
+        "--budget",
+        type=float,
+        default=DEFAULT_BUDGET,
+        help=f"seconds for the whole grade (default {DEFAULT_BUDGET:g})",
+    )
+    g.add_argument(
+        "--max-worker-restart",
+        type=int,
+        default=DEFAULT_MAX_WORKER_RESTART,
+        help=f"worker crashes tolerated (default {DEFAULT_MAX_WORKER_RESTART})",
+    )
+    g.add_argument(
+        "--memory-limit",
+        type=float,
+        default=None,
+        help=f"GiB of data memory per worker, 0 for none (default {DEFAULT_MEMORY_LIMIT_GIB:g})",
+    )
+    g.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
 
-    here = Path(__file__).parent
-    args = [
-        str(here / "specs"),
-        "--rootdir",
-        str(here),
-        "-p",
-        "no:cacheprovider",
-        "--impl",
-        adapter,
-    ]
-    if dtype:
-        args += ["--dtype", dtype]
-    if report_json:
-        args += ["--report-json", report_json]
-    if report_md:
-        args += ["--report-md", report_md]
-    if jobs:
-        args += ["-n", str(jobs)]
-    return int(pytest.main([*args, *extra]))
+
+def grade_from_args(args: argparse.Namespace, rest: Sequence[str] = ()) -> int:
+    return grade(
+        args.adapter,
+        args.dtype,
+        args.report_json,
+        args.report_md,
+        args.jobs,
+        [*args.pytest_args, *rest],
+        spec_timeout=args.spec_timeout,
+        budget=args.budget,
+        max_worker_restart=args.max_worker_restart,
+        memory_limit_gib=args.memory_limit,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -51,13 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    g = sub.add_parser("grade", help="grade an implementation")
-    g.add_argument("adapter")
-    g.add_argument("--dtype", choices=["float32", "float64"])
-    g.add_argument("--report-json")
-    g.add_argument("--report-md")
-    g.add_argument("-n", "--jobs", type=int, help="parallel workers (pytest-xdist)")
-    g.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
+    add_grade_arguments(sub.add_parser("grade", help="grade an implementation"))
     sub.add_parser("mutants", help="run the negative controls (the kill matrix)")
     from conformance import classroom_cli  # course staff: --gradescope, bundle, grade-all
 
@@ -71,14 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from conformance.mutants import main as mutants_main
 
         return mutants_main(rest)
-    return grade(
-        args.adapter,
-        args.dtype,
-        args.report_json,
-        args.report_md,
-        args.jobs,
-        [*args.pytest_args, *rest],
-    )
+    return grade_from_args(args, rest)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ __all__ = [
     "Adapter",
     "AdapterLoadError",
     "load_adapter",
+    "validate_metadata",
 ]
 
 #: Optional capabilities an adapter may claim, and what each one covers.
@@ -161,15 +162,76 @@ def load_adapter(spec: str) -> Any:
     obj = getattr(module, attr or "ADAPTER", None)
     if obj is None:
         raise AdapterLoadError(f"{target} has no attribute {attr or 'ADAPTER'}")
+    validate_metadata(obj, target)
+    return obj
+
+
+#: The dtypes the suite's tolerance table knows.
+KNOWN_DTYPES = ("float32", "float64")
+
+
+def _bad(target: str, attr: str, want: str, got: Any) -> AdapterLoadError:
+    shown = repr(got)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return AdapterLoadError(
+        f"adapter {target}: attribute {attr!r} must be {want}, got {shown} "
+        f"({type(got).__name__})"
+    )
+
+
+def _str_items(target: str, attr: str, value: Any, want: str) -> list[str]:
+    """``value`` as a non-empty list of str; a bare str (read letter by letter) is refused."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, set, frozenset)):
+        raise _bad(target, attr, want, value)
+    items = list(value)
+    if not items or not all(isinstance(v, str) for v in items):
+        raise _bad(target, attr, want, value)
+    return items
+
+
+def validate_metadata(obj: Any, target: str) -> None:
+    """Check an adapter's descriptive attributes; raise AdapterLoadError naming the bad one.
+
+    ``name`` and ``version`` are non-empty str; ``devices`` a non-empty sequence of str;
+    ``dtypes`` a non-empty sequence of "float32"/"float64"; ``capabilities`` a set (or
+    sequence) of known capability names, possibly empty, never a bare str; the optional
+    ``library_versions`` a dict keyed by library name (str).
+    """
     missing = [
         a for a in ("name", "version", "devices", "dtypes", "capabilities") if not hasattr(obj, a)
     ]
     if missing:
         raise AdapterLoadError(f"adapter {target} lacks the attributes {missing}")
-    unknown = set(obj.capabilities) - set(CAPABILITIES)
+    for attr in ("name", "version"):
+        value = getattr(obj, attr)
+        if not isinstance(value, str) or not value.strip():
+            raise _bad(target, attr, "a non-empty str", value)
+    _str_items(target, "devices", obj.devices, "a non-empty sequence of device names (str)")
+    dtypes = _str_items(
+        target, "dtypes", obj.dtypes, f"a non-empty sequence of {' or '.join(KNOWN_DTYPES)}"
+    )
+    unknown_dtypes = sorted(set(dtypes) - set(KNOWN_DTYPES))
+    if unknown_dtypes:
+        raise AdapterLoadError(
+            f"adapter {target}: attribute 'dtypes' names unknown dtypes {unknown_dtypes}; "
+            f"known: {list(KNOWN_DTYPES)}"
+        )
+    caps = obj.capabilities
+    want_caps = "a set of capability names (str), e.g. frozenset({'training'})"
+    if isinstance(caps, (str, bytes)) or not isinstance(caps, (Sequence, set, frozenset)):
+        raise _bad(target, "capabilities", want_caps, caps)
+    if not all(isinstance(c, str) for c in caps):
+        raise _bad(target, "capabilities", want_caps, caps)
+    unknown = set(caps) - set(CAPABILITIES)
     if unknown:
         raise AdapterLoadError(
-            f"adapter {obj.name} claims unknown capabilities {sorted(unknown)}; "
-            f"known: {sorted(CAPABILITIES)}"
+            f"adapter {target}: attribute 'capabilities' names unknown capabilities "
+            f"{sorted(unknown)}; known: {sorted(CAPABILITIES)}"
         )
-    return obj
+    libs = getattr(obj, "library_versions", None)
+    if libs is not None and (
+        not isinstance(libs, dict)
+        or not all(isinstance(k, str) for k in libs)
+    ):
+        raise _bad(target, "library_versions", "a dict keyed by library name (or absent)", libs)

@@ -10,13 +10,21 @@ from conformance.plugin import (  # noqa: F401 - pytest finds hooks and fixtures
     pytest_addoption,
     pytest_collection_finish,
     pytest_collection_modifyitems,
+    pytest_collectreport,
     pytest_configure,
+    pytest_configure_node,
     pytest_itemcollected,
+    pytest_keyboard_interrupt,
     pytest_report_header,
     pytest_runtest_logreport,
+    pytest_runtest_logstart,
     pytest_runtest_makereport,
+    pytest_sessionfinish,
     pytest_sessionstart,
     pytest_terminal_summary,
+    pytest_testnodedown,
+    pytest_unconfigure,
+    pytest_xdist_node_collection_finished,
 )
 
 settings.register_profile(

@@ -1,0 +1,388 @@
+"""The grading runner behind ``python -m conformance grade`` and ``dl-ch2 grade``.
+
+A grade always ends, and always ends with a report whose totals equal the specs collected:
+
+- the adapter's metadata is read in a spawned child process first (``probe_metadata``), so a
+  bad adapter is a usage error (exit 2) naming the attribute, and the grading process never
+  imports the implementation;
+- the specs run under pytest-xdist (``-n 1`` at least): each worker is a fresh interpreter
+  started by execnet's ``popen`` gateway (``subprocess.Popen`` of ``python -c ...``: spawned,
+  not forked), with a memory cap (``RLIMIT_DATA``, which leaves CUDA's address-space
+  reservations alone, unlike ``RLIMIT_AS``) and a scratch working directory of its own. A
+  verb that ends its process (``os._exit``, a segfault) fails that spec; xdist starts a fresh
+  worker and grading goes on, up to ``--max-worker-restart`` crashes;
+- each spec has a timeout (pytest-timeout, ``thread`` method, which also stops hangs inside C
+  code by ending the worker); the whole grade has a budget, after which the run stops;
+- the pytest process runs in its own process group under this supervisor: past the budget
+  plus a grace period it is killed, and the last report snapshot it wrote is the report.
+
+Exit codes: 0 complete and every claimed spec passed; 1 complete with failures; 2 usage error
+(bad path, bad metadata, bad options); 3 incomplete (interrupted, out of budget, out of
+worker restarts; the report lists the specs not run and counts them as not passed).
+
+This isolates honest mistakes, not malicious code: the implementation runs with your user's
+rights, can read and write your files and reach the network. Grade untrusted code in a
+container or VM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conformance.adapter import AdapterLoadError
+
+__all__ = [
+    "DEFAULT_BUDGET",
+    "DEFAULT_MAX_WORKER_RESTART",
+    "DEFAULT_MEMORY_LIMIT_GIB",
+    "DEFAULT_SLOW_SPEC_TIMEOUT",
+    "DEFAULT_SPEC_TIMEOUT",
+    "EXIT_COMPLETE_FAILED",
+    "EXIT_COMPLETE_PASSED",
+    "EXIT_INCOMPLETE",
+    "EXIT_USAGE",
+    "AdapterMeta",
+    "exit_code",
+    "grade",
+    "probe_metadata",
+]
+
+EXIT_COMPLETE_PASSED = 0
+EXIT_COMPLETE_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INCOMPLETE = 3
+
+#: Per-spec timeout in seconds. The slowest honest fast spec takes about 1.6 s on this 2-core
+#: machine (torch-cpu, first torch call included); 30 s leaves room for a loaded machine, a
+#: first CUDA call and a slower from-scratch implementation.
+DEFAULT_SPEC_TIMEOUT = 30.0
+#: Timeout of specs marked ``slow`` (training the first example on MNIST).
+DEFAULT_SLOW_SPEC_TIMEOUT = 900.0
+#: Budget of a whole grade, in seconds.
+DEFAULT_BUDGET = 1800.0
+#: Worker crashes tolerated before a grade stops (and is reported incomplete).
+DEFAULT_MAX_WORKER_RESTART = 10
+#: Memory cap of each worker (RLIMIT_DATA), in GiB; 0 disables it.
+DEFAULT_MEMORY_LIMIT_GIB = 8.0
+#: Seconds the supervisor waits past the budget before it interrupts, then kills, pytest.
+GRACE = 20.0
+PROBE_TIMEOUT = 120.0
+_PROBE_MARK = "DL_CH2_ADAPTER_METADATA "
+
+
+@dataclass
+class AdapterMeta:
+    """The descriptive attributes of a validated adapter (what the grading process needs)."""
+
+    name: str
+    version: str
+    devices: list[str]
+    dtypes: list[str]
+    capabilities: list[str]
+    library_versions: dict[str, str] = field(default_factory=dict)
+    expectations_file: str | None = None
+
+    @classmethod
+    def of(cls, adapter: Any) -> AdapterMeta:
+        exp = getattr(adapter, "expectations_file", None)
+        return cls(
+            name=adapter.name,
+            version=adapter.version,
+            devices=list(adapter.devices),
+            dtypes=list(adapter.dtypes),
+            capabilities=sorted(adapter.capabilities),
+            library_versions={
+                str(k): str(v) for k, v in (getattr(adapter, "library_versions", None) or {}).items()
+            },
+            expectations_file=None if exp is None else str(Path(exp).resolve()),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> AdapterMeta:
+        return cls(**json.loads(text))
+
+
+def absolute_spec(spec: str) -> str:
+    """``spec`` with a file adapter's path made absolute (workers run in a scratch folder)."""
+    target, sep, attr = spec.partition(":")
+    if spec.endswith(".py") or ".py:" in spec:
+        return str(Path(target).resolve()) + sep + attr
+    return spec
+
+
+def probe_metadata(spec: str, timeout: float = PROBE_TIMEOUT) -> AdapterMeta:
+    """Load and validate the adapter in a spawned child process; return its metadata.
+
+    Raises AdapterLoadError (naming the bad attribute) if the adapter cannot be loaded, its
+    metadata is invalid, or loading it ends the process or takes longer than ``timeout``.
+    """
+    from conformance.adapter import BUILTIN
+
+    spec = absolute_spec(spec)
+    target = BUILTIN.get(spec, spec).partition(":")[0]
+    if (target.endswith(".py")) and not Path(target).exists():
+        raise AdapterLoadError(f"adapter file {target} does not exist")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in [os.getcwd(), str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")] if p
+    )
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "conformance.runner", "probe", spec],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise AdapterLoadError(f"loading the adapter {spec} took more than {timeout:g} s") from exc
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(_PROBE_MARK)]
+    if proc.returncode == 0 and lines:
+        return AdapterMeta.from_json(lines[-1][len(_PROBE_MARK) :])
+    err = proc.stderr.strip().splitlines()
+    if proc.returncode == EXIT_USAGE and err:
+        raise AdapterLoadError(err[-1])
+    tail = f": {err[-1]}" if err else ""
+    raise AdapterLoadError(
+        f"loading the adapter {spec} ended its process with exit code {proc.returncode}{tail}"
+    )
+
+
+def _probe_main(spec: str) -> int:
+    """Child side of ``probe_metadata``: load, validate, print the metadata as JSON."""
+    from conformance.adapter import load_adapter
+
+    try:
+        meta = AdapterMeta.of(load_adapter(spec))
+    except AdapterLoadError as exc:
+        print(str(exc).replace("\n", " "), file=sys.stderr)
+        return EXIT_USAGE
+    sys.stdout.write("\n" + _PROBE_MARK + meta.to_json() + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def exit_code(report: dict[str, Any]) -> int:
+    """0 complete and all passed, 1 complete with failures, 3 incomplete (see module doc)."""
+    if not report.get("complete", False):
+        return EXIT_INCOMPLETE
+    return EXIT_COMPLETE_FAILED if report["totals"]["failed"] else EXIT_COMPLETE_PASSED
+
+
+def _missing_plugins() -> list[str]:
+    import importlib.util
+
+    return [m for m in ("xdist", "pytest_timeout") if importlib.util.find_spec(m) is None]
+
+
+def _usage(message: str) -> int:
+    print(f"conformance grade: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def grade(
+    adapter: str,
+    dtype: str | None = None,
+    report_json: str | None = None,
+    report_md: str | None = None,
+    jobs: int | None = None,
+    extra: Sequence[str] = (),
+    *,
+    spec_timeout: float | None = None,
+    budget: float | None = None,
+    max_worker_restart: int | None = None,
+    memory_limit_gib: float | None = None,
+) -> int:
+    """Grade ``adapter``; print the report card; return the exit code (module doc)."""
+    t0 = time.monotonic()
+    budget = DEFAULT_BUDGET if budget is None else budget
+    for name, value in (("--budget", budget), ("--spec-timeout", spec_timeout)):
+        if value is not None and not value > 0:
+            return _usage(f"{name} must be a positive number of seconds, got {value}")
+    if jobs is not None and jobs < 1:
+        return _usage(f"-n/--jobs must be at least 1 (grading always uses worker processes), got {jobs}")
+    if max_worker_restart is not None and max_worker_restart < 0:
+        return _usage(f"--max-worker-restart must be >= 0, got {max_worker_restart}")
+    if dtype is not None and dtype not in ("float32", "float64"):
+        return _usage(f"--dtype must be float32 or float64, got {dtype!r}")
+    missing = _missing_plugins()
+    if missing:
+        return _usage(
+            f"grading needs {', '.join(missing)}: pip install 'dl-ch2[conformance]'"
+        )
+    try:
+        meta = probe_metadata(adapter, timeout=min(PROBE_TIMEOUT, budget))
+    except AdapterLoadError as exc:
+        return _usage(str(exc))
+    if dtype is not None and dtype not in meta.dtypes:
+        return _usage(
+            f"--dtype {dtype}: the adapter {meta.name} declares dtypes {meta.dtypes} only"
+        )
+    here = Path(__file__).resolve().parent
+    with tempfile.TemporaryDirectory(prefix="dl-ch2-grade-") as tmp:
+        meta_path = Path(tmp) / "adapter-metadata.json"
+        meta_path.write_text(meta.to_json())
+        json_path = Path(tmp) / "report.json"
+        remaining = max(1.0, budget - (time.monotonic() - t0))
+        args = [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(here / "specs"),
+            "--rootdir",
+            str(here),
+            "-p",
+            "no:cacheprovider",
+            "--impl",
+            absolute_spec(adapter),
+            "--adapter-metadata",
+            str(meta_path),
+            "--grade-dir",
+            tmp,
+            "-n",
+            str(jobs or 1),
+            "--max-worker-restart",
+            str(DEFAULT_MAX_WORKER_RESTART if max_worker_restart is None else max_worker_restart),
+            "--budget",
+            f"{remaining:.3f}",
+            "--report-json",
+            str(json_path),
+        ]
+        if spec_timeout is not None:
+            args += ["--spec-timeout", str(spec_timeout)]
+        if memory_limit_gib is not None:
+            args += ["--memory-limit", str(memory_limit_gib)]
+        if dtype:
+            args += ["--dtype", dtype]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in [os.getcwd(), str(here.parent), env.get("PYTHONPATH")] if p
+        )
+        proc = subprocess.Popen([*args, *extra], start_new_session=True, env=env)
+        killed = None
+        deadline = time.monotonic() + remaining + GRACE
+        interrupted = False
+        while True:
+            try:
+                rc = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                break
+            except subprocess.TimeoutExpired:
+                if killed is None:
+                    # the pytest process should have stopped itself at its budget
+                    killed = "the grading process outlived its budget and was interrupted"
+                    os.kill(proc.pid, signal.SIGINT)
+                    deadline = time.monotonic() + GRACE
+                else:
+                    killed = "the grading process outlived its budget and was killed"
+                    _kill_group(proc.pid, signal.SIGKILL)
+                    rc = proc.wait()
+                    break
+            except KeyboardInterrupt:
+                if interrupted:  # a second Ctrl-C: stop now
+                    killed = "interrupted twice (Ctrl-C); the grading process was killed"
+                    _kill_group(proc.pid, signal.SIGKILL)
+                    rc = proc.wait()
+                    break
+                interrupted = True
+                os.kill(proc.pid, signal.SIGINT)
+                deadline = time.monotonic() + GRACE
+        _kill_group(proc.pid, signal.SIGKILL)  # stray workers, if any
+        if rc == 4 or (rc == 2 and not json_path.exists()):  # pytest's usage error
+            return EXIT_USAGE
+        report, printed = _final_report(json_path, meta, adapter, dtype, killed, interrupted)
+    return _publish(report, report_json, report_md, printed=printed)
+
+
+def _final_report(
+    path: Path,
+    meta: AdapterMeta,
+    adapter: str,
+    dtype: str | None,
+    killed: str | None,
+    interrupted: bool,
+) -> tuple[dict[str, Any], bool]:
+    """The report pytest left (final, or its last snapshot), and whether it printed the card."""
+    from conformance.plugin import SNAPSHOT_REASON, empty_report
+
+    report: dict[str, Any] | None = None
+    if path.exists():
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, ValueError):
+            report = None
+    if report is None:
+        report = empty_report(meta, adapter, dtype or meta.dtypes[0], meta.devices[0])
+    printed = report.get("incomplete_reason") != SNAPSHOT_REASON and report.get("complete") is not None
+    if report.get("incomplete_reason") == SNAPSHOT_REASON or report.get("complete") is None:
+        if killed:
+            reason = killed
+        elif interrupted:
+            reason = "interrupted (Ctrl-C)"
+        else:
+            reason = "the grading process ended without a final report"
+        report["complete"] = False
+        report["incomplete_reason"] = reason
+    return report, printed
+
+
+def _publish(
+    report: dict[str, Any], report_json: str | None, report_md: str | None, *, printed: bool
+) -> int:
+    from conformance.plugin import report_markdown
+    from dl_ch2.tools.atomic import atomic_write
+
+    md = report_markdown(report)
+    if not printed:
+        print("=" * 30 + " dl-ch2 conformance report card " + "=" * 30)
+        print(md)
+    if report_json:
+        atomic_write(report_json, json.dumps(report, indent=1) + "\n")
+    if report_md:
+        atomic_write(report_md, md)
+    code = exit_code(report)
+    t = report.get("totals", {})
+    verdict = {
+        EXIT_COMPLETE_PASSED: "complete, every claimed spec passed",
+        EXIT_COMPLETE_FAILED: "complete, with failures",
+        EXIT_INCOMPLETE: f"INCOMPLETE: {report.get('incomplete_reason')}",
+    }[code]
+    print(
+        f"conformance grade: {verdict}; {t.get('passed', 0)} passed, {t.get('failed', 0)} "
+        f"failed, {t.get('not_run', 0)} not run of {t.get('collected', 0)} collected "
+        f"(exit {code})",
+        file=sys.stderr,
+    )
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) == 2 and args[0] == "probe":
+        return _probe_main(args[1])
+    print("usage: python -m conformance.runner probe ADAPTER", file=sys.stderr)
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
