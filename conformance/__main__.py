@@ -85,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    add_grade_arguments(sub.add_parser("grade", help="grade an implementation"))
+    g = sub.add_parser("grade", help="grade an implementation")
+    add_grade_arguments(g)
     sub.add_parser("mutants", help="run the negative controls (the kill matrix)")
     from conformance import classroom_cli  # course staff: --gradescope, bundle, grade-all
 

@@ -112,7 +112,7 @@ def register(sub: Any) -> None:
         "--hard-timeout",
         type=float,
         default=None,
-        help="seconds before a grade's process group is killed (default: budget + 60, or 900)",
+        help="seconds before a grade's process group is killed (default: its budget + 60)",
     )
     a.add_argument("--no-progress", action="store_true", help="no progress bar")
     a.set_defaults(classroom_func=_grade_all)

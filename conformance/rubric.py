@@ -11,7 +11,7 @@ every spec 1 point and requires no capability)::
 
     [grading]
     # spec_timeout = 10                  # seconds per spec (the grader's default otherwise)
-    # budget = 300                       # seconds for the whole grade
+    # budget = 300                       # seconds for the whole grade (default 600)
     # jobs = 1                           # pytest-xdist workers per grade
 
     [points]

@@ -297,3 +297,23 @@ def test_grade_gradescope_on_a_missing_adapter_is_a_usage_error(tmp_path: Path) 
     code, results = _grade_cli(tmp_path, str(tmp_path / "absent.py"), "")
     assert code == 2
     assert results["score"] == 0 and "does not exist" in results["output"]
+
+
+@pytest.mark.slow
+def test_grade_gradescope_on_an_adapter_that_runs_out_of_budget(tmp_path: Path) -> None:
+    adapter = tmp_path / "slow_adapter.py"
+    adapter.write_text(
+        "import time\n"
+        "from conformance.adapters.numpy_ref import NumpyAdapter\n"
+        "class Slow(NumpyAdapter):\n"
+        "    name = 'slow'\n"
+        "    def dot(self, x, y):\n"
+        "        time.sleep(120)\n"
+        "ADAPTER = Slow()\n"
+    )
+    code, results = _grade_cli(tmp_path, str(adapter), "[grading]\nbudget = 8\n")
+    assert errors(results, load_schema()) == []
+    assert code == 3
+    assert results["output"].startswith("**Incomplete grade**")
+    not_run = [t for t in results["tests"] if t.get("output", "").startswith("Not run")]
+    assert not_run and all(t["status"] == "failed" and t["score"] == 0 for t in not_run)
