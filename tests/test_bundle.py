@@ -176,3 +176,22 @@ def test_bundle_end_to_end_grades_a_numpy_submission_without_torch(tmp_path: Pat
     assert results["score"] == len(statuses)
     # graded by the installed wheel, not this checkout
     assert str(ROOT) not in run.stdout
+    # the NumPy reference itself grades in that torch-free environment
+    ref = subprocess.run(
+        [
+            str(vpy),
+            "-m",
+            "conformance",
+            "grade",
+            "numpy",
+            "--report-json",
+            str(tmp_path / "r.json"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]
+    assert json.loads((tmp_path / "r.json").read_text())["complete"] is True
