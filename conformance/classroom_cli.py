@@ -37,7 +37,16 @@ def run_gradescope_grade(args: argparse.Namespace) -> int:
     rubric = load_rubric(args.rubric)
     if getattr(args, "dtype", None):
         rubric = dataclasses.replace(rubric, dtype=args.dtype)
-    return grade_to_gradescope(args.adapter, args.gradescope, rubric, jobs=args.jobs)
+    if getattr(args, "spec_timeout", None):
+        rubric = dataclasses.replace(rubric, spec_timeout=args.spec_timeout)
+    return grade_to_gradescope(
+        args.adapter,
+        args.gradescope,
+        rubric,
+        jobs=args.jobs,
+        report_json=getattr(args, "report_json", None),
+        report_md=getattr(args, "report_md", None),
+    )
 
 
 def _bundle(args: argparse.Namespace) -> int:

@@ -305,14 +305,21 @@ def grade_to_gradescope(
     *,
     workdir: Path | None = None,
     jobs: int | None = None,
+    report_json: str | Path | None = None,
+    report_md: str | Path | None = None,
 ) -> int:
     """Grade ``adapter`` and write Gradescope's results.json to ``out``; the grade's exit code.
 
     ``dl-ch2 grade ADAPTER --gradescope PATH`` and ``python -m conformance grade ...
     --gradescope PATH`` run this. Returns 2 when the adapter could not be graded at all.
+    The grader's own report and card are copied to ``report_json`` / ``report_md`` if given.
     """
     with tempfile.TemporaryDirectory(prefix="dl-ch2-grade-") as tmp:
-        run = run_grade(adapter, Path(workdir or tmp), rubric, jobs=jobs)
+        where = Path(workdir or tmp)
+        run = run_grade(adapter, where, rubric, jobs=jobs)
+        for src, dst in ((where / "report.json", report_json), (where / "card.md", report_md)):
+            if dst is not None and src.exists():
+                atomic_write(dst, src.read_bytes())
     sys.stdout.write(run.log)
     write_gradescope(out, gradescope_results(run, rubric))
     if run.returncode is None:

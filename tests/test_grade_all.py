@@ -151,3 +151,28 @@ def test_a_hanging_submission_gets_an_error_row_and_the_batch_goes_on(tmp_path: 
 def test_grade_all_rejects_bad_jobs(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="jobs must be >= 1"):
         grade_all(tmp_path, tmp_path / "out", load_rubric(), jobs=0, progress=False)
+
+
+def test_cli_grade_all_on_a_missing_folder_is_a_one_line_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dl_ch2.tools.cli import main
+
+    code = main(["grade-all", str(tmp_path / "absent"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "does not exist" in err
+
+
+def test_cli_bad_rubric_is_a_one_line_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conformance.__main__ import main
+
+    rubric = tmp_path / "r.toml"
+    rubric.write_text('[visibility]\ndefault = "secret"\n')
+    code = main(["gradescope-bundle", "--rubric", str(rubric), "-o", str(tmp_path / "a.zip")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "visibility.default" in err
+    assert not (tmp_path / "a.zip").exists()

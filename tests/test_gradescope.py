@@ -235,7 +235,9 @@ def test_find_adapter_accepts_a_single_file(tmp_path: Path) -> None:
 # -- end to end through the command -------------------------------------------------------
 
 
-def _grade_cli(tmp_path: Path, adapter: str, rubric_text: str) -> tuple[int, dict[str, Any]]:
+def _grade_cli(
+    tmp_path: Path, adapter: str, rubric_text: str, *extra: str
+) -> tuple[int, dict[str, Any]]:
     rubric = tmp_path / "rubric.toml"
     rubric.write_text(rubric_text)
     out = tmp_path / "results.json"
@@ -251,6 +253,7 @@ def _grade_cli(tmp_path: Path, adapter: str, rubric_text: str) -> tuple[int, dic
             str(out),
             "--rubric",
             str(rubric),
+            *extra,
         ],
         cwd=tmp_path,
         env=env,
@@ -269,7 +272,11 @@ def test_grade_gradescope_on_the_student_example(tmp_path: Path) -> None:
         tmp_path,
         str(STUDENT),
         '[assignment]\nrequires = ["mnist_training"]\n[points.sections]\n"2.3" = 2\n',
+        "--report-json",
+        str(tmp_path / "report.json"),
     )
+    report = json.loads((tmp_path / "report.json").read_text())  # the grader's own count
+    passed = sum(1 for s in report["specs"] if s["outcome"] == "passed")
     assert errors(results, load_schema()) == []
     assert code == 0
     tests = results["tests"]
@@ -280,6 +287,7 @@ def test_grade_gradescope_on_the_student_example(tmp_path: Path) -> None:
     assert all(t["score"] == 2.0 for t in passed_23)
     others = [t for t in tests if t["status"] == "passed" and t["tags"] != ["2.3"]]
     assert results["score"] == 2.0 * len(passed_23) + len(others)
+    assert len(passed_23) + len(others) == passed
     assert "student-numpy" in results["output"]
 
 
