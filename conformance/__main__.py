@@ -64,13 +64,17 @@ def add_grade_arguments(g: argparse.ArgumentParser) -> None:
 
 
 def grade_from_args(args: argparse.Namespace, rest: Sequence[str] = ()) -> int:
+    """Run ``grade`` from parsed options; ``rest`` (pytest's own options) may start with --."""
+    extra = [*args.pytest_args, *rest]
+    if "--" in extra:
+        extra.remove("--")
     return grade(
         args.adapter,
         args.dtype,
         args.report_json,
         args.report_md,
         args.jobs,
-        [*args.pytest_args, *rest],
+        extra,
         spec_timeout=args.spec_timeout,
         budget=args.budget,
         max_worker_restart=args.max_worker_restart,

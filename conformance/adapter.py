@@ -175,8 +175,7 @@ def _bad(target: str, attr: str, want: str, got: Any) -> AdapterLoadError:
     if len(shown) > 80:
         shown = shown[:77] + "..."
     return AdapterLoadError(
-        f"adapter {target}: attribute {attr!r} must be {want}, got {shown} "
-        f"({type(got).__name__})"
+        f"adapter {target}: attribute {attr!r} must be {want}, got {shown} ({type(got).__name__})"
     )
 
 
@@ -231,7 +230,6 @@ def validate_metadata(obj: Any, target: str) -> None:
         )
     libs = getattr(obj, "library_versions", None)
     if libs is not None and (
-        not isinstance(libs, dict)
-        or not all(isinstance(k, str) for k in libs)
+        not isinstance(libs, dict) or not all(isinstance(k, str) for k in libs)
     ):
         raise _bad(target, "library_versions", "a dict keyed by library name (or absent)", libs)

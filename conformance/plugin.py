@@ -16,8 +16,11 @@ memory, moves to a scratch directory of its own, loads the adapter and runs spec
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import functools
 import json
+import math
 import os
 import platform
 import re
@@ -112,6 +115,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--adapter-metadata", default=None, help=argparse_suppress())
     group.addoption("--grade-dir", default=None, help=argparse_suppress())
+    # the supervisor's wall-clock deadline (epoch seconds): its budget includes our start-up
+    group.addoption("--deadline", type=float, default=None, help=argparse_suppress())
 
 
 def argparse_suppress() -> str:
@@ -135,6 +140,7 @@ class State:
     spec_info: dict[str, dict[str, Any]] = field(default_factory=dict)
     started: dict[str, float] = field(default_factory=dict)
     crashes: int = 0
+    last_node_error: str | None = None
     max_restarts: int | None = None
     collect_errors: list[str] = field(default_factory=list)
     stop_reason: str | None = None
@@ -146,6 +152,7 @@ class State:
     t0: float = field(default_factory=time.monotonic)
     timer: threading.Timer | None = None
     last_snapshot: float = 0.0
+    origin_cwd: Path = field(default_factory=Path.cwd)  # relative paths given are from here
     isolation: dict[str, Any] = field(default_factory=dict)
 
 
@@ -166,6 +173,7 @@ def _git_sha() -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=1)
 def suite_version() -> str:
     sha = _git_sha()
     return f"{SUITE_VERSION}+g{sha}" if sha else SUITE_VERSION
@@ -198,6 +206,7 @@ def _cap_memory(gib: float) -> str:
 def _enter_scratch(config: pytest.Config, state: State) -> None:
     """Worker side: cap memory, then run from a scratch directory of this worker's own."""
     winput = config.workerinput  # type: ignore[attr-defined]
+    state.origin_cwd = Path.cwd()
     state.isolation["memory_limit"] = _cap_memory(float(config.getoption("--memory-limit")))
     grade_dir = winput.get("dl_ch2_grade_dir")
     if grade_dir:
@@ -207,6 +216,8 @@ def _enter_scratch(config: pytest.Config, state: State) -> None:
         sys.path[:] = [os.path.abspath(p) if p else os.getcwd() for p in sys.path]
         os.chdir(scratch)
         state.grade_dir = Path(grade_dir)
+        # so the controller can stop a worker stuck in a spec when the budget runs out
+        atomic_write(Path(grade_dir) / f"pid-{os.getpid()}", str(os.getppid()))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -277,9 +288,7 @@ def pytest_configure(config: pytest.Config) -> None:
     state.isolation["slow_spec_timeout_s"] = config.getoption("--slow-spec-timeout")
     state.isolation["budget_s"] = budget
     if state.role != "worker" and not config.pluginmanager.hasplugin("timeout"):
-        warnings.warn(
-            "pytest-timeout is not installed: specs run without a timeout", stacklevel=1
-        )
+        warnings.warn("pytest-timeout is not installed: specs run without a timeout", stacklevel=1)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -351,7 +360,8 @@ def _expectations(config: pytest.Config, state: State) -> list[tuple[str, str, s
     if path is None:
         return []
     entries = []
-    for n, raw in enumerate(Path(path).read_text().splitlines(), 1):
+    full = Path(path) if Path(path).is_absolute() else state.origin_cwd / path
+    for n, raw in enumerate(full.read_text().splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -396,26 +406,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             msg = f"expectation '{kind} {pattern}' matches no spec"
             state.unmatched.append(msg)
             warnings.warn(msg, stacklevel=1)
+    if state.role == "worker" and state.grade_dir is not None:
+        # the controller sees ids, never items: leave it their sections and timeouts
+        # (written here, before xdist tells the controller that collection finished)
+        wid = config.workerinput.get("workerid", "gw")  # type: ignore[attr-defined]
+        sidecar = {"specs": _spec_infos(items), "warnings": state.unmatched}
+        atomic_write(state.grade_dir / f"specs-{wid}.json", json.dumps(sidecar))
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_collection_finish(session: pytest.Session) -> None:
-    state = session.config.stash[_STATE_KEY]
-    info = {
+def _spec_infos(items: Sequence[pytest.Item]) -> dict[str, dict[str, Any]]:
+    return {
         item.nodeid: {
             "section": _section_of(item),
             "erratum": item.get_closest_marker("erratum") is not None,
             "timeout": _timeout_of(item),
         }
-        for item in session.items
+        for item in items
     }
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    state = session.config.stash[_STATE_KEY]
     if state.role == "worker":
-        # the controller never sees items, only ids: leave it their sections and timeouts
-        if state.grade_dir is not None:
-            wid = session.config.workerinput.get("workerid", "gw")  # type: ignore[attr-defined]
-            atomic_write(state.grade_dir / f"specs-{wid}.json", json.dumps(info))
         return
-    state.spec_info = info
+    state.spec_info = _spec_infos(session.items)
     _set_collected(state, [item.nodeid for item in session.items])
 
 
@@ -458,8 +473,10 @@ def pytest_xdist_node_collection_finished(node: Any, ids: Sequence[str]) -> None
     if not state.spec_info and state.grade_dir is not None:
         path = state.grade_dir / f"specs-{node.gateway.id}.json"
         try:
-            state.spec_info = json.loads(path.read_text())
-        except (OSError, ValueError):
+            sidecar = json.loads(path.read_text())
+            state.spec_info = sidecar["specs"]
+            state.unmatched = list(sidecar["warnings"])
+        except (OSError, ValueError, KeyError):
             state.spec_info = {}
     _set_collected(state, ids)
 
@@ -467,7 +484,9 @@ def pytest_xdist_node_collection_finished(node: Any, ids: Sequence[str]) -> None
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     if error is not None:
-        node.config.stash[_STATE_KEY].crashes += 1
+        state = node.config.stash[_STATE_KEY]
+        state.crashes += 1
+        state.last_node_error = str(error)
 
 
 def pytest_collectreport(report: pytest.CollectReport) -> None:
@@ -483,6 +502,7 @@ def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> N
         state = config.stash[_STATE_KEY]
         text = str(excinfo.value).strip()
         state.interrupt = text or excinfo.typename
+        _stop_workers(state)
 
 
 def pytest_runtest_logstart(nodeid: str, location: Any) -> None:
@@ -512,6 +532,11 @@ def _crash_message(state: State, nodeid: str) -> str:
     started = state.started.get(nodeid)
     elapsed = None if started is None else time.monotonic() - started
     timeout = state.spec_info.get(nodeid, {}).get("timeout")
+    if state.last_node_error == "keyboard-interrupt":
+        return (
+            "interrupted: a KeyboardInterrupt (raised by the implementation, or Ctrl-C) "
+            "stopped the worker while this spec ran; the grade stops here"
+        )
     if elapsed is not None and timeout is not None and elapsed >= 0.95 * timeout:
         return (
             f"timed out: no result within the per-spec timeout of {timeout:g} s "
@@ -537,7 +562,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         state.collected.append(report.nodeid)
         state.results[report.nodeid] = _record(state, report.nodeid)
     rec = state.results[report.nodeid]
-    props = dict(report.user_properties)
+    props: dict[str, Any] = dict(report.user_properties)
     if props.get("section"):
         rec["section"] = props["section"]
     if props.get("erratum"):
@@ -578,7 +603,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     rep = outcome.get_result()
     if rep.failed and call.excinfo is not None:
         text = str(call.excinfo.value).strip()
-        first = text.splitlines()[0] if text else call.excinfo.typename
+        first = text.splitlines()[0] if text else ""
+        if not isinstance(call.excinfo.value, pytest.fail.Exception):
+            # not the harness's own verdict: an error escaped the spec (SystemExit, ...)
+            first = f"{call.excinfo.typename}: {first}" if first else call.excinfo.typename
+            if not isinstance(call.excinfo.value, Exception):
+                first += " (the implementation must not end or interrupt the process)"
         rep.user_properties.append(("message", first[:300]))
     if call.when == "call":
         impl_obj = getattr(item, "funcargs", {}).get("impl")
@@ -593,16 +623,57 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 
 
 def _budget_ran_out(state: State) -> None:
+    """Timer thread: stop the run with a KeyboardInterrupt in the main thread."""
     state.stop_reason = f"the grading budget of {state.budget:g} s ran out"
     os.kill(os.getpid(), signal.SIGINT)
+
+
+def _stop_workers(state: State) -> None:
+    """Controller, once interrupted: kill its workers now (one may hang inside a spec).
+
+    The workers are this process's children (execnet popen): found in /proc where there is
+    one, else from the pid files each worker leaves in the grade directory.
+    """
+    if state.role != "controller" or state.grade_dir is None:
+        return
+    me = os.getpid()
+    pids = set()
+    proc = Path("/proc")
+    if proc.is_dir():
+        for entry in proc.iterdir():
+            if entry.name.isdigit() and _parent_of(int(entry.name)) == me:
+                pids.add(int(entry.name))
+    else:
+        for pid_file in state.grade_dir.glob("pid-*"):
+            try:
+                if int(pid_file.read_text()) == me:
+                    pids.add(int(pid_file.name.split("-", 1)[1]))
+            except (OSError, ValueError):
+                continue
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _parent_of(pid: int) -> int | None:
+    """The parent pid of ``pid`` from /proc (None if it cannot be read)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
     _CONFIG["config"] = session.config
     state = session.config.stash[_STATE_KEY]
-    if state.role != "worker" and state.budget is not None:
-        left = state.budget - (time.monotonic() - state.t0)
+    deadline = session.config.getoption("--deadline", None)
+    if state.role != "worker" and (state.budget is not None or deadline is not None):
+        left = math.inf if state.budget is None else state.budget - (time.monotonic() - state.t0)
+        if deadline is not None:
+            left = min(left, deadline - time.time())
+            state.budget = state.budget if state.budget is not None else left
         state.timer = threading.Timer(max(0.0, left), _budget_ran_out, args=(state,))
         state.timer.daemon = True
         state.timer.start()
@@ -804,7 +875,7 @@ def _snapshot(config: pytest.Config, state: State, *, force: bool = False) -> No
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash[_STATE_KEY]
-    if state.role == "worker" or state.meta is None:
+    if state.role == "worker" or state.meta is None or config.option.collectonly:
         return
     state.exitstatus = int(exitstatus)
     report = build_report(state)

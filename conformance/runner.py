@@ -27,6 +27,7 @@ container or VM.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -77,6 +78,8 @@ DEFAULT_MEMORY_LIMIT_GIB = 8.0
 #: Seconds the supervisor waits past the budget before it interrupts, then kills, pytest.
 GRACE = 20.0
 PROBE_TIMEOUT = 120.0
+#: Seconds kept from the budget for pytest's wind-down (the report card, the exit).
+WIND_DOWN = 1.0
 _PROBE_MARK = "DL_CH2_ADAPTER_METADATA "
 
 
@@ -102,9 +105,10 @@ class AdapterMeta:
             dtypes=list(adapter.dtypes),
             capabilities=sorted(adapter.capabilities),
             library_versions={
-                str(k): str(v) for k, v in (getattr(adapter, "library_versions", None) or {}).items()
+                str(k): str(v)
+                for k, v in (getattr(adapter, "library_versions", None) or {}).items()
             },
-            expectations_file=None if exp is None else str(Path(exp).resolve()),
+            expectations_file=None if exp is None else str(exp),
         )
 
     def to_json(self) -> str:
@@ -137,7 +141,9 @@ def probe_metadata(spec: str, timeout: float = PROBE_TIMEOUT) -> AdapterMeta:
         raise AdapterLoadError(f"adapter file {target} does not exist")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in [os.getcwd(), str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")] if p
+        p
+        for p in [os.getcwd(), str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")]
+        if p
     )
     try:
         proc = subprocess.run(
@@ -195,10 +201,11 @@ def _usage(message: str) -> int:
 
 
 def _kill_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if hasattr(os, "killpg"):
+            os.killpg(pid, sig)
+        elif sig != signal.SIGINT:
+            os.kill(pid, sig)
 
 
 def grade(
@@ -216,25 +223,30 @@ def grade(
 ) -> int:
     """Grade ``adapter``; print the report card; return the exit code (module doc)."""
     t0 = time.monotonic()
+    wall0 = time.time()
     budget = DEFAULT_BUDGET if budget is None else budget
     for name, value in (("--budget", budget), ("--spec-timeout", spec_timeout)):
         if value is not None and not value > 0:
             return _usage(f"{name} must be a positive number of seconds, got {value}")
     if jobs is not None and jobs < 1:
-        return _usage(f"-n/--jobs must be at least 1 (grading always uses worker processes), got {jobs}")
+        return _usage(
+            f"-n/--jobs must be at least 1 (grading always uses worker processes), got {jobs}"
+        )
     if max_worker_restart is not None and max_worker_restart < 0:
         return _usage(f"--max-worker-restart must be >= 0, got {max_worker_restart}")
     if dtype is not None and dtype not in ("float32", "float64"):
         return _usage(f"--dtype must be float32 or float64, got {dtype!r}")
     missing = _missing_plugins()
     if missing:
-        return _usage(
-            f"grading needs {', '.join(missing)}: pip install 'dl-ch2[conformance]'"
-        )
+        return _usage(f"grading needs {', '.join(missing)}: pip install 'dl-ch2[conformance]'")
     try:
         meta = probe_metadata(adapter, timeout=min(PROBE_TIMEOUT, budget))
     except AdapterLoadError as exc:
         return _usage(str(exc))
+    except KeyboardInterrupt:
+        return _publish(
+            _interrupted_before_start(adapter, dtype), report_json, report_md, printed=False
+        )
     if dtype is not None and dtype not in meta.dtypes:
         return _usage(
             f"--dtype {dtype}: the adapter {meta.name} declares dtypes {meta.dtypes} only"
@@ -265,7 +277,10 @@ def grade(
             "--max-worker-restart",
             str(DEFAULT_MAX_WORKER_RESTART if max_worker_restart is None else max_worker_restart),
             "--budget",
-            f"{remaining:.3f}",
+            f"{budget:g}",
+            # pytest's start-up comes out of the budget too, and its wind-down is kept for
+            "--deadline",
+            f"{wall0 + budget - WIND_DOWN:.3f}",
             "--report-json",
             str(json_path),
         ]
@@ -311,7 +326,17 @@ def grade(
         if rc == 4 or (rc == 2 and not json_path.exists()):  # pytest's usage error
             return EXIT_USAGE
         report, printed = _final_report(json_path, meta, adapter, dtype, killed, interrupted)
+        if rc == 5 and report.get("totals", {}).get("collected") == 0:
+            return _usage("no spec selected (check the -k/-m options given to pytest)")
     return _publish(report, report_json, report_md, printed=printed)
+
+
+def _interrupted_before_start(adapter: str, dtype: str | None) -> dict[str, Any]:
+    from conformance.plugin import empty_report
+
+    report = empty_report(None, adapter, dtype or "float64", "cpu")
+    report["incomplete_reason"] = "interrupted (Ctrl-C) before any spec was collected"
+    return report
 
 
 def _final_report(
@@ -333,7 +358,9 @@ def _final_report(
             report = None
     if report is None:
         report = empty_report(meta, adapter, dtype or meta.dtypes[0], meta.devices[0])
-    printed = report.get("incomplete_reason") != SNAPSHOT_REASON and report.get("complete") is not None
+    printed = (
+        report.get("incomplete_reason") != SNAPSHOT_REASON and report.get("complete") is not None
+    )
     if report.get("incomplete_reason") == SNAPSHOT_REASON or report.get("complete") is None:
         if killed:
             reason = killed

@@ -155,7 +155,7 @@ def test_report_header_and_markdown(tmp_path: Path) -> None:
     assert "device: cpu; dtype: float64" in out and "python 3." in out
     text = md.read_text()
     assert "| §2.2 Data representations |" in text and "| **all** |" in text
-    assert report["schema"] == "dl-ch2-conformance-report/1"
+    assert report["schema"] == "dl-ch2-conformance-report/2"
     assert {"implementation", "suite_version", "device", "dtype", "sections", "specs"} <= set(
         report
     )

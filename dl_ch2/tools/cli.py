@@ -128,13 +128,11 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _grade(args: argparse.Namespace) -> int:
-    from conformance.__main__ import grade
+    from conformance.__main__ import grade_from_args
 
     if getattr(args, "gradescope", None):
         return _classroom(args)
-    return grade(
-        args.adapter, args.dtype, args.report_json, args.report_md, args.jobs, args.pytest_args
-    )
+    return grade_from_args(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,13 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory run")
     bench.set_defaults(func=_bench)
 
-    grade = sub.add_parser("grade", help="grade an implementation with the conformance suite")
-    grade.add_argument("adapter", help="numpy, torch-cpu, torch-cuda, module[:attr] or file.py")
-    grade.add_argument("--dtype", choices=["float32", "float64"])
-    grade.add_argument("--report-json")
-    grade.add_argument("--report-md")
-    grade.add_argument("-n", "--jobs", type=int, help="parallel workers (pytest-xdist)")
-    grade.add_argument("pytest_args", nargs="*", help="after --: passed to pytest")
+    from conformance.__main__ import add_grade_arguments  # the same options as python -m
+
+    grade = sub.add_parser(
+        "grade",
+        help="grade an implementation with the conformance suite "
+        "(exit 0 passed, 1 failures, 2 usage, 3 incomplete)",
+    )
+    add_grade_arguments(grade)
     grade.set_defaults(func=_grade)
     _add_classroom_commands(sub, grade)
     return parser

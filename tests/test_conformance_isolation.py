@@ -1,0 +1,423 @@
+"""Grading ends, with a report whose totals equal the specs collected, whatever the adapter does.
+
+Each test writes a tiny throwaway adapter to tmp_path (the NumPy reference with one verb
+broken) and grades it through ``python -m conformance grade`` with small timeouts/budgets.
+Misbehaviours that fire once (guarded by a flag file) fail exactly one spec whatever the
+specs are named.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conformance.adapter import AdapterLoadError, load_adapter
+from conformance.runner import exit_code
+
+ROOT = Path(__file__).resolve().parents[1]
+
+HEADER = """
+import os, sys, time
+from conformance.adapters.numpy_ref import NumpyAdapter
+
+FLAGS = {flags!r}
+
+def first_time(what):
+    # True once per grade (the flag file survives worker restarts)
+    try:
+        fd = os.open(os.path.join(FLAGS, what), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.close(fd)
+    return True
+"""
+
+
+def write_adapter(tmp_path: Path, body: str, name: str = "adapter") -> Path:
+    flags = tmp_path / "flags"
+    flags.mkdir(exist_ok=True)
+    path = tmp_path / f"{name}.py"
+    path.write_text(HEADER.format(flags=str(flags)) + textwrap.dedent(body))
+    return path
+
+
+def run_grade(
+    tmp_path: Path, adapter: str, *args: str, timeout: float = 300
+) -> tuple[int, str, dict[str, Any], float]:
+    report = tmp_path / "report.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "conformance",
+        "grade",
+        adapter,
+        "--report-json",
+        str(report),
+        "--report-md",
+        str(tmp_path / "card.md"),
+        *args,
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=env)
+    elapsed = time.monotonic() - t0
+    data = json.loads(report.read_text()) if report.exists() else {}
+    return proc.returncode, proc.stdout + proc.stderr, data, elapsed
+
+
+def assert_totals_add_up(report: dict[str, Any]) -> None:
+    t = report["totals"]
+    parts = ("passed", "failed", "not_run", "not_claimed", "skipped", "xfailed")
+    assert t["collected"] == sum(t[k] for k in parts) == len(report["specs"]) > 0
+    assert t["not_run"] == len(report["not_run"])
+    assert sorted(r["id"] for r in report["specs"] if r["outcome"] == "not run") == sorted(
+        report["not_run"]
+    )
+    for s in report["sections"].values():
+        assert s["total"] == sum(s[k] for k in parts)
+
+
+def failed(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in report["specs"] if r["outcome"] == "failed"]
+
+
+CRASHERS = """
+import ctypes
+
+class Crashers(NumpyAdapter):
+    name = "crashers"
+    def relu(self, x):
+        if first_time("relu"):
+            time.sleep(1000)            # hangs in a sleep
+        return super().relu(x)
+    def add(self, x, y):
+        if first_time("add"):
+            while True:                 # hangs in a busy loop
+                pass
+        return super().add(x, y)
+    def transpose(self, x):
+        if first_time("transpose"):
+            os._exit(0)                 # ends its process, "successfully"
+        return super().transpose(x)
+    def dot(self, x, y):
+        if first_time("dot"):
+            ctypes.string_at(0)         # segfault
+        return super().dot(x, y)
+    def reshape(self, x, shape):
+        if first_time("reshape"):
+            sys.exit(0)
+        return super().reshape(x, shape)
+
+ADAPTER = Crashers()
+"""
+
+
+def test_hangs_exits_and_segfaults_fail_their_spec_and_grading_goes_on(tmp_path: Path) -> None:
+    # -n 2: today's bug was a card that dropped the crashed specs under -n 2
+    path = write_adapter(tmp_path, CRASHERS)
+    rc, out, report, _ = run_grade(
+        tmp_path, str(path), "--spec-timeout", "2", "-n", "2", "--", "-k", "s2_3"
+    )
+    assert rc == 1, out[-3000:]
+    assert "INTERNALERROR" not in out
+    assert report["complete"] is True and report["incomplete_reason"] is None
+    assert report["not_run"] == []
+    assert_totals_add_up(report)
+    messages = [r["message"] for r in failed(report)]
+    assert len(messages) == 5, messages
+    assert sum("timed out" in m and "2 s" in m for m in messages) == 2, messages
+    assert sum("worker process running this spec died" in m for m in messages) == 2, messages
+    assert sum(m.startswith("SystemExit") for m in messages) == 1, messages
+    assert report["totals"]["failed"] == 5 and report["totals"]["passed"] >= 20
+    assert report["sections"]["2.3"]["failed"] == 5
+    card = (tmp_path / "card.md").read_text()
+    assert "| **all** |" in card and "| 5 |" in card.split("| **all** |")[1].split("\n")[0]
+    for r in failed(report):
+        assert r["id"] in card
+
+
+def test_keyboard_interrupt_in_a_verb_leaves_an_incomplete_report(tmp_path: Path) -> None:
+    path = write_adapter(
+        tmp_path,
+        """
+        class Interrupting(NumpyAdapter):
+            name = "interrupting"
+            def relu(self, x):
+                if first_time("relu"):
+                    raise KeyboardInterrupt
+                return super().relu(x)
+
+        ADAPTER = Interrupting()
+        """,
+    )
+    rc, out, report, _ = run_grade(tmp_path, str(path), "--spec-timeout", "5", "--", "-k", "s2_3")
+    assert rc == 3, out[-3000:]
+    assert report["complete"] is False and "interrupt" in report["incomplete_reason"]
+    assert report["not_run"], "the specs after the interrupt must be listed"
+    assert_totals_add_up(report)
+    assert any("KeyboardInterrupt" in r["message"] for r in failed(report))
+    assert "INCOMPLETE" in (tmp_path / "card.md").read_text()
+
+
+def test_budget_stops_a_hanging_grade_within_the_budget(tmp_path: Path) -> None:
+    path = write_adapter(
+        tmp_path,
+        """
+        class Sleepy(NumpyAdapter):
+            name = "sleepy"
+            def relu(self, x):
+                time.sleep(1000)
+
+        ADAPTER = Sleepy()
+        """,
+    )
+    budget = 15.0
+    rc, out, report, elapsed = run_grade(
+        tmp_path, str(path), "--spec-timeout", "100", "--budget", str(budget), "--", "-k", "s2_3"
+    )
+    assert rc == 3, out[-3000:]
+    assert report["complete"] is False and "budget" in report["incomplete_reason"]
+    assert report["not_run"]
+    assert_totals_add_up(report)
+    # the hanging spec is not run (stopped by the budget), not failed
+    assert report["totals"]["failed"] == 0
+    assert elapsed < budget + 5.0, f"the grade took {elapsed:.1f} s for a {budget} s budget"
+
+
+def test_running_out_of_worker_restarts_is_incomplete(tmp_path: Path) -> None:
+    path = write_adapter(
+        tmp_path,
+        """
+        class AlwaysExits(NumpyAdapter):
+            name = "always-exits"
+            def asarray(self, x, dtype=None):
+                os._exit(3)
+
+        ADAPTER = AlwaysExits()
+        """,
+    )
+    rc, out, report, _ = run_grade(
+        tmp_path, str(path), "--max-worker-restart", "1", "--", "-k", "s2_3"
+    )
+    assert rc == 3, out[-3000:]
+    assert "restarts used up" in report["incomplete_reason"]
+    assert report["totals"]["failed"] == 2 and report["totals"]["passed"] == 0
+    assert_totals_add_up(report)
+
+
+def test_ctrl_c_on_the_grade_reports_incomplete(tmp_path: Path) -> None:
+    path = write_adapter(
+        tmp_path,
+        """
+        class Sleepy(NumpyAdapter):
+            name = "sleepy"
+            def relu(self, x):
+                first_time("relu")
+                time.sleep(1000)
+
+        ADAPTER = Sleepy()
+        """,
+    )
+    report = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "conformance", "grade", str(path), "--report-json", str(report)]
+    cmd += ["--spec-timeout", "100", "--", "-k", "s2_3"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    flag = tmp_path / "flags" / "relu"
+    deadline = time.monotonic() + 120
+    while not flag.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert flag.exists(), "no spec reached the sleeping verb"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 3, out.decode()[-3000:]
+    data = json.loads(report.read_text())
+    assert data["complete"] is False and "interrupt" in data["incomplete_reason"].lower()
+    assert_totals_add_up(data)
+
+
+def test_the_implementation_runs_in_spawned_workers_with_a_cap_and_scratch_cwd(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "where.jsonl"
+    path = write_adapter(
+        tmp_path,
+        f"""
+        import json, resource
+
+        def note(event):
+            cmdline = open("/proc/self/cmdline", "rb").read().replace(b"\\0", b" ").decode()
+            with open({str(log)!r}, "a") as f:
+                f.write(json.dumps({{
+                    "event": event, "pid": os.getpid(), "cwd": os.getcwd(),
+                    "cmdline": cmdline,
+                    "rlimit_data": resource.getrlimit(resource.RLIMIT_DATA)[0],
+                }}) + "\\n")
+
+        note("import")
+
+        class Noting(NumpyAdapter):
+            name = "noting"
+            def relu(self, x):
+                note("relu")
+                return super().relu(x)
+
+        ADAPTER = Noting()
+        """,
+    )
+    rc, out, report, _ = run_grade(
+        tmp_path, str(path), "--memory-limit", "3", "--", "-k", "elementwise_golden"
+    )
+    assert rc == 0, out[-3000:]
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    imports = [e for e in events if e["event"] == "import"]
+    calls = [e for e in events if e["event"] == "relu"]
+    assert calls
+    # the grading (pytest controller) process never imports the implementation: only the
+    # metadata probe and the workers do, each a fresh interpreter
+    assert not any("-m pytest" in e["cmdline"] for e in imports), imports
+    assert any("conformance.runner probe" in e["cmdline"] for e in imports), imports
+    started = {e["pid"]: e["cmdline"] for e in imports}
+    for e in calls:
+        # execnet's popen gateway: `python -c "import sys;exec(eval(sys.stdin.readline()))"`,
+        # a new interpreter (spawned), not a fork of the grading process (xdist later
+        # retitles the worker, hence the command line noted at import)
+        assert "exec(eval(sys.stdin.readline()))" in started[e["pid"]], (e, started)
+        assert e["rlimit_data"] == 3 * 2**30
+        assert "dl-ch2-grade-" in e["cwd"] and Path(e["cwd"]).name.startswith("scratch-gw")
+        assert e["pid"] != os.getpid()
+    assert report["isolation"]["start_method"].startswith("spawn")
+
+
+BAD_METADATA = [
+    ("dtypes = ()", "'dtypes'"),
+    ("dtypes = ('float16',)", "'dtypes'"),
+    ("dtypes = 'float64'", "'dtypes'"),
+    ("library_versions = ['numpy']", "'library_versions'"),
+    ("capabilities = 'training'", "'capabilities'"),
+    ("capabilities = frozenset({'telepathy'})", "'capabilities'"),
+    ("name = 42", "'name'"),
+    ("version = None", "'version'"),
+    ("devices = 'cpu'", "'devices'"),
+]
+
+
+@pytest.mark.parametrize(("line", "attr"), BAD_METADATA, ids=[b[0] for b in BAD_METADATA])
+def test_bad_metadata_is_an_error_naming_the_attribute(
+    line: str, attr: str, tmp_path: Path
+) -> None:
+    path = write_adapter(
+        tmp_path,
+        f"""
+        class Bad(NumpyAdapter):
+            {line}
+
+        ADAPTER = Bad()
+        """,
+    )
+    with pytest.raises(AdapterLoadError, match=attr):
+        load_adapter(str(path))
+    if line.startswith(("dtypes = ()", "capabilities = 'training'", "library_versions")):
+        rc, out, _, _ = run_grade(tmp_path, str(path))
+        assert rc == 2, out[-2000:]
+        assert attr in out and "INTERNALERROR" not in out and "Traceback" not in out
+        assert out.strip().count("\n") < 3, out  # one line, not a pytest session
+
+
+def test_dtype_the_adapter_does_not_declare_is_a_usage_error(tmp_path: Path) -> None:
+    path = write_adapter(
+        tmp_path,
+        """
+        class Only64(NumpyAdapter):
+            name = "only64"
+            dtypes = ("float64",)
+
+        ADAPTER = Only64()
+        """,
+    )
+    rc, out, _, _ = run_grade(tmp_path, str(path), "--dtype", "float32")
+    assert rc == 2
+    assert "--dtype float32" in out and "float64" in out and "INTERNALERROR" not in out
+
+
+def test_missing_adapter_file_is_a_usage_error(tmp_path: Path) -> None:
+    rc, out, _, _ = run_grade(tmp_path, str(tmp_path / "nope.py"))
+    assert rc == 2 and "does not exist" in out
+
+
+def test_dl_ch2_grade_is_the_same_command(tmp_path: Path) -> None:
+    from dl_ch2.tools.cli import main
+
+    path = write_adapter(
+        tmp_path,
+        """
+        class Bad(NumpyAdapter):
+            capabilities = "training"
+
+        ADAPTER = Bad()
+        """,
+    )
+    assert main(["grade", str(path), "--budget", "60"]) == 2
+
+
+def _report(outcomes: list[str], complete: bool = True) -> dict[str, Any]:
+    from conformance.plugin import _fill_counts
+
+    report: dict[str, Any] = {
+        "complete": complete,
+        "specs": [{"id": f"t{i}", "section": "2.3", "outcome": o} for i, o in enumerate(outcomes)],
+    }
+    _fill_counts(report)
+    return report
+
+
+def test_exit_codes_and_totals_from_the_report() -> None:
+    passed = _report(["passed", "passed", "not claimed", "skipped"])
+    assert passed["totals"] == {
+        "collected": 4,
+        "passed": 2,
+        "failed": 0,
+        "not_run": 0,
+        "not_claimed": 1,
+        "skipped": 1,
+        "xfailed": 0,
+    }
+    assert exit_code(passed) == 0
+    assert exit_code(_report(["passed", "failed"])) == 1
+    incomplete = _report(["passed", "not run", "not run"], complete=False)
+    assert exit_code(incomplete) == 3
+    # not run counts as not passed: 1 of 3
+    assert incomplete["sections"]["2.3"]["percent_passed"] == pytest.approx(33.3)
+
+
+def test_a_killed_grade_reports_its_last_snapshot(tmp_path: Path) -> None:
+    from conformance.plugin import SNAPSHOT_REASON
+    from conformance.runner import AdapterMeta, _final_report
+
+    meta = AdapterMeta("x", "1", ["cpu"], ["float64"], [])
+    snapshot = _report(["passed", "failed", "not run"], complete=False)
+    snapshot["incomplete_reason"] = SNAPSHOT_REASON
+    snapshot["not_run"] = ["t2"]
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(snapshot))
+    report, printed = _final_report(path, meta, "x.py", None, "killed past its budget", False)
+    assert printed is False  # the killed process never printed its card: the runner does
+    assert report["complete"] is False
+    assert report["incomplete_reason"] == "killed past its budget"
+    assert report["totals"]["collected"] == 3 and report["totals"]["not_run"] == 1
+    assert exit_code(report) == 3
+    # nothing written at all (killed before collection): still a report, incomplete
+    report, printed = _final_report(tmp_path / "none.json", meta, "x.py", None, "killed", False)
+    assert report["complete"] is False and report["totals"]["collected"] == 0
+    assert exit_code(report) == 3
