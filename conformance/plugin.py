@@ -287,6 +287,8 @@ def pytest_configure(config: pytest.Config) -> None:
     state.isolation["spec_timeout_s"] = config.getoption("--spec-timeout")
     state.isolation["slow_spec_timeout_s"] = config.getoption("--slow-spec-timeout")
     state.isolation["budget_s"] = budget
+    if state.role == "controller":
+        _expectations(config, state)  # a bad file is a usage error here, not in a worker
     if state.role != "worker" and not config.pluginmanager.hasplugin("timeout"):
         warnings.warn("pytest-timeout is not installed: specs run without a timeout", stacklevel=1)
 
@@ -361,7 +363,11 @@ def _expectations(config: pytest.Config, state: State) -> list[tuple[str, str, s
         return []
     entries = []
     full = Path(path) if Path(path).is_absolute() else state.origin_cwd / path
-    for n, raw in enumerate(full.read_text().splitlines(), 1):
+    try:
+        text = full.read_text()
+    except OSError as exc:
+        raise pytest.UsageError(f"expectations file {path}: {exc.strerror or exc}") from exc
+    for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -542,7 +548,7 @@ def _crash_message(state: State, nodeid: str) -> str:
             f"timed out: no result within the per-spec timeout of {timeout:g} s "
             "(pytest-timeout stopped the worker; grading went on in a fresh one)"
         )
-    took = "" if elapsed is None else f" after {elapsed:.1f} s"
+    took = "" if elapsed is None or elapsed < 0.5 else f" after {elapsed:.1f} s"
     return (
         f"the worker process running this spec died{took} (the implementation ended the "
         "process: os._exit, a segfault, a kill or the memory cap); grading went on in a "

@@ -236,6 +236,13 @@ def grade(
         return _usage(f"--max-worker-restart must be >= 0, got {max_worker_restart}")
     if dtype is not None and dtype not in ("float32", "float64"):
         return _usage(f"--dtype must be float32 or float64, got {dtype!r}")
+    for arg in extra:
+        if arg in ("-n", "--numprocesses", "no:xdist", "no:timeout") or arg.startswith(
+            ("-n", "--numprocesses=", "--dist", "-p no:")
+        ):
+            return _usage(
+                f"pytest option {arg!r} would undo the grade's isolation; use grade's own -n"
+            )
     missing = _missing_plugins()
     if missing:
         return _usage(f"grading needs {', '.join(missing)}: pip install 'dl-ch2[conformance]'")
@@ -252,7 +259,7 @@ def grade(
             f"--dtype {dtype}: the adapter {meta.name} declares dtypes {meta.dtypes} only"
         )
     here = Path(__file__).resolve().parent
-    with tempfile.TemporaryDirectory(prefix="dl-ch2-grade-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="dl-ch2-grade-", ignore_cleanup_errors=True) as tmp:
         meta_path = Path(tmp) / "adapter-metadata.json"
         meta_path.write_text(meta.to_json())
         json_path = Path(tmp) / "report.json"
@@ -278,7 +285,7 @@ def grade(
             str(DEFAULT_MAX_WORKER_RESTART if max_worker_restart is None else max_worker_restart),
             "--budget",
             f"{budget:g}",
-            # pytest's start-up comes out of the budget too, and its wind-down is kept for
+            # pytest's start-up counts against the budget; WIND_DOWN is kept for its exit
             "--deadline",
             f"{wall0 + budget - WIND_DOWN:.3f}",
             "--report-json",
@@ -323,12 +330,18 @@ def grade(
                 os.kill(proc.pid, signal.SIGINT)
                 deadline = time.monotonic() + GRACE
         _kill_group(proc.pid, signal.SIGKILL)  # stray workers, if any
-        if rc == 4 or (rc == 2 and not json_path.exists()):  # pytest's usage error
+        if rc == int(pytest_usage_error()):  # pytest printed the error (bad -k, option, ...)
             return EXIT_USAGE
         report, printed = _final_report(json_path, meta, adapter, dtype, killed, interrupted)
         if rc == 5 and report.get("totals", {}).get("collected") == 0:
             return _usage("no spec selected (check the -k/-m options given to pytest)")
     return _publish(report, report_json, report_md, printed=printed)
+
+
+def pytest_usage_error() -> int:
+    import pytest
+
+    return int(pytest.ExitCode.USAGE_ERROR)
 
 
 def _interrupted_before_start(adapter: str, dtype: str | None) -> dict[str, Any]:

@@ -271,15 +271,19 @@ def test_the_implementation_runs_in_spawned_workers_with_a_cap_and_scratch_cwd(
             name = "noting"
             def relu(self, x):
                 note("relu")
+                if first_time("alloc"):
+                    bytearray(3 * 2**30)  # over the cap: MemoryError, not a swapping machine
                 return super().relu(x)
 
         ADAPTER = Noting()
         """,
     )
     rc, out, report, _ = run_grade(
-        tmp_path, str(path), "--memory-limit", "3", "--", "-k", "elementwise_golden"
+        tmp_path, str(path), "--memory-limit", "1", "--", "-k", "elementwise_golden"
     )
-    assert rc == 0, out[-3000:]
+    assert rc == 1, out[-3000:]
+    assert len(failed(report)) == 1 and "MemoryError" in failed(report)[0]["message"]
+    assert report["complete"] is True
     events = [json.loads(line) for line in log.read_text().splitlines()]
     imports = [e for e in events if e["event"] == "import"]
     calls = [e for e in events if e["event"] == "relu"]
@@ -294,7 +298,7 @@ def test_the_implementation_runs_in_spawned_workers_with_a_cap_and_scratch_cwd(
         # a new interpreter (spawned), not a fork of the grading process (xdist later
         # retitles the worker, hence the command line noted at import)
         assert "exec(eval(sys.stdin.readline()))" in started[e["pid"]], (e, started)
-        assert e["rlimit_data"] == 3 * 2**30
+        assert e["rlimit_data"] == 2**30
         assert "dl-ch2-grade-" in e["cwd"] and Path(e["cwd"]).name.startswith("scratch-gw")
         assert e["pid"] != os.getpid()
     assert report["isolation"]["start_method"].startswith("spawn")
@@ -354,6 +358,8 @@ def test_dtype_the_adapter_does_not_declare_is_a_usage_error(tmp_path: Path) -> 
 def test_missing_adapter_file_is_a_usage_error(tmp_path: Path) -> None:
     rc, out, _, _ = run_grade(tmp_path, str(tmp_path / "nope.py"))
     assert rc == 2 and "does not exist" in out
+    rc, out, _, _ = run_grade(tmp_path, "numpy", "--", "-n", "0")  # no way around the workers
+    assert rc == 2 and "isolation" in out
 
 
 def test_dl_ch2_grade_is_the_same_command(tmp_path: Path) -> None:
