@@ -154,3 +154,16 @@ def bench(session: nox.Session) -> None:
     session.install(".")
     _fetch_mnist(session)
     session.run("dl-ch2", "bench", *session.posargs)
+
+
+@nox.session(name="grade_all_bench")
+def grade_all_bench(session: nox.Session) -> None:
+    """Throughput of grade-all (issue 13): 200 submissions on this machine, without torch.
+
+    Not in the default run (about 20 minutes on 2 cores). Arguments go to the script, e.g.
+    `nox -s grade_all_bench -- --n 20` for a quick look. Writes bench-out/grade-all/.
+    """
+    session.install("numpy", "pytest", "pytest-xdist", "pytest-timeout", "hypothesis")
+    session.install("tqdm", "matplotlib", 'tomli; python_version < "3.11"')
+    session.install("--no-deps", ".")  # dl-ch2 without torch: the suite grades NumPy code
+    session.run("python", "benchmarks/grade_all_throughput.py", *session.posargs)

@@ -89,9 +89,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    add_grade_arguments(sub.add_parser("grade", help="grade an implementation"))
+    g = sub.add_parser("grade", help="grade an implementation")
+    add_grade_arguments(g)
     sub.add_parser("mutants", help="run the negative controls (the kill matrix)")
+    from conformance import classroom_cli  # course staff: --gradescope, bundle, grade-all
+
+    classroom_cli.add_gradescope_options(g)
+    classroom_cli.register(sub)
     args, rest = parser.parse_known_args(argv)
+    handled = classroom_cli.dispatch(args)
+    if handled is not None:
+        return handled
     if args.command == "mutants":
         from conformance.mutants import main as mutants_main
 

@@ -13,6 +13,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -129,6 +130,8 @@ def _bench(args: argparse.Namespace) -> int:
 def _grade(args: argparse.Namespace) -> int:
     from conformance.__main__ import grade_from_args
 
+    if getattr(args, "gradescope", None):
+        return _classroom(args)
     return grade_from_args(args)
 
 
@@ -198,7 +201,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_grade_arguments(grade)
     grade.set_defaults(func=_grade)
+    _add_classroom_commands(sub, grade)
     return parser
+
+
+def _classroom(args: argparse.Namespace) -> int:
+    from conformance.classroom_cli import dispatch  # i13: course-staff subcommands
+
+    return int(dispatch(args) or 0)
+
+
+def _add_classroom_commands(sub: Any, grade: argparse.ArgumentParser) -> None:
+    """i13: ``grade --gradescope``, ``gradescope-bundle``, ``grade-all`` (conformance's)."""
+    from conformance import classroom_cli
+
+    classroom_cli.add_gradescope_options(grade)
+    classroom_cli.register(sub)
+    for name in ("gradescope-bundle", "grade-all", "gradescope-run"):
+        sub.choices[name].set_defaults(func=_classroom)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

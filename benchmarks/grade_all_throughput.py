@@ -1,0 +1,203 @@
+"""Throughput of ``grade-all``: a class of submissions graded on this machine (issue 13).
+
+Makes N submissions (copies of the NumPy reference adapter, of the student example and of
+the mutants, each with a unique comment so none is skipped as already graded), grades them
+with ``conformance.grade_all.grade_all`` (``--jobs`` at a time, one xdist worker per grade),
+and reports the wall time, the time per submission, the core-seconds per submission (CPU time
+of all child processes), and where a grade's time goes: interpreter starts, imports, specs.
+The target (issue 13): 200 submissions in <= 20 minutes on 2 cores, about 12 core-s each.
+
+Usage: python benchmarks/grade_all_throughput.py [--n 200] [--jobs 2] [--out DIR]
+Writes DIR/throughput.json and DIR/throughput.md; DIR/run holds the gradebook.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from conformance.grade_all import default_jobs, grade_all
+from conformance.mutants import MUTANTS
+from conformance.rubric import load_rubric
+from dl_ch2.tools.atomic import atomic_write
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ROOT / "conformance" / "adapters" / "numpy_ref.py"
+STUDENT = ROOT / "conformance" / "examples" / "student_numpy.py"
+#: Interpreters one grade starts: the ``python -m conformance grade`` process, the spawned
+#: metadata probe, the pytest controller and one xdist worker (see conformance/runner.py).
+INTERPRETERS_PER_GRADE = 4
+#: Of those, the ones that import the full grader stack (pytest, xdist, hypothesis, the
+#: plugin, NumPy): the controller and the worker; the other two import the adapter module
+#: and NumPy.
+FULL_IMPORTS_PER_GRADE = 2
+
+
+def make_submissions(folder: Path, n: int) -> dict[str, int]:
+    """N submissions cycling through reference, student example and each mutant."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    kinds: dict[str, int] = {"reference": 0, "student": 0, "mutant": 0}
+    mutants = sorted(MUTANTS)
+    for i in range(n):
+        sub = folder / f"s{i:04d}"
+        sub.mkdir()
+        kind = ("reference", "student", "mutant")[i % 3]
+        if kind == "reference":
+            text = REFERENCE.read_text()
+        elif kind == "student":
+            text = STUDENT.read_text()
+        else:
+            name = mutants[(i // 3) % len(mutants)]
+            text = f"from conformance.mutants import MUTANTS\n\nADAPTER = MUTANTS[{name!r}]()\n"
+        (sub / "adapter.py").write_text(f"# submission {i} ({kind})\n{text}")
+        kinds[kind] += 1
+    return kinds
+
+
+def _time(cmd: list[str], repeats: int, env: dict[str, str]) -> float:
+    """Median CPU seconds (user + system) of running ``cmd``: robust to a shared machine."""
+    samples = []
+    for _ in range(repeats):
+        before = _children_cpu()
+        subprocess.run(cmd, check=True, env=env, capture_output=True)
+        samples.append(_children_cpu() - before)
+    return statistics.median(samples)
+
+
+def overheads(repeats: int = 5) -> dict[str, float]:
+    """Median CPU seconds of an interpreter start and of the grader's imports."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    start = _time([sys.executable, "-c", "pass"], repeats, env)
+    light = _time([sys.executable, "-c", "import numpy, conformance.adapter"], repeats, env)
+    full = _time(
+        [
+            sys.executable,
+            "-c",
+            "import numpy, pytest, xdist, pytest_timeout, hypothesis, conformance.plugin",
+        ],
+        repeats,
+        env,
+    )
+    return {
+        "interpreter_start_s": start,
+        "imports_light_s": max(0.0, light - start),
+        "imports_full_s": max(0.0, full - start),
+    }
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=200, help="submissions (default 200)")
+    parser.add_argument("--jobs", type=int, default=None, help="default: the cores")
+    parser.add_argument("--out", default="bench-out/grade-all")
+    parser.add_argument("--target-n", type=int, default=200)
+    parser.add_argument("--target-cores", type=int, default=2)
+    args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error("--n must be >= 1")
+    jobs = args.jobs or default_jobs()
+    out = Path(args.out)
+    subs, run_dir = out / "submissions", out / "run"
+    kinds = make_submissions(subs, args.n)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+
+    cpu0, t0 = _children_cpu(), time.perf_counter()
+    rows = grade_all(subs, run_dir, load_rubric(), jobs=jobs, progress=True)
+    wall = time.perf_counter() - t0
+    core_s = _children_cpu() - cpu0
+    over = overheads()
+
+    per_wall = [r.elapsed_s for r in rows]
+    core_per_sub = core_s / args.n
+    starts = INTERPRETERS_PER_GRADE * over["interpreter_start_s"]
+    imports = (
+        FULL_IMPORTS_PER_GRADE * over["imports_full_s"]
+        + (INTERPRETERS_PER_GRADE - FULL_IMPORTS_PER_GRADE) * over["imports_light_s"]
+    )
+    specs = max(0.0, core_per_sub - starts - imports)
+    projected_wall = core_per_sub * args.target_n / args.target_cores
+    result: dict[str, Any] = {
+        "n": args.n,
+        "kinds": kinds,
+        "jobs": jobs,
+        "cpus_available": default_jobs(),
+        "load_average_1m": os.getloadavg()[0],
+        "wall_s": wall,
+        "wall_per_submission_s": wall / args.n,
+        "grade_wall_s": {
+            "median": statistics.median(per_wall),
+            "max": max(per_wall),
+        },
+        "core_s_per_submission": core_per_sub,
+        "breakdown_core_s_per_submission": {
+            "interpreter_starts": starts,
+            "imports": imports,
+            "specs_and_rest": specs,
+        },
+        "overheads": over,
+        "statuses": {
+            s: sum(1 for r in rows if r.status == s) for s in ("ok", "incomplete", "error")
+        },
+        "projection": {
+            "submissions": args.target_n,
+            "cores": args.target_cores,
+            "wall_s_from_core_s": projected_wall,
+            "target_wall_s": 20 * 60,
+            "target_core_s_per_submission": 12.0,
+        },
+    }
+    md = "\n".join(
+        [
+            f"# grade-all throughput: {args.n} submissions, --jobs {jobs}",
+            "",
+            f"kinds: {kinds}; statuses: {result['statuses']}; "
+            f"1-minute load average at the end: {result['load_average_1m']:.1f} "
+            f"on {result['cpus_available']} cores",
+            "",
+            "| measure | value |",
+            "| --- | --- |",
+            f"| wall, whole batch | {wall:.1f} s |",
+            f"| wall per submission (batch / n) | {wall / args.n:.2f} s |",
+            f"| one grade's wall, median / max | {statistics.median(per_wall):.1f} / "
+            f"{max(per_wall):.1f} s |",
+            f"| core-seconds per submission (CPU of all children) | {core_per_sub:.2f} |",
+            f"| of which interpreter starts ({INTERPRETERS_PER_GRADE} x "
+            f"{over['interpreter_start_s']:.3f} s) | {starts:.2f} |",
+            f"| of which imports ({FULL_IMPORTS_PER_GRADE} x {over['imports_full_s']:.2f} s full "
+            f"+ {INTERPRETERS_PER_GRADE - FULL_IMPORTS_PER_GRADE} x "
+            f"{over['imports_light_s']:.2f} s light) | {imports:.2f} |",
+            f"| of which specs and the rest | {specs:.2f} |",
+            f"| projected wall for {args.target_n} on {args.target_cores} cores "
+            f"(core-s x n / cores) | {projected_wall / 60:.1f} min (target 20 min) |",
+            "",
+            "Starts and imports are the CPU time of separate `python -c` runs (median of 5);",
+            "the specs' share is the rest of the CPU measured over the batch.",
+            "",
+        ]
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "throughput.json", json.dumps(result, indent=1) + "\n")
+    atomic_write(out / "throughput.md", md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

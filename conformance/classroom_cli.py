@@ -1,0 +1,149 @@
+"""The course-staff subcommands, shared by ``python -m conformance`` and ``dl-ch2``.
+
+- ``grade ADAPTER --gradescope PATH [--rubric R]``: also write Gradescope's results.json;
+- ``gradescope-bundle [--rubric R] -o autograder.zip [--wheel W]``: the autograder zip;
+- ``grade-all SUBMISSIONS --out DIR [--rubric R] [--jobs N]``: grade a folder;
+- ``gradescope-run [--root /autograder]``: what the bundle's run_autograder runs.
+
+Light at import (argparse only): the work is imported when a subcommand runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_gradescope_options", "register", "run_gradescope_grade"]
+
+
+def add_gradescope_options(grade: argparse.ArgumentParser) -> None:
+    """Add ``--gradescope PATH`` and ``--rubric PATH`` to a ``grade`` subcommand."""
+    grade.add_argument(
+        "--gradescope",
+        metavar="PATH",
+        help="also write Gradescope's results.json here (points from --rubric)",
+    )
+    grade.add_argument("--rubric", metavar="PATH", help="rubric TOML (default: every spec 1 point)")
+
+
+def run_gradescope_grade(args: argparse.Namespace) -> int:
+    """``grade ADAPTER --gradescope PATH``: grade in a child process, write results.json."""
+    from conformance.gradescope import grade_to_gradescope
+    from conformance.rubric import load_rubric
+
+    rubric = load_rubric(args.rubric)
+    if getattr(args, "dtype", None):
+        rubric = dataclasses.replace(rubric, dtype=args.dtype)
+    if getattr(args, "spec_timeout", None):
+        rubric = dataclasses.replace(rubric, spec_timeout=args.spec_timeout)
+    return grade_to_gradescope(
+        args.adapter,
+        args.gradescope,
+        rubric,
+        jobs=args.jobs,
+        report_json=getattr(args, "report_json", None),
+        report_md=getattr(args, "report_md", None),
+    )
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from conformance.bundle import build_bundle
+
+    names = build_bundle(
+        Path(args.output),
+        Path(args.rubric) if args.rubric else None,
+        wheel=Path(args.wheel) if args.wheel else None,
+    )
+    print(f"wrote {args.output}: {', '.join(names)}")
+    return 0
+
+
+def _grade_all(args: argparse.Namespace) -> int:
+    from conformance.grade_all import grade_all
+    from conformance.rubric import load_rubric
+
+    rubric = load_rubric(args.rubric)
+    rows = grade_all(
+        Path(args.submissions),
+        Path(args.out),
+        rubric,
+        jobs=args.jobs,
+        progress=not args.no_progress,
+        hard_timeout_s=args.hard_timeout,
+    )
+    bad = sum(1 for r in rows if r.status != "ok")
+    reused = sum(1 for r in rows if r.reused)
+    print(
+        f"graded {len(rows)} submission(s) ({reused} unchanged, reused); {bad} not ok; "
+        f"see {Path(args.out) / 'gradebook.csv'} and summary.md"
+    )
+    return 0
+
+
+def _gradescope_run(args: argparse.Namespace) -> int:
+    from conformance.gradescope import run_autograder
+
+    return run_autograder(
+        Path(args.root) if args.root else None, Path(args.rubric) if args.rubric else None
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def register(sub: Any) -> None:
+    """Add the gradescope-bundle, grade-all and gradescope-run subcommands to ``sub``."""
+    b = sub.add_parser("gradescope-bundle", help="build Gradescope's autograder zip")
+    b.add_argument("--rubric", help="rubric TOML (default: every spec 1 point)")
+    b.add_argument("-o", "--output", default="autograder.zip")
+    b.add_argument("--wheel", help="dl-ch2 wheel to ship (default: build it from this checkout)")
+    b.set_defaults(classroom_func=_bundle)
+
+    a = sub.add_parser("grade-all", help="grade a folder of submissions")
+    a.add_argument("submissions", help="folder: one .py file or one folder per submission")
+    a.add_argument("--out", required=True, help="output folder (gradebook.csv, summary.md, ...)")
+    a.add_argument("--rubric", help="rubric TOML (default: every spec 1 point)")
+    a.add_argument(
+        "-j",
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        help="submissions at once (default: cores)",
+    )
+    a.add_argument(
+        "--hard-timeout",
+        type=float,
+        default=None,
+        help="seconds before a grade's process group is killed (default: its budget + 60)",
+    )
+    a.add_argument("--no-progress", action="store_true", help="no progress bar")
+    a.set_defaults(classroom_func=_grade_all)
+
+    r = sub.add_parser("gradescope-run", help="(the bundle's run_autograder) grade on Gradescope")
+    r.add_argument(
+        "--root", help="autograder root (default: $DL_CH2_AUTOGRADER_ROOT or /autograder)"
+    )
+    r.add_argument("--rubric", help="default: ROOT/source/rubric.toml")
+    r.set_defaults(classroom_func=_gradescope_run)
+
+
+def dispatch(args: argparse.Namespace) -> int | None:
+    """Run a classroom subcommand if ``args`` names one (else None); one-line errors."""
+    func = getattr(args, "classroom_func", None)
+    if func is None and not getattr(args, "gradescope", None):
+        return None
+    try:
+        return int(func(args) if func is not None else run_gradescope_grade(args))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (RuntimeError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

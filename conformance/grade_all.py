@@ -1,0 +1,349 @@
+"""Grade a folder of submissions: ``dl-ch2 grade-all SUBMISSIONS --out DIR``.
+
+A submission is one ``.py`` file or one folder (its adapter found as on Gradescope, see
+``conformance.gradescope.find_adapter``) directly inside SUBMISSIONS. Each is graded in its own
+child process with the single grade's timeouts (``conformance.gradescope.run_grade``),
+``--jobs`` at a time (default: the cores; each grade itself runs one worker, so the cores
+are not oversubscribed). A submission that does not import, crashes or hangs gets its row
+with the reason; it never stops the batch.
+
+Writes, all atomically:
+
+- ``DIR/gradebook.csv``: submission, score, max_score, one column per section (points
+  earned), status (ok, incomplete, error) and reason;
+- ``DIR/submissions/<name>/``: report.json, card.md, grade.log and meta.json per submission;
+- ``DIR/summary.md`` and ``DIR/histogram.png``: the score distribution.
+
+Resumable: meta.json keeps a key hashing the submission's content, the suite's own files and
+the rubric; a re-run skips a submission whose key is unchanged.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conformance import __version__ as SUITE_VERSION
+from conformance.gradescope import GradeRun, find_adapter, run_grade
+from conformance.rubric import Rubric, score_report
+from dl_ch2.tools.atomic import atomic_path, atomic_write
+
+__all__ = [
+    "Row",
+    "default_jobs",
+    "discover",
+    "grade_all",
+    "submission_key",
+    "suite_fingerprint",
+]
+
+_SUITE_DIR = Path(__file__).parent
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,80}$")
+
+
+@dataclass
+class Row:
+    """One line of the gradebook."""
+
+    submission: str
+    score: float
+    max_score: float | None
+    sections: dict[str, float] = field(default_factory=dict)
+    status: str = "ok"  # ok, incomplete, error
+    reason: str = ""
+    elapsed_s: float = 0.0
+    key: str = ""
+    reused: bool = False
+
+
+def default_jobs() -> int:
+    """The cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def discover(folder: Path) -> list[Path]:
+    """The submissions in ``folder``: its .py files and sub-folders, sorted by name."""
+    if not folder.is_dir():
+        raise ValueError(f"submissions folder {folder} does not exist or is not a folder")
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if not p.name.startswith((".", "_")) and (p.is_dir() or (p.is_file() and p.suffix == ".py"))
+    )
+
+
+def _hash_files(h: Any, root: Path, files: Sequence[Path]) -> None:
+    for f in files:
+        h.update(str(f.relative_to(root)).encode("utf-8") + b"\0")
+        h.update(f.read_bytes())
+        h.update(b"\0")
+
+
+def suite_fingerprint() -> str:
+    """The suite's version plus a hash of its specs, reference, goldens and grader code."""
+    files = sorted(
+        p
+        for p in _SUITE_DIR.rglob("*")
+        if p.is_file()
+        and "__pycache__" not in p.parts
+        and p.suffix in (".py", ".npz", ".json", ".txt", ".toml")
+    )
+    h = hashlib.sha256()
+    _hash_files(h, _SUITE_DIR, files)
+    return f"{SUITE_VERSION}:{h.hexdigest()[:16]}"
+
+
+def submission_key(submission: Path, suite: str, rubric: Rubric) -> str:
+    """Hash of the submission's content (every file, not __pycache__), suite and rubric."""
+    h = hashlib.sha256()
+    h.update(f"{suite}\0{rubric.digest}\0".encode())
+    if submission.is_file():
+        h.update(submission.read_bytes())
+    else:
+        files = sorted(
+            p
+            for p in submission.rglob("*")
+            if p.is_file() and "__pycache__" not in p.relative_to(submission).parts
+        )
+        _hash_files(h, submission, files)
+    return h.hexdigest()
+
+
+def _slot(submission: Path) -> str:
+    name = submission.name
+    if _SAFE.match(name):
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{re.sub(r'[^A-Za-z0-9._-]+', '_', name)[:60]}-{digest}"
+
+
+def row_from_run(name: str, run: GradeRun, rubric: Rubric) -> Row:
+    """Score one grade with the rubric, as on Gradescope."""
+    if run.report is None:
+        return Row(name, 0.0, None, {}, "error", run.error or "no report", run.elapsed_s)
+    scored, _notes = score_report(run.report, rubric)
+    sections: dict[str, float] = {}
+    for s in scored:
+        sections[s.section] = sections.get(s.section, 0.0) + s.score
+    score = sum(s.score for s in scored)
+    max_score = sum(s.max_score for s in scored)
+    if not run.report.get("complete", True):
+        status, reason = "incomplete", str(run.report.get("incomplete_reason") or "not finished")
+    elif run.error:
+        status, reason = "error", run.error
+    else:
+        status, reason = "ok", ""
+    return Row(name, score, max_score, sections, status, reason, run.elapsed_s)
+
+
+def _grade_one(
+    submission: Path,
+    slot_dir: Path,
+    rubric: Rubric,
+    key: str,
+    grade_jobs: int,
+    python: str,
+    hard_timeout_s: float | None,
+) -> Row:
+    try:
+        adapter = find_adapter(submission, rubric.adapter)
+    except ValueError as exc:
+        row = Row(submission.name, 0.0, None, {}, "error", str(exc))
+    else:
+        run = run_grade(
+            str(adapter.resolve()),
+            slot_dir,
+            rubric,
+            python=python,
+            jobs=grade_jobs,
+            hard_timeout_s=hard_timeout_s,
+        )
+        atomic_write(slot_dir / "grade.log", run.log)
+        row = row_from_run(submission.name, run, rubric)
+    row.key = key
+    atomic_write(slot_dir / "meta.json", json.dumps(asdict(row), indent=1) + "\n")
+    return row
+
+
+def _load_meta(slot_dir: Path, key: str) -> Row | None:
+    try:
+        meta = json.loads((slot_dir / "meta.json").read_text(encoding="utf-8"))
+        row = Row(**meta)
+    except (OSError, ValueError, TypeError):
+        return None
+    if row.key != key:
+        return None
+    row.reused = True
+    return row
+
+
+def _fmt(x: float | None) -> str:
+    return "" if x is None else f"{x:g}"
+
+
+def gradebook_csv(rows: Sequence[Row]) -> str:
+    sections = sorted({s for r in rows for s in r.sections})
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(
+        ["submission", "score", "max_score", *(f"§{s}" for s in sections), "status", "reason"]
+    )
+    for r in rows:
+        w.writerow(
+            [
+                r.submission,
+                _fmt(r.score),
+                _fmt(r.max_score),
+                *(
+                    _fmt(r.sections.get(s, 0.0) if r.max_score is not None else None)
+                    for s in sections
+                ),
+                r.status,
+                r.reason,
+            ]
+        )
+    return buf.getvalue()
+
+
+def _percent(r: Row) -> float | None:
+    if r.max_score is None:
+        return None
+    return 100.0 * r.score / r.max_score if r.max_score > 0 else 0.0
+
+
+def summary_markdown(rows: Sequence[Row], histogram: str | None) -> str:
+    counts = {k: sum(1 for r in rows if r.status == k) for k in ("ok", "incomplete", "error")}
+    pct = [p for p in (_percent(r) for r in rows) if p is not None]
+    lines = [
+        "# Grades",
+        "",
+        f"{len(rows)} submission(s): {counts['ok']} ok, {counts['incomplete']} incomplete, "
+        f"{counts['error']} error.",
+        "",
+    ]
+    if pct:
+        lines += [
+            f"Score (percent of each submission's max_score, {len(pct)} graded): mean "
+            f"{statistics.fmean(pct):.1f}, median {statistics.median(pct):.1f}, "
+            f"min {min(pct):.1f}, max {max(pct):.1f}.",
+            "",
+            "| score % | submissions |",
+            "| --- | --- |",
+        ]
+        for lo in range(0, 100, 10):
+            hi = lo + 10
+            n = sum(1 for p in pct if lo <= p < hi or (hi == 100 and p == 100))
+            label = f"[{lo}, {hi}]" if hi == 100 else f"[{lo}, {hi})"
+            lines.append(f"| {label} | {n} |")
+        lines.append("")
+    if histogram:
+        lines += [f"![score distribution]({histogram})", ""]
+    problems = [r for r in rows if r.status != "ok"]
+    if problems:
+        lines += ["## Not ok", ""]
+        lines += [f"- `{r.submission}`: {r.status}: {r.reason}" for r in problems]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_histogram(path: Path, rows: Sequence[Row]) -> bool:
+    """A PNG histogram of the score percentages; False if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    pct = [p for p in (_percent(r) for r in rows) if p is not None]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(pct, bins=list(range(0, 101, 10)), color="#4472c4", edgecolor="white")
+    ax.set_xlabel("score (% of max_score)")
+    ax.set_ylabel("submissions")
+    ax.set_title(f"{len(pct)} graded submission(s)")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return True
+
+
+def grade_all(
+    submissions: Path,
+    out: Path,
+    rubric: Rubric,
+    *,
+    jobs: int | None = None,
+    grade_jobs: int = 1,
+    progress: bool = True,
+    python: str = sys.executable,
+    hard_timeout_s: float | None = None,
+    on_row: Callable[[Row], None] | None = None,
+) -> list[Row]:
+    """Grade every submission in ``submissions`` into ``out``; returns the gradebook rows."""
+    if jobs is not None and jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if grade_jobs < 1:
+        raise ValueError(f"grade_jobs must be >= 1, got {grade_jobs}")
+    subs = discover(submissions)
+    out.mkdir(parents=True, exist_ok=True)
+    suite = suite_fingerprint()
+    rows: dict[str, Row] = {}
+    todo: list[tuple[Path, Path, str]] = []
+    for sub in subs:
+        slot_dir = out / "submissions" / _slot(sub)
+        key = submission_key(sub, suite, rubric)
+        cached = _load_meta(slot_dir, key)
+        if cached is not None:
+            rows[sub.name] = cached
+        else:
+            slot_dir.mkdir(parents=True, exist_ok=True)
+            todo.append((sub, slot_dir, key))
+    bar: Any = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(subs), initial=len(rows), unit="submission", file=sys.stderr)
+    try:
+        with ThreadPoolExecutor(max_workers=jobs or default_jobs()) as pool:
+            futures = {
+                pool.submit(
+                    _grade_one, sub, slot, rubric, key, grade_jobs, python, hard_timeout_s
+                ): sub
+                for sub, slot, key in todo
+            }
+            for fut in as_completed(futures):
+                sub = futures[fut]
+                try:
+                    row = fut.result()
+                except Exception as exc:  # the batch never stops for one submission
+                    row = Row(sub.name, 0.0, None, {}, "error", f"{type(exc).__name__}: {exc}")
+                rows[sub.name] = row
+                if on_row is not None:
+                    on_row(row)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    ordered = [rows[s.name] for s in subs if s.name in rows]
+    atomic_write(out / "gradebook.csv", gradebook_csv(ordered))
+    has_png = write_histogram(out / "histogram.png", ordered)
+    atomic_write(
+        out / "summary.md", summary_markdown(ordered, "histogram.png" if has_png else None)
+    )
+    return ordered

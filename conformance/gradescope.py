@@ -1,0 +1,354 @@
+"""Gradescope's ``results.json`` from a grade, and the entry point of the autograder bundle.
+
+- ``run_grade`` grades one adapter in a child process (``python -m conformance grade``, with
+  the single grade's timeouts) and returns its report, or why there is none;
+- ``gradescope_results`` turns a report and a rubric (``conformance.rubric``) into the
+  document Gradescope reads from ``/autograder/results/results.json``: ``score``,
+  ``execution_time``, ``output`` (the Markdown card), ``tests[]`` with ``name``, ``number``,
+  ``score``, ``max_score``, ``status``, ``output``, ``tags`` and ``visibility``;
+- ``find_adapter`` finds the adapter in a submission folder (the rubric's file name, default
+  ``adapter.py``, else the single .py file that assigns ``ADAPTER``), without importing it;
+- ``run_autograder`` is what the bundle's ``run_autograder`` script runs.
+
+Field reference: https://gradescope-autograders.readthedocs.io/en/latest/specs/
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from conformance.rubric import Rubric, load_rubric, score_report
+from dl_ch2.tools.atomic import atomic_write
+
+__all__ = [
+    "AUTOGRADER_ROOT_ENV",
+    "GradeRun",
+    "find_adapter",
+    "gradescope_results",
+    "run_autograder",
+    "run_grade",
+    "write_gradescope",
+]
+
+#: Overrides the autograder's root (``/autograder`` on Gradescope), e.g. for tests.
+AUTOGRADER_ROOT_ENV = "DL_CH2_AUTOGRADER_ROOT"
+#: Seconds a grade may take beyond its budget before the child process group is killed.
+KILL_GRACE_S = 60.0
+#: The budget of one grade (seconds) when the rubric sets none; the grader stops there and
+#: reports the grade incomplete. A NumPy reference grade takes about 6 s.
+DEFAULT_BUDGET_S = 600.0
+
+
+@dataclass(frozen=True)
+class GradeRun:
+    """The outcome of one grade in a child process."""
+
+    returncode: int | None  # None: killed after the hard timeout
+    report: dict[str, Any] | None
+    card_md: str
+    elapsed_s: float
+    error: str | None  # why there is no (trustworthy) report, one line
+    log: str  # the child's stdout and stderr
+
+    @property
+    def complete(self) -> bool:
+        return self.report is not None and bool(self.report.get("complete", True))
+
+
+def grade_command(
+    adapter: str,
+    report_json: Path,
+    report_md: Path,
+    rubric: Rubric,
+    *,
+    python: str = sys.executable,
+    jobs: int | None = None,
+) -> list[str]:
+    """The ``python -m conformance grade`` command line for one adapter under ``rubric``."""
+    cmd = [python, "-m", "conformance", "grade", adapter]
+    cmd += ["--report-json", str(report_json), "--report-md", str(report_md)]
+    if rubric.dtype:
+        cmd += ["--dtype", rubric.dtype]
+    if rubric.spec_timeout is not None:
+        cmd += ["--spec-timeout", f"{rubric.spec_timeout:g}"]
+    cmd += ["--budget", f"{_budget(rubric):g}"]
+    n = jobs if jobs is not None else rubric.jobs
+    if n is not None:
+        cmd += ["-n", str(n)]
+    return cmd
+
+
+def _budget(rubric: Rubric) -> float:
+    return rubric.budget if rubric.budget is not None else DEFAULT_BUDGET_S
+
+
+def _error_line(log: str) -> str:
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        low = ln.lower()
+        if "error" in low or "raised" in low:
+            return ln[:300]
+    return lines[-1][:300] if lines else "no output"
+
+
+def run_grade(
+    adapter: str,
+    workdir: Path,
+    rubric: Rubric,
+    *,
+    python: str = sys.executable,
+    jobs: int | None = None,
+    hard_timeout_s: float | None = None,
+    env: Mapping[str, str] | None = None,
+) -> GradeRun:
+    """Grade ``adapter`` in a child process whose working directory is ``workdir``.
+
+    The report and card land in ``workdir`` (report.json, card.md). The child runs in its
+    own process group, killed whole after ``hard_timeout_s`` (default: the grade's budget
+    plus a grace) in case the grader itself hangs.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    report_json, report_md = workdir / "report.json", workdir / "card.md"
+    for stale in (report_json, report_md):
+        stale.unlink(missing_ok=True)
+    target, sep, attr = adapter.partition(":")
+    if target.endswith(".py"):  # the child runs elsewhere: make a file path absolute
+        adapter = str(Path(target).resolve()) + sep + attr
+    cmd = grade_command(adapter, report_json, report_md, rubric, python=python, jobs=jobs)
+    if hard_timeout_s is None:
+        hard_timeout_s = _budget(rubric) + KILL_GRACE_S
+    child_env = dict(os.environ if env is None else env)
+    child_env.setdefault("PYTHONWARNINGS", "ignore")
+    # the child must import the installed (or this checkout's) conformance, not the submission's
+    here = str(Path(__file__).resolve().parent.parent)
+    child_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (here, child_env.get("PYTHONPATH", "")) if p
+    )
+    start = time.perf_counter()
+    with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as out:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=workdir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=child_env,
+            start_new_session=True,
+        )
+        returncode: int | None
+        try:
+            returncode = proc.wait(timeout=hard_timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            returncode = None
+        out.seek(0)
+        log = out.read()
+    elapsed = time.perf_counter() - start
+    report: dict[str, Any] | None = None
+    error: str | None = None
+    if returncode is None:
+        error = f"the grade was killed after {hard_timeout_s:g} s (it hung)"
+    if report_json.exists():
+        try:
+            loaded = json.loads(report_json.read_text(encoding="utf-8"))
+            report = loaded if isinstance(loaded, dict) else None
+        except (OSError, ValueError) as exc:
+            error = error or f"the report could not be read: {exc}"
+    if report is None and error is None:
+        if returncode in (2, 4):  # usage error (4: pytest's own, before the grader's 2)
+            error = f"the submission could not be graded: {_error_line(log)}"
+        else:
+            error = f"the grader exited with code {returncode} and no report: {_error_line(log)}"
+    card = report_md.read_text(encoding="utf-8") if report_md.exists() else ""
+    return GradeRun(returncode, report, card, elapsed, error, log)
+
+
+def _kill_group(proc: subprocess.Popen[Any]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    proc.wait()
+
+
+def _test_name(spec_id: str) -> str:
+    return spec_id.rpartition("::")[2] or spec_id
+
+
+def gradescope_results(
+    run: GradeRun, rubric: Rubric, *, extra_output: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The results.json document for one grade (see the module docstring)."""
+    notes = list(extra_output)
+    tests: list[dict[str, Any]] = []
+    if run.report is None:
+        notes.insert(0, f"**Not graded**: {run.error}")
+        score = 0.0
+    else:
+        report = run.report
+        scored, score_notes = score_report(report, rubric)
+        if not report.get("complete", True):
+            not_run = sum(1 for s in scored if s.output.startswith("Not run"))
+            notes.insert(
+                0,
+                f"**Incomplete grade**: {report.get('incomplete_reason') or 'it did not finish'}."
+                f" {not_run} spec(s) were not run and count as failed.",
+            )
+        elif run.error:
+            notes.insert(0, f"**Grader problem**: {run.error}")
+        notes += score_notes
+        for s in scored:
+            entry: dict[str, Any] = {
+                "name": _test_name(s.id),
+                "number": s.number,
+                "score": s.score,
+                "max_score": s.max_score,
+                "status": "passed" if s.passed else "failed",
+                "tags": [s.section],
+                "visibility": s.visibility,
+            }
+            if s.output:
+                entry["output"] = s.output
+            tests.append(entry)
+        score = sum(s.score for s in scored)
+    output = "\n\n".join([*notes, run.card_md.strip()]).strip() + "\n"
+    return {
+        "score": round(score, 6),
+        "execution_time": max(0, round(run.elapsed_s)),
+        "output": output,
+        "output_format": "md",
+        "test_output_format": "text",
+        "visibility": "visible",
+        "stdout_visibility": "hidden",
+        "tests": tests,
+    }
+
+
+def write_gradescope(path: str | Path, results: Mapping[str, Any]) -> Path:
+    """Write results.json atomically."""
+    return atomic_write(path, json.dumps(results, indent=1) + "\n")
+
+
+def _assigns_adapter(path: Path) -> bool:
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (SyntaxError, ValueError, OSError):
+        return False
+    for node in tree.body:
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = list(node.targets)
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+            targets = [node.target]
+        elif isinstance(node, ast.ImportFrom) and any(
+            (a.asname or a.name) == "ADAPTER" for a in node.names
+        ):
+            return True
+        if any(isinstance(t, ast.Name) and t.id == "ADAPTER" for t in targets):
+            return True
+    return False
+
+
+def _python_files(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.rglob("*.py")
+        if p.is_file()
+        and not any(
+            part.startswith(".") or part == "__pycache__" for part in p.relative_to(folder).parts
+        )
+    )
+
+
+def find_adapter(submission: Path, name: str = "adapter.py") -> Path:
+    """The adapter file of a submission (a .py file, or a folder); ValueError if none/ambiguous.
+
+    In a folder: the file called ``name`` (at any depth, if exactly one), else the single .py
+    file that assigns ``ADAPTER`` at module level (found by parsing, never importing).
+    """
+    if submission.is_file():
+        if submission.suffix != ".py":
+            raise ValueError(f"submission {submission.name}: not a .py file or a folder")
+        return submission
+    if not submission.is_dir():
+        raise ValueError(f"submission {submission}: does not exist")
+    files = _python_files(submission)
+    named = [p for p in files if p.name == name]
+    if len(named) == 1:
+        return named[0]
+    candidates = [p for p in (named or files) if _assigns_adapter(p)]
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise ValueError(
+            f"submission {submission.name}: no {name} and no .py file assigning ADAPTER"
+        )
+    rel = [str(p.relative_to(submission)) for p in candidates]
+    raise ValueError(f"submission {submission.name}: several files define ADAPTER: {rel}")
+
+
+def grade_to_gradescope(
+    adapter: str,
+    out: str | Path,
+    rubric: Rubric,
+    *,
+    workdir: Path | None = None,
+    jobs: int | None = None,
+    report_json: str | Path | None = None,
+    report_md: str | Path | None = None,
+) -> int:
+    """Grade ``adapter`` and write Gradescope's results.json to ``out``; the grade's exit code.
+
+    ``dl-ch2 grade ADAPTER --gradescope PATH`` and ``python -m conformance grade ...
+    --gradescope PATH`` run this. Returns 2 when the adapter could not be graded at all.
+    The grader's own report and card are copied to ``report_json`` / ``report_md`` if given.
+    """
+    with tempfile.TemporaryDirectory(prefix="dl-ch2-grade-") as tmp:
+        where = Path(workdir or tmp)
+        run = run_grade(adapter, where, rubric, jobs=jobs)
+        for src, dst in ((where / "report.json", report_json), (where / "card.md", report_md)):
+            if dst is not None and src.exists():
+                atomic_write(dst, src.read_bytes())
+    sys.stdout.write(run.log)
+    write_gradescope(out, gradescope_results(run, rubric))
+    if run.returncode is None:
+        return 3  # killed: incomplete
+    if run.report is None and run.returncode == 0:
+        return 1  # no report is never a pass
+    return 2 if run.returncode == 4 else run.returncode  # pytest's usage error is ours
+
+
+def run_autograder(root: Path | None = None, rubric_path: Path | None = None) -> int:
+    """Grade ``ROOT/submission`` with ``ROOT/source/rubric.toml``; write results.json.
+
+    ``ROOT`` is ``$DL_CH2_AUTOGRADER_ROOT`` or ``/autograder``. Always writes
+    ``ROOT/results/results.json`` (a submission without an adapter scores 0 with the reason)
+    and returns 0, since Gradescope reads the score from the file, not the exit code.
+    """
+    root = root or Path(os.environ.get(AUTOGRADER_ROOT_ENV, "/autograder"))
+    rubric = load_rubric(rubric_path or root / "source" / "rubric.toml")
+    results_path = root / "results" / "results.json"
+    start = time.perf_counter()
+    try:
+        adapter = find_adapter(root / "submission", rubric.adapter)
+    except ValueError as exc:
+        run = GradeRun(None, None, "", time.perf_counter() - start, str(exc), "")
+        write_gradescope(results_path, gradescope_results(run, rubric))
+        print(f"run_autograder: {exc}", file=sys.stderr)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="dl-ch2-autograder-") as scratch:
+        run = run_grade(str(adapter), Path(scratch), rubric)
+    sys.stdout.write(run.log)
+    write_gradescope(results_path, gradescope_results(run, rubric))
+    return 0
