@@ -68,7 +68,8 @@ class CompiledStep:
             return self._run(self.compiled, *args)
         except Exception as exc:  # any backend failure: the type is the backend's own
             self.compiled = None
-            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            lines = str(exc).strip().splitlines()
+            reason = " ".join(lines[0].split())[:200] if lines else "no message"
             warnings.warn(
                 f"torch.compile failed for {self.what} ({type(exc).__name__}: {reason}); "
                 "running it eagerly",
