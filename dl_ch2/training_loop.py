@@ -220,9 +220,10 @@ def fit(
     ceiling or more and 1.5 times the first batch's loss or more) raises ``DivergenceError``.
 
     ``compile=True`` runs the same step through ``torch.compile`` (compiling takes seconds;
-    if it fails, a one-line warning says so and the fit runs eagerly). A compiled fit first
-    runs the model on one image, to check every label against its width, since the
-    compiled loss skips its per-batch check. ``gradient_transform`` is passed to each step.
+    if it fails, a one-line warning says so and the fit runs eagerly). Before training, fit
+    runs the model once on one image (under ``no_grad``; a forward hook sees that call too)
+    to check every label against its width, so a bad label fails before any weight moves.
+    ``gradient_transform`` is passed to each step.
     """
     require_positive_int("epochs", epochs)
     require_positive_int("batch_size", batch_size)
@@ -234,13 +235,12 @@ def fit(
     require_labels(labels, images)
     emit = print_fn if print_fn is not None else (lambda _s: None)
     step: Callable[..., torch.Tensor] = one_training_step
+    with torch.no_grad():  # the model's width, to check every label once, before any work
+        classes = model(images[:1]).shape[-1]
+    require_label_range(labels, classes)
     if compile:
         from dl_ch2._compile import CompiledStep
 
-        # the compiled loss skips its per-batch label check: check them all here, once
-        with torch.no_grad():
-            classes = model(images[:1]).shape[-1]
-        require_label_range(labels, classes)
         step = CompiledStep(one_training_step, model, optimizer, images.device, "fit's step")
     monitor = _LossMonitor()
     history = History()

@@ -256,6 +256,20 @@ def test_fit_bad_input() -> None:
         fit(small_model(), x, torch.full((10,), -1), epochs=1, print_fn=None)
 
 
+def test_a_label_beyond_the_models_width_fails_before_any_weight_moves(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    x, y = synthetic(64)
+    y[60] = 3  # in the last batch; the model has 3 outputs
+    model = small_model()
+    before = [w.detach().clone() for w in model.weights]
+    with pytest.raises(ValueError, match=r"\[0, 3\) for a model with 3 outputs.*0 to 3"):
+        fit(model, x, y, epochs=1, batch_size=16)
+    assert capsys.readouterr().out == ""
+    for w, w0 in zip(model.weights, before, strict=True):
+        assert torch.equal(w, w0)
+
+
 def test_training_improves_accuracy_on_separable_data() -> None:
     x, y = synthetic(600)
     model = small_model()
@@ -274,7 +288,7 @@ def test_a_forward_hook_fires_on_every_batch() -> None:
     model.layers[0].register_forward_hook(lambda *_: calls.append(1))
     x, y = synthetic(64)
     fit(model, x, y, epochs=2, batch_size=16, **QUIET)
-    assert len(calls) == 2 * 4
+    assert len(calls) == 1 + 2 * 4  # one look at the model's width, then every batch
 
 
 def test_a_gradient_hook_that_zeroes_w2_is_honoured() -> None:
