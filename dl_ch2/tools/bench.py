@@ -56,7 +56,11 @@ from torch import nn
 
 from dl_ch2 import __version__
 from dl_ch2._checks import resolve_device
-from dl_ch2.first_example import build_first_example_model, train_first_example
+from dl_ch2.first_example import (
+    build_first_example_model,
+    keras_rmsprop,
+    train_first_example,
+)
 from dl_ch2.naive_model import build_naive_model
 from dl_ch2.tensor_operations import naive_add, naive_relu
 from dl_ch2.tools.atomic import atomic_write
@@ -170,7 +174,7 @@ def _keras(x: torch.Tensor, seed: int) -> tuple[nn.Module, torch.optim.Optimizer
     model = build_first_example_model(
         device=x.device, generator=torch.Generator().manual_seed(seed)
     )
-    opt = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9, eps=1e-7)
+    opt = keras_rmsprop(model.parameters())
     return model, opt, torch.Generator().manual_seed(seed + 1)
 
 
