@@ -384,6 +384,7 @@ def run_rounds(
     repeats: int,
     epochs: int,
     dev: torch.device,
+    progress: bool = True,
 ) -> tuple[dict[str, list[list[float]]], dict[str, list[list[float]]], dict[str, float]]:
     """Interleaved timing: each candidate epoch, then a floor epoch, round after round.
 
@@ -426,6 +427,8 @@ def run_rounds(
                 raise RuntimeError(f"bench candidate {name} ran {len(t_epochs)} of {epochs} epochs")
             times[name].append(t_epochs)
             floors[name].append(t_floors)
+        if progress:
+            print(f"bench: round {rep + 1}/{repeats} done", file=sys.stderr, flush=True)
     return times, floors, warmup
 
 
