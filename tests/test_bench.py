@@ -179,3 +179,21 @@ def test_bench_smoke_compiled_candidate(tmp_path: Path) -> None:
     assert len(data["candidates"]["compiled_fit"]["epoch_2"]["samples_s"]) == 1
     assert len(data["compile_s"]["compiled_fit"]["samples_s"]) == 1
     assert data["warmup_s"]["compiled_fit"] > 0
+
+
+def test_the_memory_sampler_sees_the_process_tree() -> None:
+    """The tree below a process includes a child it started; each has a nonzero size."""
+    import os
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        tree = bench._descendants(os.getpid())
+        assert tree[0] == os.getpid() and child.pid in tree
+        assert bench._memory_kb(os.getpid()) > 1000  # this interpreter and torch: > 1 MB
+        assert bench._memory_kb(child.pid) > 0
+    finally:
+        child.kill()
+        child.wait()
+    assert bench._memory_kb(child.pid) == 0  # gone: nothing to read

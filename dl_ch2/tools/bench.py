@@ -41,9 +41,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -328,10 +330,19 @@ def peak_memory_of_train(
         fetch_mnist(download=False)
     except Exception as exc:
         return {"peak_rss_mb": None, "note": f"skipped: MNIST not available ({exc})"[:200]}
-    out = Path(os.environ.get("TMPDIR", "/tmp")) / "dl-ch2-bench-train"
+    scratch = Path(tempfile.mkdtemp(prefix="dl-ch2-bench-train-"))
+    try:
+        return _peak_memory(scratch, extra_args, timeout, interval_s)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _peak_memory(
+    scratch: Path, extra_args: Sequence[str], timeout: int, interval_s: float
+) -> dict[str, Any]:
+    out = scratch / "run"  # a fresh run folder: train refuses to overwrite an earlier run
     argv = ["train", "--epochs", "1", "--no-figures", "--out", str(out), *extra_args]
-    err = out.with_name(out.name + ".stderr")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    err = scratch / "stderr.txt"
     with err.open("w") as err_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "dl_ch2", *argv],
