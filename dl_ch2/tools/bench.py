@@ -29,8 +29,8 @@ the process, before the rounds) is reported on its own.
 
 Memory: the peak of ``dl-ch2 train --epochs 1`` (a child process) on the book path, and
 separately with ``--compile``, where torch's compile workers are processes of their own: the
-whole process tree is sampled (PSS, so shared pages count once) next to the largest single
-process's ``ru_maxrss``.
+whole process tree's RSS is sampled and summed (an upper bound: shared pages count once per
+process) next to the largest single process's ``ru_maxrss``.
 
 On CUDA the same epochs run with the data resident on the GPU. Writes ``bench.json`` and
 ``bench.md`` into ``out``.
@@ -304,14 +304,13 @@ def _descendants(root: int) -> list[int]:
 
 
 def _memory_kb(pid: int) -> int:
-    """The process's proportional set size (PSS: shared pages split), else its RSS, in kB."""
-    for path, key in ((f"/proc/{pid}/smaps_rollup", "Pss:"), (f"/proc/{pid}/status", "VmRSS:")):
-        try:
-            for line in Path(path).read_text().splitlines():
-                if line.startswith(key):
-                    return int(line.split()[1])
-        except (OSError, ValueError):
-            continue
+    """The process's resident set size in kB (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
     return 0
 
 
@@ -321,8 +320,9 @@ def peak_memory_of_train(
     """Peak memory of ``dl-ch2 train --epochs 1 --no-figures [extra_args]`` (needs MNIST).
 
     ``largest_process_mb``: ``ru_maxrss`` of the child and its waited-for descendants (the
-    largest one of them). ``tree_peak_mb``: the largest sum of PSS over the whole process
-    tree (compile workers included), sampled every ``interval_s``.
+    largest one of them). ``tree_peak_mb``: the largest sum of RSS over the whole process
+    tree (compile workers included), sampled every ``interval_s``: an upper bound, since
+    pages a worker shares with its parent count in both.
     """
     try:
         from dl_ch2.tools.mnist import fetch_mnist
@@ -700,7 +700,7 @@ def markdown_table(r: dict[str, Any]) -> str:
         failed = f", exit {mem['returncode']}: {mem['stderr_tail']}" if mem["returncode"] else ""
         lines.append(
             f"- Peak memory of `{mem['command']}`: process tree {mem['tree_peak_mb']:.0f} MB "
-            f"(PSS, {mem['tree_processes_at_peak']} processes), largest process "
+            f"(RSS summed over {mem['tree_processes_at_peak']} processes), largest process "
             f"{mem['largest_process_mb']:.0f} MB (ru_maxrss){failed}."
         )
     lines.append(
