@@ -45,6 +45,28 @@ def tests(session: nox.Session, torch: str) -> None:
     session.run("pytest", "-n", "2", *session.posargs, env={"HYPOTHESIS_PROFILE": "ci"})
 
 
+#: The oldest torch the project supports (pyproject's lower bound is its minor version;
+#: 2.3 brought torch.compiler.is_compiling, which the loss's label check uses). It comes
+#: from PyPI as a CUDA build (a 780 MB wheel plus about 2.5 GB of NVIDIA libraries, which
+#: its import needs even on a CPU), built against NumPy 1.x: slow to install, so not among
+#: the default sessions.
+OLDEST_TORCH = "2.3.1"
+
+
+@nox.session
+def tests_oldest_torch(session: nox.Session) -> None:
+    """Unit tests on the oldest supported torch (``nox -s tests_oldest_torch``; not by default)."""
+    session.install(f"torch=={OLDEST_TORCH}", "numpy<2")
+    session.install(".[test,plot]")
+    _fetch_mnist(session)
+    session.run(
+        "python",
+        "-c",
+        "import numpy, torch; print('torch', torch.__version__, 'numpy', numpy.__version__)",
+    )
+    session.run("pytest", "-n", "2", *session.posargs, env={"HYPOTHESIS_PROFILE": "ci"})
+
+
 def _fetch_mnist(session: nox.Session) -> None:
     """Fetch MNIST once into the shared per-user cache, so data-dependent tests run.
 
@@ -149,7 +171,13 @@ def headline(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks: writes bench-out/bench.json and bench.md (args go to `dl-ch2 bench`)."""
+    """Benchmarks: writes bench-out/bench.json and bench.md (args go to `dl-ch2 bench`).
+
+    One run times the book path, the compiled path, the first example (eager and compiled),
+    the idiomatic PyTorch loop and the NumPy reference against the GEMM floor, in interleaved
+    rounds, and measures `dl-ch2 train`'s peak memory (book path, and --compile); about
+    15 minutes on a quiet 2-core machine.
+    """
     session.install("torch==2.13.0")
     session.install(".")
     _fetch_mnist(session)

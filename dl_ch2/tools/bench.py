@@ -1,20 +1,39 @@
 """``dl-ch2 bench``: how fast the chapter's network trains, against the machine's GEMM floor.
 
 All figures come from one run on the same MNIST-shaped float32 data (synthetic: 60,000
-sparse images in [0, 1], so no dataset is needed), each the median of several repetitions
-after a warm-up, with min and max; ratios are computed from the same run.
+sparse images in [0, 1], so no dataset is needed). The candidates:
 
-1. the GEMM floor: exactly the matrix products one epoch of 784-512-10 at batch 128 needs
-   (forward, weight gradients, the hidden layer's input gradient), back to back;
-2. the port's ``fit`` epoch (from-scratch model, SGD), epochs 1 and 5, and the
-   Keras-faithful model's epoch (RMSprop), epochs 1 and 5;
-3. an idiomatic PyTorch baseline: ``nn.Sequential``, ``DataLoader(TensorDataset,
-   batch_size=128, shuffle=True)``, ``torch.optim.SGD``, the loop most tutorials write;
-4. the NumPy reference's epoch;
-5. the chapter's naive loop ops against the vectorized ones (the book: about 2.45 s vs 0.02 s).
+1. ``book_fit``: the port's ``fit``, the book's step (§2.5.3) on the from-scratch model, SGD;
+2. ``compiled_fit``: the same ``fit(..., compile=True)``: ``torch.compile`` of that step;
+3. ``first_example``: the Keras-faithful first example (§2.1), RMSprop, reshuffled;
+4. ``first_example_compiled``: the same with ``compile=True``;
+5. ``idiomatic``: the loop most PyTorch tutorials write: ``nn.Sequential``,
+   ``DataLoader(TensorDataset, batch_size=128, shuffle=True)``, ``torch.optim.SGD``;
+6. ``numpy_reference``: the conformance suite's NumPy ``fit`` (CPU only).
 
-On CUDA the same epochs run with the data resident on the GPU and are timed with CUDA events.
-Writes ``bench.json`` and ``bench.md`` into ``--out``.
+The yardstick, the **GEMM floor**, is exactly the matrix products one epoch of 784-512-10
+at batch 128 needs (forward, weight gradients, the hidden layer's input gradient), back to
+back into preallocated buffers: no training loop can do less work.
+
+Timing is interleaved. Each round builds fresh models and runs every candidate for
+``epochs`` epochs (one call per epoch, or for the compiled candidates one ``fit`` of
+``epochs`` epochs, since every compiled run starts by compiling); after each candidate
+epoch the floor is timed, and that epoch's ratio is its time over the floor's just after
+it. A ratio between two candidates is the ratio of their floor ratios in the same round
+and epoch, so the machine's drift cancels. Reported ratios are medians over rounds; the
+order of the candidates rotates from round to round.
+
+A compiled candidate's first epoch includes compiling; its **compile time** in a round is
+that first epoch minus the median of its later epochs. The warm-up (the first compile in
+the process, before the rounds) is reported on its own.
+
+Memory: the peak of ``dl-ch2 train --epochs 1`` (a child process) on the book path, and
+separately with ``--compile``, where torch's compile workers are processes of their own: the
+whole process tree's RSS is sampled and summed (an upper bound: shared pages count once per
+process) next to the largest single process's ``ru_maxrss``.
+
+On CUDA the same epochs run with the data resident on the GPU. Writes ``bench.json`` and
+``bench.md`` into ``out``.
 """
 
 from __future__ import annotations
@@ -22,12 +41,14 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +58,22 @@ from torch import nn
 
 from dl_ch2 import __version__
 from dl_ch2._checks import resolve_device
-from dl_ch2.first_example import build_first_example_model, train_first_example
+from dl_ch2.first_example import (
+    build_first_example_model,
+    keras_rmsprop,
+    train_first_example,
+)
 from dl_ch2.naive_model import build_naive_model
 from dl_ch2.tensor_operations import naive_add, naive_relu
 from dl_ch2.tools.atomic import atomic_write
 from dl_ch2.training_loop import fit
 
 N, D, H, C, BATCH = 60000, 784, 512, 10, 128
+
+#: A candidate: given the data, a seed, the number of epochs and ``after_epoch`` (which
+#: the harness times and follows by a floor epoch), train for that many epochs, calling
+#: ``after_epoch()`` at the end of each.
+Candidate = Callable[[torch.Tensor, torch.Tensor, int, int, Callable[[], None]], None]
 
 
 def synthetic_mnist(
@@ -73,17 +103,11 @@ def _sync(device: torch.device) -> None:
 
 
 def _timed(fn: Callable[[], Any], device: torch.device) -> float:
-    """Seconds for one call: CUDA events on a GPU, perf_counter on the CPU."""
-    if device.type == "cuda":
-        start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-        end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize(device)
-        return float(start.elapsed_time(end)) / 1000.0
+    """Seconds for one call, the device synchronised before and after."""
+    _sync(device)
     t0 = time.perf_counter()
     fn()
+    _sync(device)
     return time.perf_counter() - t0
 
 
@@ -97,7 +121,7 @@ def _stats(samples: list[float]) -> dict[str, Any]:
 
 
 def gemm_floor_epoch(device: torch.device, n_samples: int = N) -> Callable[[], None]:
-    """The products of one epoch at batch 128 (the last batch of 96 included), preallocated."""
+    """The products of one epoch at batch 128 (a last, shorter batch included), preallocated."""
     g = torch.Generator().manual_seed(1)
     full = torch.rand(n_samples, D, generator=g).to(device)
     w1, w2 = torch.rand(D, H, generator=g).to(device), torch.rand(H, C, generator=g).to(device)
@@ -121,26 +145,71 @@ def gemm_floor_epoch(device: torch.device, n_samples: int = N) -> Callable[[], N
     return epoch
 
 
-EpochFactory = Callable[[torch.Tensor, torch.Tensor, int], Callable[[], Any]]
-
-
-def port_epoch(x: torch.Tensor, y: torch.Tensor, seed: int) -> Callable[[], Any]:
-    """One epoch of the port's ``fit`` on a from-scratch model (SGD, lr 1e-3) per call."""
+def book_fit(
+    x: torch.Tensor, y: torch.Tensor, seed: int, epochs: int, after_epoch: Callable[[], None]
+) -> None:
+    """The port's ``fit`` (the book's step, SGD, lr 1e-3), one call per epoch."""
     model = build_naive_model(device=x.device, generator=torch.Generator().manual_seed(seed))
-    return lambda: fit(model, x, y, epochs=1, print_fn=None, progress=False)
+    for _ in range(epochs):
+        fit(model, x, y, epochs=1, print_fn=None, progress=False)
+        after_epoch()
 
 
-def keras_epoch(x: torch.Tensor, y: torch.Tensor, seed: int) -> Callable[[], Any]:
-    """One epoch of the Keras-faithful first example (RMSprop, reshuffled) per call."""
+def compiled_fit(
+    x: torch.Tensor, y: torch.Tensor, seed: int, epochs: int, after_epoch: Callable[[], None]
+) -> None:
+    """``fit(..., compile=True)``: one run of ``epochs`` epochs (it compiles once, at its start)."""
+    model = build_naive_model(device=x.device, generator=torch.Generator().manual_seed(seed))
+    fit(
+        model,
+        x,
+        y,
+        epochs=epochs,
+        print_fn=None,
+        progress=False,
+        compile=True,
+        on_epoch_end=lambda _epoch, _losses: after_epoch(),
+    )
+
+
+def _keras(x: torch.Tensor, seed: int) -> tuple[nn.Module, torch.optim.Optimizer, torch.Generator]:
     model = build_first_example_model(
         device=x.device, generator=torch.Generator().manual_seed(seed)
     )
-    opt = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9, eps=1e-7)
-    g = torch.Generator().manual_seed(seed + 1)
-    return lambda: train_first_example(model, x, y, epochs=1, optimizer=opt, generator=g)
+    opt = keras_rmsprop(model.parameters())
+    return model, opt, torch.Generator().manual_seed(seed + 1)
 
 
-def idiomatic_epoch(x: torch.Tensor, y: torch.Tensor, seed: int) -> Callable[[], Any]:
+def first_example(
+    x: torch.Tensor, y: torch.Tensor, seed: int, epochs: int, after_epoch: Callable[[], None]
+) -> None:
+    """The Keras-faithful first example (RMSprop as Keras 2.6, reshuffled), one call per epoch."""
+    model, opt, g = _keras(x, seed)
+    for _ in range(epochs):
+        train_first_example(model, x, y, epochs=1, optimizer=opt, generator=g)
+        after_epoch()
+
+
+def first_example_compiled(
+    x: torch.Tensor, y: torch.Tensor, seed: int, epochs: int, after_epoch: Callable[[], None]
+) -> None:
+    """The first example with ``compile=True``: one run of ``epochs`` epochs."""
+    model, opt, g = _keras(x, seed)
+    train_first_example(
+        model,
+        x,
+        y,
+        epochs=epochs,
+        optimizer=opt,
+        generator=g,
+        compile=True,
+        on_epoch_end=lambda _epoch, _loss: after_epoch(),
+    )
+
+
+def idiomatic(
+    x: torch.Tensor, y: torch.Tensor, seed: int, epochs: int, after_epoch: Callable[[], None]
+) -> None:
     """The loop most PyTorch tutorials write, as a baseline."""
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -154,24 +223,41 @@ def idiomatic_epoch(x: torch.Tensor, y: torch.Tensor, seed: int) -> Callable[[],
         shuffle=True,
         generator=torch.Generator().manual_seed(seed),
     )
-
-    def epoch() -> None:
+    for _ in range(epochs):
         for xb, yb in loader:
             opt.zero_grad()
             loss = loss_fn(model(xb), yb)
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
+        after_epoch()
 
-    return epoch
 
-
-def numpy_epoch(x: torch.Tensor, y: torch.Tensor, seed: int) -> Callable[[], Any]:
-    """One epoch of the NumPy reference's ``fit`` (float32) per call."""
+def numpy_reference(
+    x: torch.Tensor, y: torch.Tensor, seed: int, epochs: int, after_epoch: Callable[[], None]
+) -> None:
+    """The NumPy reference's ``fit`` (float32), one call per epoch."""
     import conformance.reference as ref
 
     xn, yn = x.cpu().numpy(), y.cpu().numpy()
     model = ref.build_naive_model(dtype=np.float32, rng=np.random.default_rng(seed))
-    return lambda: ref.fit(model, xn, yn, epochs=1, print_fn=None)
+    for _ in range(epochs):
+        ref.fit(model, xn, yn, epochs=1, print_fn=None)
+        after_epoch()
+
+
+#: Every candidate, in the table's order, with its label.
+CANDIDATES: dict[str, tuple[Candidate, str]] = {
+    "book_fit": (book_fit, "dl_ch2 fit, the book's step (default)"),
+    "compiled_fit": (compiled_fit, "dl_ch2 fit, compile=True"),
+    "first_example": (first_example, "first example, Keras-faithful (RMSprop)"),
+    "first_example_compiled": (first_example_compiled, "first example, compile=True"),
+    "idiomatic": (idiomatic, "idiomatic nn.Sequential + DataLoader(shuffle) + SGD"),
+    "numpy_reference": (numpy_reference, "NumPy reference fit"),
+}
+#: Candidates that compile at the start of each run (their first epoch includes it).
+COMPILED = frozenset({"compiled_fit", "first_example_compiled"})
+#: What the other candidates are compared with, pairwise.
+BASELINE = "book_fit"
 
 
 def naive_vs_vectorized(repeats: int = 20) -> dict[str, Any]:
@@ -194,103 +280,281 @@ def naive_vs_vectorized(repeats: int = 20) -> dict[str, Any]:
     }
 
 
-def peak_memory_of_train(timeout: int = 900) -> dict[str, Any]:
-    """Peak RSS of `dl-ch2 train --model both --epochs 1`, in a child process (needs MNIST)."""
+# --- memory --------------------------------------------------------------------------
+
+
+def _descendants(root: int) -> list[int]:
+    """``root`` and every live process below it, from /proc (Linux)."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # the command name is in parentheses and may hold spaces: split after it
+        fields = stat.rsplit(")", 1)[1].split()
+        parent[int(entry)] = int(fields[1])
+    tree, frontier = [root], [root]
+    while frontier:
+        frontier = [pid for pid, ppid in parent.items() if ppid in frontier]
+        tree += frontier
+    return tree
+
+
+def _memory_kb(pid: int) -> int:
+    """The process's resident set size in kB (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def peak_memory_of_train(
+    extra_args: Sequence[str] = (), timeout: int = 900, interval_s: float = 0.1
+) -> dict[str, Any]:
+    """Peak memory of ``dl-ch2 train --epochs 1 --no-figures [extra_args]`` (needs MNIST).
+
+    ``largest_process_mb``: ``ru_maxrss`` of the child and its waited-for descendants (the
+    largest one of them). ``tree_peak_mb``: the largest sum of RSS over the whole process
+    tree (compile workers included), sampled every ``interval_s``: an upper bound, since
+    pages a worker shares with its parent count in both.
+    """
     try:
         from dl_ch2.tools.mnist import fetch_mnist
 
         fetch_mnist(download=False)
     except Exception as exc:
         return {"peak_rss_mb": None, "note": f"skipped: MNIST not available ({exc})"[:200]}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    out = Path(os.environ.get("TMPDIR", "/tmp")) / "dl-ch2-bench-train"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dl_ch2",
-            "train",
-            "--epochs",
-            "1",
-            "--no-figures",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    scratch = Path(tempfile.mkdtemp(prefix="dl-ch2-bench-train-"))
+    try:
+        return _peak_memory(scratch, extra_args, timeout, interval_s)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _peak_memory(
+    scratch: Path, extra_args: Sequence[str], timeout: int, interval_s: float
+) -> dict[str, Any]:
+    out = scratch / "run"  # a fresh run folder: train refuses to overwrite an earlier run
+    argv = ["train", "--epochs", "1", "--no-figures", "--out", str(out), *extra_args]
+    err = scratch / "stderr.txt"
+    with err.open("w") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dl_ch2", *argv],
+            stdout=subprocess.DEVNULL,
+            stderr=err_file,
+        )
+    peak_kb, peak_procs = 0, 0
+    done = threading.Event()
+    deadline = time.monotonic() + timeout
+
+    def sample() -> None:
+        nonlocal peak_kb, peak_procs
+        while not done.is_set():
+            pids = _descendants(proc.pid)
+            total = sum(_memory_kb(p) for p in pids)
+            if total > peak_kb:
+                peak_kb, peak_procs = total, len(pids)
+            if time.monotonic() > deadline:
+                proc.kill()
+            done.wait(interval_s)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    # wait4: this child's own rusage (ru_maxrss: the largest of it and what it waited for)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    done.set()
+    sampler.join()
+    stderr = err.read_text(errors="replace")
+    largest_kb = usage.ru_maxrss
     return {
-        "peak_rss_mb": max(peak_kb, before) / 1024,
+        "command": "dl-ch2 " + " ".join(a for a in argv if a != str(out) and a != "--out"),
         "returncode": proc.returncode,
-        "command": "dl-ch2 train --epochs 1 --no-figures",
+        "stderr_tail": stderr.strip().splitlines()[-1:] if proc.returncode else [],
+        "largest_process_mb": largest_kb / 1024,
+        "tree_peak_mb": peak_kb / 1024,
+        "tree_processes_at_peak": peak_procs,
+        "peak_rss_mb": max(largest_kb / 1024, peak_kb / 1024),
     }
 
 
-def _rounds(
+# --- timing ---------------------------------------------------------------------------
+
+
+def run_rounds(
     floor_epoch: Callable[[], None],
-    candidates: dict[str, EpochFactory],
+    candidates: dict[str, Candidate],
     x: torch.Tensor,
     y: torch.Tensor,
     repeats: int,
     epochs: int,
     dev: torch.device,
-) -> tuple[dict[str, list[list[float]]], dict[str, list[list[float]]], list[float]]:
-    """Interleaved timing: the machine's drift hits the floor and each candidate alike.
+    progress: bool = True,
+) -> tuple[dict[str, list[list[float]]], dict[str, list[list[float]]], dict[str, float]]:
+    """Interleaved timing: each candidate epoch, then a floor epoch, round after round.
 
-    Each repetition builds fresh models; for each epoch it times the GEMM floor, then one
-    epoch of every candidate, and records each epoch's time over the floor's in that round.
+    Returns ``times[name][round][epoch]``, ``floors[name][round][epoch]`` (the floor epoch
+    timed right after that candidate epoch) and each compiled candidate's warm-up time (a
+    one-epoch run before the rounds: the process's first compile).
     """
+    warmup: dict[str, float] = {}
     floor_epoch()  # warm-up: kernels, allocator, caches
-    for factory in candidates.values():
-        factory(x, y, 10_000)()
-    _sync(dev)
-    times: dict[str, list[list[float]]] = {n: [[] for _ in range(epochs)] for n in candidates}
-    paired: dict[str, list[list[float]]] = {n: [[] for _ in range(epochs)] for n in candidates}
-    floor_times: list[float] = []
+    for name, run in candidates.items():
+        _sync(dev)
+        t0 = time.perf_counter()
+        run(x, y, 10_000, 1, lambda: None)
+        _sync(dev)
+        warmup[name] = time.perf_counter() - t0
+    times: dict[str, list[list[float]]] = {n: [] for n in candidates}
+    floors: dict[str, list[list[float]]] = {n: [] for n in candidates}
+    names = list(candidates)
     for rep in range(repeats):
-        runs = {name: factory(x, y, rep) for name, factory in candidates.items()}
-        for e in range(epochs):
-            t_floor = _timed(floor_epoch, dev)
-            floor_times.append(t_floor)
-            for name, run in runs.items():
-                t = _timed(run, dev)
-                times[name][e].append(t)
-                paired[name][e].append(t / t_floor)
-    return times, paired, floor_times
+        order = names[rep % len(names) :] + names[: rep % len(names)]
+        for name in order:
+            t_epochs: list[float] = []
+            t_floors: list[float] = []
+            start = [0.0]
+
+            def after_epoch(
+                t_epochs: list[float] = t_epochs,
+                t_floors: list[float] = t_floors,
+                start: list[float] = start,
+            ) -> None:
+                _sync(dev)
+                t_epochs.append(time.perf_counter() - start[0])
+                t_floors.append(_timed(floor_epoch, dev))
+                start[0] = time.perf_counter()
+
+            _sync(dev)
+            start[0] = time.perf_counter()
+            candidates[name](x, y, rep, epochs, after_epoch)
+            if len(t_epochs) != epochs:
+                raise RuntimeError(f"bench candidate {name} ran {len(t_epochs)} of {epochs} epochs")
+            times[name].append(t_epochs)
+            floors[name].append(t_floors)
+        if progress:
+            print(f"bench: round {rep + 1}/{repeats} done", file=sys.stderr, flush=True)
+    return times, floors, warmup
 
 
-#: The issue's targets: (ratio key, comparison, bound).
-TARGETS: list[tuple[str, str, float]] = [
-    ("port_fit_sgd/epoch_1/floor", "<=", 1.3),
-    ("port_fit_sgd/epoch_{E}/floor", "<=", 1.3),
-    ("port_keras_rmsprop/epoch_1/floor", "<=", 1.4),
-    ("port_keras_rmsprop/epoch_{E}/floor", "<=", 1.4),
-    ("idiomatic/port/epoch_1", ">=", 1.3),
-    ("idiomatic/port/epoch_{E}", ">=", 1.3),
-    ("numpy/port/epoch_1", "<=", 1.5),
-    ("numpy/port/epoch_{E}", "<=", 1.5),
+def summarize(
+    times: dict[str, list[list[float]]],
+    floors: dict[str, list[list[float]]],
+    epochs: int,
+    baseline: str = BASELINE,
+) -> dict[str, Any]:
+    """Ratios from raw timings (``[round][epoch]`` lists), all medians over rounds.
+
+    - ``{name}/epoch_{e}/floor``: the candidate's epoch over the floor epoch timed after it;
+    - ``{name}/{baseline}/epoch_{e}``: the candidate's floor ratio over the baseline's, in
+      the same round and epoch (how many times slower than the baseline);
+    - ``compile_s[name]`` for a compiled candidate with ``epochs >= 2``: per round, its first
+      epoch minus the median of its later epochs.
+
+    Plus, per candidate and epoch, the stats of the times and of the per-round floor ratios.
+    """
+    picks = {"epoch_1": 0, f"epoch_{epochs}": epochs - 1}
+    ratios: dict[str, float] = {}
+    per: dict[str, dict[str, Any]] = {}
+    floor_ratio: dict[str, dict[str, list[float]]] = {}
+    for name in times:
+        per[name] = {}
+        floor_ratio[name] = {}
+        for e, i in picks.items():
+            rounds = [t[i] / f[i] for t, f in zip(times[name], floors[name], strict=True)]
+            floor_ratio[name][e] = rounds
+            ratios[f"{name}/{e}/floor"] = statistics.median(rounds)
+            per[name][e] = {
+                **_stats([t[i] for t in times[name]]),
+                "floor_ratio_rounds": rounds,
+                "floor_ratio_best": min(rounds),
+            }
+    if baseline in times:
+        for name in times:
+            if name == baseline:
+                continue
+            for e in picks:
+                pairs = zip(floor_ratio[name][e], floor_ratio[baseline][e], strict=True)
+                ratios[f"{name}/{baseline}/{e}"] = statistics.median(a / b for a, b in pairs)
+    compile_s: dict[str, dict[str, Any]] = {}
+    if epochs >= 2:
+        for name in times:
+            if name in COMPILED:
+                compile_s[name] = _stats([t[0] - statistics.median(t[1:]) for t in times[name]])
+    floor_all = [f for name in floors for rnd in floors[name] for f in rnd]
+    return {
+        "ratios": ratios,
+        "candidates": per,
+        "compile_s": compile_s,
+        "gemm_floor": _stats(floor_all),
+    }
+
+
+#: The issue's targets: (ratio key, comparison, bound, what it says). ``{E}``: last epoch.
+TARGETS: list[tuple[str, str, float, str]] = [
+    ("idiomatic/book_fit/epoch_1", ">=", 1.5, "book path >= 1.5x faster than idiomatic"),
+    ("idiomatic/book_fit/epoch_{E}", ">=", 1.5, "book path >= 1.5x faster than idiomatic"),
+    ("compiled_fit/epoch_{E}/floor", "<=", 1.3, "compiled fit <= 1.3x the GEMM floor"),
+    (
+        "first_example_compiled/epoch_{E}/floor",
+        "<=",
+        1.4,
+        "first example, compiled, <= 1.4x the floor",
+    ),
+    ("numpy_reference/book_fit/epoch_1", "<=", 1.5, "NumPy reference <= 1.5x the book path"),
+    ("numpy_reference/book_fit/epoch_{E}", "<=", 1.5, "NumPy reference <= 1.5x the book path"),
 ]
+TRAIN_RSS_TARGET_MB = 1024.0
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target with the measured value and whether it was met (CPU targets)."""
+    """Each target with the measured value and whether it was met."""
     e = results["config"]["epochs"]
     out = []
-    for key, op, bound in TARGETS:
+    for key, op, bound, what in TARGETS:
         k = key.replace("{E}", str(e))
         value = results["ratios"].get(k)
         if value is None:
             continue
         met = value <= bound if op == "<=" else value >= bound
-        out.append({"ratio": k, "target": f"{op} {bound}", "value": value, "met": met})
-    peak = results.get("train_peak_memory", {}).get("peak_rss_mb")
+        out.append(
+            {"ratio": k, "what": what, "target": f"{op} {bound}", "value": value, "met": met}
+        )
+    peak = results.get("train_peak_memory", {}).get("book", {}).get("peak_rss_mb")
     if peak is not None:
         out.append(
-            {"ratio": "train peak RSS MB", "target": "< 2048", "value": peak, "met": peak < 2048}
+            {
+                "ratio": "dl-ch2 train peak memory, book path (MB)",
+                "what": "peak memory < 1 GB",
+                "target": f"< {TRAIN_RSS_TARGET_MB:.0f}",
+                "value": peak,
+                "met": peak < TRAIN_RSS_TARGET_MB,
+            }
         )
     return out
+
+
+def _check_options(repeats: int, epochs: int, samples: int, only: Sequence[str] | None) -> None:
+    for name, value, least in (("repeats", repeats, 1), ("epochs", epochs, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"bench: --{name} must be an integer >= {least}, got {value!r}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < BATCH:
+        raise ValueError(
+            f"bench: --samples must be an integer >= {BATCH} (one batch), got {samples!r}"
+        )
+    if only is not None:
+        unknown = [n for n in only if n not in CANDIDATES]
+        if unknown or not only:
+            raise ValueError(
+                f"bench: --only must name candidates among {', '.join(CANDIDATES)}, "
+                f"got {', '.join(only) or 'none'}"
+            )
 
 
 def run_bench(
@@ -300,15 +564,25 @@ def run_bench(
     out: Path = Path("bench-out"),
     include_memory: bool = True,
     samples: int = N,
+    only: Sequence[str] | None = None,
 ) -> dict[str, Any]:
+    """Run the benchmark; write ``out/bench.json`` and ``out/bench.md``; return the results.
+
+    Bad options raise ValueError naming the option, before any work.
+    """
+    _check_options(repeats, epochs, samples, only)
     dev = resolve_device(device)
     x, y = synthetic_mnist(dev, n=samples)
+    chosen = [n for n in CANDIDATES if only is None or n in only]
+    if dev.type != "cpu" and "numpy_reference" in chosen:
+        chosen.remove("numpy_reference")
     results: dict[str, Any] = {
         "machine": {
             "platform": platform.platform(),
             "processor": cpu_model(),
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
+            "load_average_at_start": os.getloadavg(),
             "device": str(dev),
             "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
         },
@@ -318,44 +592,40 @@ def run_bench(
             "numpy": np.__version__,
             "python": platform.python_version(),
         },
-        "config": {"samples": samples, "batch_size": BATCH, "repeats": repeats, "epochs": epochs},
+        "config": {
+            "samples": samples,
+            "batch_size": BATCH,
+            "repeats": repeats,
+            "epochs": epochs,
+            "candidates": chosen,
+        },
     }
-    candidates: dict[str, EpochFactory] = {
-        "port_fit_sgd": port_epoch,
-        "port_keras_rmsprop": keras_epoch,
-        "idiomatic_dataloader_sgd": idiomatic_epoch,
-    }
-    if dev.type == "cpu":
-        candidates["numpy_reference"] = numpy_epoch
     floor_epoch = gemm_floor_epoch(dev, samples)
-    times, paired, floor_times = _rounds(floor_epoch, candidates, x, y, repeats, epochs, dev)
-    results["gemm_floor"] = _stats(floor_times)
-    e_last = f"epoch_{epochs}"
-    picks = {"epoch_1": 0, e_last: epochs - 1}
-    ratios: dict[str, float] = {}
-    for name in candidates:
-        results[name] = {e: _stats(times[name][i]) for e, i in picks.items()}
-        for e, i in picks.items():
-            ratios[f"{name}/{e}/floor"] = statistics.median(paired[name][i])
-            # the quietest round: what the code does when nothing else competes
-            results[name][e]["floor_ratio_rounds"] = paired[name][i]
-            results[name][e]["floor_ratio_best"] = min(paired[name][i])
-    for other, key in (("idiomatic_dataloader_sgd", "idiomatic"), ("numpy_reference", "numpy")):
-        if other in candidates:
-            for e, i in picks.items():
-                ratios[f"{key}/port/{e}"] = statistics.median(
-                    a / b for a, b in zip(times[other][i], times["port_fit_sgd"][i], strict=True)
-                )
-    results["ratios"] = ratios
-    results["ratio_method"] = (
-        "median over rounds of paired ratios: each round times the GEMM floor and then every "
-        "candidate's epoch back to back, and divides within the round"
+    started = time.perf_counter()
+    times, floors, warmup = run_rounds(
+        floor_epoch, {n: CANDIDATES[n][0] for n in chosen}, x, y, repeats, epochs, dev
     )
+    results["timing_s"] = time.perf_counter() - started
+    summary = summarize(times, floors, epochs)
+    results.update(summary)
+    results["warmup_s"] = warmup
+    results["ratio_method"] = (
+        "per round: each candidate epoch over the GEMM floor epoch timed right after it; "
+        "between candidates, the ratio of their floor ratios in the same round and epoch; "
+        "medians over rounds"
+    )
+    results["machine"]["load_average_at_end"] = os.getloadavg()
     if dev.type == "cpu":
         results["naive_vs_vectorized"] = naive_vs_vectorized()
     if include_memory and dev.type == "cpu":
-        results["train_peak_memory"] = peak_memory_of_train()
-    results["samples_per_second_port"] = samples / results["port_fit_sgd"]["epoch_1"]["median_s"]
+        results["train_peak_memory"] = {
+            "book": peak_memory_of_train(),
+            "compiled": peak_memory_of_train(["--compile"]),
+        }
+    if BASELINE in summary["candidates"]:
+        results["samples_per_second_book"] = (
+            samples / summary["candidates"][BASELINE]["epoch_1"]["median_s"]
+        )
     results["targets"] = targets(results)
     md = markdown_table(results)
     atomic_write(out / "bench.json", (json.dumps(results, indent=2) + "\n").encode())
@@ -365,68 +635,84 @@ def run_bench(
 
 
 def markdown_table(r: dict[str, Any]) -> str:
-    e_last = f"epoch_{r['config']['epochs']}"
-    floor = r["gemm_floor"]["median_s"]
+    """The results as Markdown: machine, timings, ratios, compile time, memory, targets."""
+    epochs = r["config"]["epochs"]
+    e_last = f"epoch_{epochs}"
     m = r["machine"]
+    fl = r["gemm_floor"]
     lines = [
         f"Machine: {m['gpu'] or m['processor']} ({m['platform']}), {m['cpu_count']} CPUs, "
-        f"torch {r['versions']['torch']} ({m['torch_threads']} threads), device {m['device']}",
+        f"torch {r['versions']['torch']} ({m['torch_threads']} threads), device {m['device']}; "
+        f"load average {m['load_average_at_start'][0]:.2f} at start, "
+        f"{m.get('load_average_at_end', (float('nan'),))[0]:.2f} at end; "
+        f"{r['config']['repeats']} rounds of {epochs} epochs, {r['config']['samples']:,} samples.",
         "",
-        "| what | epoch | median s | min s | max s | x GEMM floor (paired) | best round |",
+        "| what | epoch | median s | min s | max s | x GEMM floor (median) | rounds: min-max |",
         "| --- | --- | --- | --- | --- | --- | --- |",
-        f"| GEMM floor (the epoch's matrix products) | - | {floor:.3f} | "
-        f"{r['gemm_floor']['min_s']:.3f} | {r['gemm_floor']['max_s']:.3f} | 1.00 | 1.00 |",
+        f"| GEMM floor (the epoch's matrix products) | all | {fl['median_s']:.3f} | "
+        f"{fl['min_s']:.3f} | {fl['max_s']:.3f} | 1.00 | - |",
     ]
-    names = {
-        "port_fit_sgd": "dl_ch2 fit, from-scratch model, SGD",
-        "port_keras_rmsprop": "dl_ch2 first example, RMSprop",
-        "idiomatic_dataloader_sgd": "idiomatic nn.Sequential + DataLoader + SGD",
-        "numpy_reference": "NumPy reference fit",
-    }
-    for key, label in names.items():
-        if key not in r:
+    for key, (_, label) in CANDIDATES.items():
+        if key not in r["candidates"]:
             continue
-        for e in ("epoch_1", e_last):
-            s = r[key][e]
+        for e in dict.fromkeys(("epoch_1", e_last)):
+            s = r["candidates"][key][e]
+            note = " (incl. compile)" if key in COMPILED and e == "epoch_1" else ""
+            rounds = s["floor_ratio_rounds"]
             lines.append(
-                f"| {label} | {e.split('_')[1]} | {s['median_s']:.3f} | {s['min_s']:.3f} | "
+                f"| {label} | {e.split('_')[1]}{note} | {s['median_s']:.3f} | {s['min_s']:.3f} | "
                 f"{s['max_s']:.3f} | {r['ratios'][f'{key}/{e}/floor']:.2f} | "
-                f"{s['floor_ratio_best']:.2f} |"
+                f"{min(rounds):.2f}-{max(rounds):.2f} |"
             )
     ratios = r["ratios"]
-    lines += [
-        "",
-        f"Port vs idiomatic baseline: {ratios['idiomatic/port/epoch_1']:.2f}x faster "
-        f"(epoch 1), {ratios[f'idiomatic/port/{e_last}']:.2f}x (epoch {e_last[6:]}).",
-    ]
-    if "numpy/port/epoch_1" in ratios:
+    lines.append("")
+    for key in r["candidates"]:
+        if key == BASELINE:
+            continue
+        parts = [
+            f"{ratios[f'{key}/{BASELINE}/{e}']:.2f} (epoch {e[6:]})"
+            for e in dict.fromkeys(("epoch_1", e_last))
+            if f"{key}/{BASELINE}/{e}" in ratios
+        ]
+        if parts:
+            lines.append(f"- {CANDIDATES[key][1]} / book path: {', '.join(parts)}.")
+    for key, c in r.get("compile_s", {}).items():
+        warm = r.get("warmup_s", {}).get(key)
         lines.append(
-            f"NumPy reference / port: {ratios['numpy/port/epoch_1']:.2f} (epoch 1), "
-            f"{ratios[f'numpy/port/{e_last}']:.2f} (epoch {e_last[6:]})."
+            f"- Compile time, {CANDIDATES[key][1]}: {c['median_s']:.1f} s median per run "
+            f"(min {c['min_s']:.1f}, max {c['max_s']:.1f}; each run starts with "
+            f"torch.compiler.reset(), inductor's caches warm)"
+            + (f"; the process's first run, one epoch: {warm:.1f} s in all." if warm else ".")
         )
-    lines.append(f"Port throughput: {r['samples_per_second_port']:,.0f} samples/s.")
-    lines.append(
-        "Ratios are medians over rounds of paired ratios (each round times the floor, then "
-        "every candidate, back to back); 'best round' is the smallest of them, what the code "
-        "does when nothing else competes for the machine. Targets are judged on the medians."
-    )
+    if "samples_per_second_book" in r:
+        lines.append(f"- Book path throughput: {r['samples_per_second_book']:,.0f} samples/s.")
     if "naive_vs_vectorized" in r:
         nv = r["naive_vs_vectorized"]
         lines.append(
-            f"Naive loops vs vectorized (relu(x + y) on (20, 100), 1,000 times): "
+            f"- Naive loops vs vectorized (relu(x + y) on (20, 100), 1,000 times): "
             f"{nv['naive_1000_s_estimated']:.2f} s vs {nv['vectorized_1000_s']:.3f} s "
             f"({nv['ratio']:,.0f}x; the book: 2.45 s vs 0.02 s)."
         )
-    if r.get("train_peak_memory", {}).get("peak_rss_mb"):
+    for path, mem in r.get("train_peak_memory", {}).items():
+        if mem.get("peak_rss_mb") is None:
+            lines.append(f"- Peak memory of `dl-ch2 train` ({path}): {mem.get('note')}.")
+            continue
+        failed = f", exit {mem['returncode']}: {mem['stderr_tail']}" if mem["returncode"] else ""
         lines.append(
-            f"Peak memory of `dl-ch2 train --epochs 1`: "
-            f"{r['train_peak_memory']['peak_rss_mb']:.0f} MB."
+            f"- Peak memory of `{mem['command']}`: process tree {mem['tree_peak_mb']:.0f} MB "
+            f"(RSS summed over {mem['tree_processes_at_peak']} processes), largest process "
+            f"{mem['largest_process_mb']:.0f} MB (ru_maxrss){failed}."
         )
+    lines.append(
+        "- Ratios: each candidate epoch over the GEMM floor epoch timed right after it, "
+        "median over rounds; between candidates, the ratio of their floor ratios in the same "
+        "round. Targets are judged on the medians."
+    )
     if r.get("targets"):
-        lines += ["", "| target | bound | measured | met |", "| --- | --- | --- | --- |"]
+        lines += ["", "| target | measured | bound | met |", "| --- | --- | --- | --- |"]
         for t in r["targets"]:
             lines.append(
-                f"| {t['ratio']} | {t['target']} | {t['value']:.2f} | "
+                f"| {t['what']} (`{t['ratio']}`) | {t['value']:.2f} | {t['target']} | "
                 f"{'yes' if t['met'] else 'NO'} |"
             )
     return "\n".join(lines) + "\n"

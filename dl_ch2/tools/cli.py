@@ -123,6 +123,7 @@ def _bench(args: argparse.Namespace) -> int:
         out=Path(args.out),
         include_memory=not args.no_memory,
         samples=args.samples,
+        only=args.only.split(",") if args.only is not None else None,
     )
     return 0
 
@@ -189,7 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--epochs", type=int, default=5)
     bench.add_argument("--samples", type=int, default=60000)
     bench.add_argument("--out", default="bench-out")
-    bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory run")
+    bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    bench.add_argument(
+        "--only",
+        default=None,
+        metavar="NAME[,NAME...]",
+        help="run only these candidates (book_fit, compiled_fit, first_example, "
+        "first_example_compiled, idiomatic, numpy_reference)",
+    )
     bench.set_defaults(func=_bench)
 
     from conformance.__main__ import add_grade_arguments  # the same options as python -m

@@ -1,0 +1,496 @@
+"""The project's architecture, checked on its source (issue 11, items 2 and 4).
+
+1. No private torch or NumPy internals anywhere in ``dl_ch2/`` or ``conformance/``: no
+   attribute access or import of a name starting with exactly one underscore from torch or
+   NumPy (``torch._foreach_add_``, ``np._core``, ``from torch._dynamo import x``,
+   ``getattr(torch, "_x")``), no ``torch.ops``, and no hook registries on any object
+   (``m._forward_hooks``, ``opt._optimizer_step_pre_hooks``, ``_global_*_hooks``, ...).
+   Any torch or NumPy release may change those; the public API is the contract.
+
+   The one exception is named in :data:`EXEMPTIONS`: the MNIST unpickler in
+   ``dl_ch2/tools/mnist.py`` must hand NumPy's array reconstructor to ``pickle`` (that is
+   what a pickled ``ndarray`` names), so it imports ``numpy._core.multiarray._reconstruct``
+   (``numpy.core.multiarray._reconstruct`` before NumPy 2). Its allow-list spells those
+   names as data strings, which the checker does not read; the two imports are exempt by
+   file and by full name, nowhere else, and the exemption must stay in use.
+
+2. Layers: the chapter's modules (``dl_ch2/*.py``) import neither the conformance suite nor
+   ``dl_ch2.tools``; ``dl_ch2.tools`` imports the suite only inside functions; the suite
+   imports the port only through its torch adapter (and the torch-free
+   ``dl_ch2.tools.atomic``). ``import dl_ch2`` and every chapter module leaves no
+   ``conformance`` module loaded, checked in a fresh interpreter.
+
+   ``dl_ch2/__init__.py`` re-exports ``load_mnist``, ``mnist_tensors`` and ``MNISTError``
+   from ``dl_ch2.tools.mnist`` for the reader (the book's ``mnist.load_data()``): its
+   PEP 562 map names that module as a string and its ``if TYPE_CHECKING:`` block imports it
+   for type checkers only. Neither runs at import time (the subprocess test proves that
+   ``import dl_ch2`` loads no ``dl_ch2.tools`` module), so the package facade is allowed
+   those two mentions and no other; the chapter modules proper have none.
+   ``dl_ch2/__main__.py`` (``python -m dl_ch2``) is the CLI's entry point and may import
+   ``dl_ch2.tools.cli``; nothing imports it.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PRIVATE_ROOTS = frozenset({"torch", "numpy"})
+
+#: (file relative to the repository root, the full dotted name) the checker lets through.
+EXEMPTIONS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("dl_ch2/tools/mnist.py", "numpy._core.multiarray._reconstruct"),
+        ("dl_ch2/tools/mnist.py", "numpy.core.multiarray._reconstruct"),
+    }
+)
+
+#: torch's hook registries, on modules, tensors, optimizers and the global ones:
+#: ``_forward_hooks``, ``_backward_pre_hooks``, ``_optimizer_step_post_hooks``,
+#: ``_post_accumulate_grad_hooks``, ``_global_forward_hooks``, ``_state_dict_hooks``...
+HOOK_REGISTRY = re.compile(r"^_[A-Za-z0-9]\w*hooks$")
+
+_ATTRIBUTE_BUILTINS = frozenset({"getattr", "hasattr", "setattr", "delattr"})
+_IMPORT_CALLS = frozenset({"import_module", "__import__"})
+
+
+@dataclass(frozen=True)
+class Violation:
+    path: str
+    line: int
+    name: str
+    rule: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.name} ({self.rule})"
+
+
+def _private(name: str) -> bool:
+    """Exactly one leading underscore: ``_core`` yes, ``__version__`` no."""
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _module_rule(dotted: str) -> str | None:
+    """Why importing ``dotted`` (a module or ``module.name``) is refused, or None."""
+    parts = dotted.split(".")
+    if parts[0] not in PRIVATE_ROOTS:
+        return None
+    if parts[0] == "torch" and len(parts) > 1 and parts[1] == "ops":
+        return "torch.ops"
+    if any(_private(p) for p in parts[1:]):
+        return f"private {parts[0]} name"
+    return None
+
+
+class _Checker(ast.NodeVisitor):
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.aliases: dict[str, str] = {}
+        self.found: list[Violation] = []
+
+    def _add(self, node: ast.AST, name: str, rule: str) -> None:
+        self.found.append(Violation(self.path, getattr(node, "lineno", 0), name, rule))
+
+    def _resolve(self, node: ast.expr) -> str | None:
+        """The dotted torch/NumPy name an expression stands for, or None.
+
+        Follows aliases (``np``, ``F``, ``from torch import nn``), attributes, calls and
+        subscripts, so ``torch.zeros(3)._version`` resolves to ``torch.zeros()._version``.
+        """
+        if isinstance(node, ast.Name):
+            return self.aliases.get(node.id)
+        if isinstance(node, ast.Attribute):
+            base = self._resolve(node.value)
+            return None if base is None else f"{base}.{node.attr}"
+        if isinstance(node, ast.Call):
+            base = self._resolve(node.func)
+            return None if base is None else f"{base}()"
+        if isinstance(node, ast.Subscript):
+            base = self._resolve(node.value)
+            return None if base is None else f"{base}[]"
+        return None
+
+    def _attribute(self, node: ast.AST, base: str | None, attr: str) -> None:
+        if HOOK_REGISTRY.match(attr):
+            self._add(node, attr if base is None else f"{base}.{attr}", "hook registry")
+        elif base is not None and _private(attr):
+            self._add(node, f"{base}.{attr}", f"private {base.split('.')[0]} name")
+        elif base == "torch" and attr == "ops":
+            self._add(node, "torch.ops", "torch.ops")
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            root = alias.name.split(".")[0]
+            if root in PRIVATE_ROOTS:
+                self.aliases[alias.asname or root] = alias.name if alias.asname else root
+                rule = _module_rule(alias.name)
+                if rule:
+                    self._add(node, alias.name, rule)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        module = node.module or ""
+        if node.level or module.split(".")[0] not in PRIVATE_ROOTS:
+            return
+        for alias in node.names:
+            full = f"{module}.{alias.name}"
+            self.aliases[alias.asname or alias.name] = full
+            rule = _module_rule(full)
+            if rule:
+                self._add(node, full, rule)
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        self._attribute(node, self._resolve(node.value), node.attr)
+        self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        func = node.func
+        fname = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+        args = node.args
+        if fname in _ATTRIBUTE_BUILTINS and len(args) >= 2:
+            name = args[1]
+            if isinstance(name, ast.Constant) and isinstance(name.value, str):
+                self._attribute(node, self._resolve(args[0]), name.value)
+        if fname in _IMPORT_CALLS and args:
+            target = args[0]
+            if isinstance(target, ast.Constant) and isinstance(target.value, str):
+                rule = _module_rule(target.value)
+                if rule:
+                    self._add(node, target.value, rule)
+        self.generic_visit(node)
+
+
+def private_uses(source: str, path: str = "<snippet>") -> list[Violation]:
+    """Every use of private torch/NumPy internals in ``source``, in line order.
+
+    Aliases are collected first (from every import in the file, any scope), so an import
+    inside a function still marks its name as torch's or NumPy's.
+    """
+    tree = ast.parse(source, filename=path)
+    checker = _Checker(path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            checker.visit(node)
+    checker.found.clear()
+    checker.visit(tree)
+    return sorted(checker.found, key=lambda v: (v.line, v.name))
+
+
+def _sources(*folders: str) -> list[Path]:
+    files = sorted(p for folder in folders for p in (ROOT / folder).rglob("*.py"))
+    assert files, f"no Python files under {folders} in {ROOT}"
+    return files
+
+
+def _rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+# --- the checker itself ---------------------------------------------------------------
+
+
+def _names(source: str) -> list[str]:
+    return [v.name for v in private_uses(textwrap.dedent(source))]
+
+
+def test_checker_flags_a_private_torch_function() -> None:
+    src = """
+        import torch
+        def step(ws, gs):
+            torch._foreach_add_(ws, gs, alpha=-0.1)
+    """
+    assert _names(src) == ["torch._foreach_add_"]
+
+
+def test_checker_flags_numpy_private_modules_through_an_alias() -> None:
+    assert _names("import numpy as np\nx = np._core.multiarray\n") == ["numpy._core"]
+    assert _names("import numpy._core.multiarray\n") == ["numpy._core.multiarray"]
+    assert _names("from numpy._core import multiarray\n") == ["numpy._core.multiarray"]
+
+
+def test_checker_flags_private_imports_from_torch() -> None:
+    assert _names("from torch._dynamo import config\n") == ["torch._dynamo.config"]
+    assert _names("from torch import _C\n") == ["torch._C"]
+    assert _names("import importlib\nimportlib.import_module('torch._inductor')\n") == [
+        "torch._inductor"
+    ]
+
+
+def test_checker_flags_getattr_with_a_private_name() -> None:
+    assert _names('import torch\nf = getattr(torch, "_x")\n') == ["torch._x"]
+    assert _names('import torch\nhasattr(torch.optim, "_functional")\n') == [
+        "torch.optim._functional"
+    ]
+
+
+def test_checker_flags_torch_ops() -> None:
+    src = "import torch\ndz = torch.ops.aten.threshold_backward(da, z, 0)\n"
+    assert _names(src) == ["torch.ops"]
+    assert _names("from torch import ops\n") == ["torch.ops"]
+    assert _names("from torch.ops import aten\n") == ["torch.ops.aten"]
+
+
+def test_checker_flags_hook_registries_on_any_object() -> None:
+    assert _names("if m._forward_hooks:\n    pass\n") == ["_forward_hooks"]
+    assert _names("getattr(p, '_post_accumulate_grad_hooks', None)\n") == [
+        "_post_accumulate_grad_hooks"
+    ]
+    src = """
+        from torch.nn.modules import module as g
+        from torch.optim import optimizer as o
+        hooks = (g._global_forward_hooks, opt._optimizer_step_pre_hooks,
+                 o._global_optimizer_post_hooks, m._backward_pre_hooks)
+    """
+    assert sorted(_names(src)) == [
+        "_backward_pre_hooks",
+        "_optimizer_step_pre_hooks",
+        "torch.nn.modules.module._global_forward_hooks",
+        "torch.optim.optimizer._global_optimizer_post_hooks",
+    ]
+
+
+def test_checker_follows_calls_and_from_imports() -> None:
+    assert _names("import torch\nv = torch.zeros(3)._version\n") == ["torch.zeros()._version"]
+    assert _names("from torch import nn\nnn.Linear(2, 2)._parameters\n") == [
+        "torch.nn.Linear()._parameters"
+    ]
+    assert _names("import torch.nn.functional as F\nF._canonical_mask\n") == [
+        "torch.nn.functional._canonical_mask"
+    ]
+
+
+def test_checker_passes_public_code() -> None:
+    src = """
+        from __future__ import annotations
+        import numpy as np
+        import torch
+        import torch.nn.functional as F
+        from torch import nn
+
+        class Layer(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self._cache = None          # the project's own private names are fine
+                self.lin = nn.Linear(2, 2)
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return F.relu(self.lin(x)) + self._cache
+
+        def public(name: str) -> object:
+            h = nn.Linear(2, 2).register_forward_hook(lambda *a: None)
+            h.remove()
+            torch.compiler.reset()
+            print(torch.__version__, np.__version__, np.core)
+            allow = {("numpy._core.multiarray", "_reconstruct")}   # data strings
+            return getattr(np, name), allow, torch.autograd.grad, np._private_looking_var
+    """
+    # the last name is the one private access in the snippet: public code is otherwise clean
+    assert _names(src) == ["numpy._private_looking_var"]
+    assert _names(src.replace(", np._private_looking_var", "")) == []
+
+
+def test_the_mnist_exemption_is_by_file_and_full_name() -> None:
+    src = "from numpy._core.multiarray import _reconstruct\n"
+    found = private_uses(src, "dl_ch2/tools/mnist.py")
+    assert [(v.path, v.name) for v in found] == [
+        ("dl_ch2/tools/mnist.py", "numpy._core.multiarray._reconstruct")
+    ]
+    assert (found[0].path, found[0].name) in EXEMPTIONS
+    for v in private_uses(src, "dl_ch2/training_loop.py"):
+        assert (v.path, v.name) not in EXEMPTIONS
+    other = private_uses("from numpy._core.multiarray import scalar\n", "dl_ch2/tools/mnist.py")
+    assert [(v.path, v.name) in EXEMPTIONS for v in other] == [False]
+
+
+# --- the repository -------------------------------------------------------------------
+
+
+def test_no_private_torch_or_numpy_internals_in_dl_ch2_or_conformance() -> None:
+    found: list[Violation] = []
+    for path in _sources("dl_ch2", "conformance"):
+        found += private_uses(path.read_text(encoding="utf-8"), _rel(path))
+    used = {(v.path, v.name) for v in found} & EXEMPTIONS
+    bad = [v for v in found if (v.path, v.name) not in EXEMPTIONS]
+    assert not bad, "private torch/NumPy internals:\n" + "\n".join(map(str, bad))
+    assert used == EXEMPTIONS, f"stale exemptions, remove them: {sorted(EXEMPTIONS - used)}"
+
+
+def _imports(tree: ast.AST) -> list[tuple[int, str, ast.stmt]]:
+    """(line, module name, node) of every import statement in ``tree``, in line order."""
+    out: list[tuple[int, str, ast.stmt]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name, node) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: within dl_ch2 (the only package these rules read so)
+                base = f"dl_ch2.{node.module}" if node.module else "dl_ch2"
+            else:
+                base = node.module or ""
+            out += [(node.lineno, f"{base}.{a.name}", node) for a in node.names]
+    return sorted(out, key=lambda t: t[0])
+
+
+def _type_checking_blocks(tree: ast.Module) -> set[ast.stmt]:
+    """Statements under a module-level ``if TYPE_CHECKING:``."""
+    inside: set[ast.stmt] = set()
+    for node in tree.body:
+        if isinstance(node, ast.If) and ast.unparse(node.test) in {
+            "TYPE_CHECKING",
+            "typing.TYPE_CHECKING",
+        }:
+            inside |= {n for n in ast.walk(node) if isinstance(n, ast.stmt)}
+    return inside
+
+
+def _under(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def chapter_import_violations(path: str, source: str) -> list[str]:
+    """A chapter module (``dl_ch2/*.py``) importing the suite or the tools.
+
+    ``dl_ch2/__init__.py`` may import ``dl_ch2.tools`` under ``if TYPE_CHECKING:`` only;
+    ``dl_ch2/__main__.py`` is ``python -m dl_ch2``, the CLI's entry point, which nothing
+    imports: it may import the tools (never the suite).
+    """
+    tree = ast.parse(source)
+    entry_point = path.endswith("__main__.py")  # `python -m dl_ch2` runs the CLI
+    typing_only = _type_checking_blocks(tree) if path.endswith("__init__.py") else set()
+    return [
+        f"{path}:{line}: imports {name}"
+        for line, name, node in _imports(tree)
+        if _under(name, "conformance")
+        or (_under(name, "dl_ch2.tools") and not entry_point and node not in typing_only)
+    ]
+
+
+def tools_import_violations(path: str, source: str) -> list[str]:
+    """A tool importing the suite outside a function body (at import time)."""
+    tree = ast.parse(source)
+    in_functions = {
+        n
+        for f in ast.walk(tree)
+        if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
+        for n in ast.walk(f)
+    }
+    return [
+        f"{path}:{line}: imports {name} at import time"
+        for line, name, node in _imports(tree)
+        if _under(name, "conformance") and node not in in_functions
+    ]
+
+
+#: The suite's one way into the port, and the torch-free writer it shares with the tools.
+SUITE_ADAPTER = "conformance/adapters/torch_port.py"
+SUITE_MAY_IMPORT = "dl_ch2.tools.atomic"
+
+
+def suite_import_violations(path: str, source: str) -> list[str]:
+    """A suite module other than the torch adapter importing the port."""
+    if path == SUITE_ADAPTER:
+        return []
+    return [
+        f"{path}:{line}: imports {name}"
+        for line, name, _ in _imports(ast.parse(source))
+        if _under(name, "dl_ch2") and not _under(name, SUITE_MAY_IMPORT)
+    ]
+
+
+def test_layer_checks_flag_planted_imports() -> None:
+    planted = "import conformance.reference as ref\nfrom dl_ch2.tools import mnist\n"
+    assert chapter_import_violations("dl_ch2/fit.py", planted) == [
+        "dl_ch2/fit.py:1: imports conformance.reference",
+        "dl_ch2/fit.py:2: imports dl_ch2.tools.mnist",
+    ]
+    assert chapter_import_violations("dl_ch2/fit.py", "from .tools import cli\n") == [
+        "dl_ch2/fit.py:1: imports dl_ch2.tools.cli"
+    ]
+    facade = (
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from dl_ch2.tools.mnist import load_mnist\n"
+        "_EXPORTS = {'load_mnist': 'dl_ch2.tools.mnist'}\n"
+    )
+    assert chapter_import_violations("dl_ch2/__init__.py", facade) == []
+    assert chapter_import_violations("dl_ch2/__main__.py", planted) == [
+        "dl_ch2/__main__.py:1: imports conformance.reference"
+    ]
+    assert chapter_import_violations("dl_ch2/losses.py", facade) == [
+        "dl_ch2/losses.py:3: imports dl_ch2.tools.mnist.load_mnist"
+    ]
+    tool = (
+        "import conformance\n"
+        "class A:\n    from conformance import reference\n"
+        "def grade():\n    from conformance.__main__ import grade\n"
+    )
+    assert tools_import_violations("dl_ch2/tools/cli.py", tool) == [
+        "dl_ch2/tools/cli.py:1: imports conformance at import time",
+        "dl_ch2/tools/cli.py:3: imports conformance.reference at import time",
+    ]
+    suite = "import dl_ch2\nfrom dl_ch2.tools.atomic import atomic_write\n"
+    assert suite_import_violations("conformance/plugin.py", suite) == [
+        "conformance/plugin.py:1: imports dl_ch2"
+    ]
+    assert suite_import_violations(SUITE_ADAPTER, suite) == []
+
+
+def _check_all(folder: str, check: Callable[[str, str], list[str]], pattern: str) -> list[str]:
+    paths = sorted((ROOT / folder).glob(pattern))
+    assert paths, f"no files {pattern} under {folder}"
+    return [msg for p in paths for msg in check(_rel(p), p.read_text(encoding="utf-8"))]
+
+
+def test_chapter_modules_import_neither_the_suite_nor_the_tools() -> None:
+    bad = _check_all("dl_ch2", chapter_import_violations, "*.py")
+    assert not bad, "the chapter's modules must not import these:\n" + "\n".join(bad)
+
+
+def test_tools_import_the_suite_only_inside_functions() -> None:
+    bad = _check_all("dl_ch2/tools", tools_import_violations, "**/*.py")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_suite_reaches_the_port_only_through_its_adapter() -> None:
+    bad = _check_all("conformance", suite_import_violations, "**/*.py")
+    assert not bad, "only the torch adapter may import dl_ch2:\n" + "\n".join(bad)
+
+
+def test_importing_the_port_and_the_tools_leaves_the_suite_unloaded() -> None:
+    """In a fresh interpreter: the package, then every chapter module, then every tool."""
+    chapter = sorted(
+        f"dl_ch2.{p.stem}" for p in (ROOT / "dl_ch2").glob("*.py") if p.stem != "__main__"
+    )
+    tools = sorted(
+        f"dl_ch2.tools.{p.stem}"
+        for p in (ROOT / "dl_ch2" / "tools").glob("*.py")
+        if p.stem != "__init__"
+    )
+    assert "dl_ch2.training_loop" in chapter and "dl_ch2.tools.cli" in tools
+    code = textwrap.dedent(
+        f"""
+        import importlib, sys
+        def loaded(prefixes):
+            return sorted(m for m in sys.modules if m.split('.')[0] == 'conformance'
+                          or any(m.startswith(p) for p in prefixes))
+        import dl_ch2
+        print(loaded(['dl_ch2.tools']))
+        for name in {chapter!r}:
+            importlib.import_module(name)
+        print(loaded(['dl_ch2.tools']))
+        for name in {tools!r}:
+            importlib.import_module(name)
+        print(loaded([]))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:3] == ["[]", "[]", "[]"], proc.stdout
