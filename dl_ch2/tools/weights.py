@@ -67,7 +67,7 @@ def save_weights(
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if not tensors:
         raise ValueError(f"model {type(model).__name__} has no weights to save")
-    blob = _save_safetensors(tensors)
+    blob: bytes = _save_safetensors(tensors)
     reserved = {"format", "weights_file", "sha256", "bytes", "tensors"}
     clash = reserved & set(metadata or {})
     if clash:
@@ -132,7 +132,7 @@ def load_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor],
             f"{weights}: sha256 {digest} is not the {sidecar['sha256']} its sidecar records "
             "(corrupted or tampered with); refusing to load it"
         )
-    tensors = _load_safetensors(blob)
+    tensors: dict[str, torch.Tensor] = _load_safetensors(blob)
     expected = {
         k: (list(v.get("shape", [])), v.get("dtype")) for k, v in sidecar["tensors"].items()
     }
