@@ -316,3 +316,16 @@ def test_demo_on_an_unavailable_device_is_a_usage_error(
     assert main(["demo", "--device", "cuda:0"]) == 2
     line = one_error_line(capsys.readouterr().err)
     assert "argument --device" in line and "CUDA" in line
+
+
+def test_grade_keeps_its_usage_exit_code_for_a_bad_adapter(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import conformance.__main__ as conformance_main
+
+    def bad_adapter(*args: object, **kwargs: object) -> int:
+        raise ValueError("adapter 'nope.py' does not exist")
+
+    monkeypatch.setattr(conformance_main, "grade", bad_adapter)
+    assert main(["grade", "nope.py"]) == 2
+    assert "nope.py" in one_error_line(capsys.readouterr().err)

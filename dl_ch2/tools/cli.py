@@ -386,7 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, NonFiniteLossError) and hasattr(args, "learning_rate"):
             hint = f" (--learning-rate {args.learning_rate}: try a smaller one)"
         print(f"{prog}: error: {_describe(exc)}{hint}", file=sys.stderr)
-        return 1
+        # grading's own contract: a bad adapter or metadata (ValueError) is a usage error
+        return 2 if args.command == "grade" and isinstance(exc, ValueError) else 1
 
 
 def _describe(exc: BaseException) -> str:
