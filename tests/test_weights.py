@@ -110,7 +110,9 @@ def trained_run(module_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def _accuracy_printed(out: str) -> float:
-    match = re.search(r"^test accuracy: (\d\.\d+) \(the same", out, re.M)
+    match = re.search(
+        r"^test accuracy: (\d\.\d+) \(the run recorded \d\.\d+: the same\)", out, re.M
+    )
     assert match, out
     return float(match.group(1))
 

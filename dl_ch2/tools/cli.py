@@ -221,8 +221,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"weights: {path} ({result['model']} model, sha256 {result['sha256'][:16]}... verified)")
     line = f"test accuracy: {result['test_accuracy']:.4f}"
     if isinstance(recorded, (int, float)):
-        same = "the same" if recorded == result["test_accuracy"] else "DIFFERENT from"
-        line += f" ({same} the {recorded:.4f} the run recorded)"
+        same = "the same" if recorded == result["test_accuracy"] else "DIFFERENT"
+        line += f" (the run recorded {recorded:.4f}: {same})"
     print(line)
     return 0
 
