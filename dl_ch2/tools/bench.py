@@ -213,6 +213,7 @@ def peak_memory_of_train(timeout: int = 900) -> dict[str, Any]:
             "--epochs",
             "1",
             "--no-figures",
+            "--force",  # the same scratch folder every time: replace the last bench's run
             "--out",
             str(out),
         ],
