@@ -32,7 +32,7 @@ __all__ = [
 #: assert_close defaults; gradients allow for the longer chains of rounding behind them.
 TOLERANCES: dict[str, dict[str, tuple[float, float]]] = {
     "float32": {"value": (1.3e-6, 1e-5), "grad": (1e-5, 1e-6)},
-    "float64": {"value": (1e-7, 1e-7), "grad": (1e-7, 1e-9)},
+    "float64": {"value": (1e-10, 1e-12), "grad": (1e-9, 1e-12)},
 }
 
 #: Exceptions that mean "not implemented or broken", never "rejected the bad input".

@@ -176,7 +176,14 @@ def test_loss_on_large_logits_is_finite_and_leaves_inputs(impl: Impl) -> None:
     out = impl.run("sparse_categorical_crossentropy", tl, tz, from_logits=True)
     # logsumexp - z_y, by hand: ties give log(3)
     expected = np.array([2000.0, 1.0 + np.log1p(np.exp(-1.0)), np.log(3.0)])
-    check_close(impl, out, expected, what="cross-entropy of extreme logits and a three-way tie")
+    # float32 holds 800.31 to within 6e-5: the absolute tolerance follows the logits' scale
+    check_close(
+        impl,
+        out,
+        expected,
+        what="cross-entropy of extreme logits and a three-way tie",
+        atol=1e-4 if impl.dtype == "float32" else None,
+    )
     check_equal(
         impl, impl.to_np(tz), z.astype(impl.dtype), what="the loss must not change the logits"
     )
