@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -115,6 +118,168 @@ def test_failure_message_stands_alone(tmp_path: Path) -> None:
     )
     assert "largest absolute difference" in out and "largest relative difference" in out
     assert "reproduce with:" in out and "impl = load_adapter('conformance.mutants:relu_abs')" in out
+
+
+FAKE = """
+import numpy as np
+from conformance.adapter import CAPABILITIES, VERBS
+
+MODE = {mode!r}
+
+
+def _verb(name):
+    def verb(*args, **kwargs):
+        if MODE == "stub":
+            raise NotImplementedError(name)
+        if MODE == "identity":
+            return args[0] if args else None
+        first = next((a for a in args if isinstance(a, np.ndarray)), None)
+        return np.zeros_like(first) if first is not None else 0.0
+    return verb
+
+
+class Fake:
+    name = MODE
+    version = "0"
+    devices = ("cpu",)
+    dtypes = ("float64",)
+    capabilities = frozenset(CAPABILITIES) - {{"mnist_training"}}
+
+    def __getattr__(self, name):
+        if MODE == "stub" and name in VERBS["core"][:2]:
+            raise AttributeError(name)  # missing
+        if MODE != "stub" and name == "asarray":
+            return lambda x, dtype=None: np.array(x, dtype=dtype)
+        if MODE != "stub" and name == "to_numpy":
+            return np.asarray
+        if any(name in verbs for verbs in VERBS.values()):
+            return _verb(name)
+        raise AttributeError(name)
+
+
+ADAPTER = Fake()
+"""
+
+
+def _score(report: dict) -> tuple[int, int]:
+    passed = sum(s["passed"] for s in report["sections"].values())
+    failed = sum(s["failed"] for s in report["sections"].values())
+    return passed, failed
+
+
+def test_a_stub_scores_exactly_zero_and_a_zeros_or_identity_adapter_at_most_5_percent(
+    tmp_path: Path,
+) -> None:
+    scores = {}
+    for mode in ("stub", "zeros", "identity"):
+        path = tmp_path / f"{mode}.py"
+        path.write_text(FAKE.format(mode=mode))
+        rc, out, report = grade(tmp_path, str(path))
+        assert rc == 1, out[-2000:]
+        passed, failed = _score(report)
+        assert passed + failed > 100, out[-2000:]
+        scores[mode] = (passed, passed + failed)
+        if mode != "stub":
+            winners = [r["id"] for r in report["specs"] if r["outcome"] == "passed"]
+            assert passed <= 0.05 * (passed + failed), (mode, winners)
+    assert scores["stub"][0] == 0, scores
+
+
+REJECTS_WITH = """
+from conformance.adapters.numpy_ref import NumpyAdapter
+
+class Adapter(NumpyAdapter):
+    name = "rejects-with-{error}"
+
+    def dot(self, x, y):
+        if x.shape[-1] != y.shape[0 if y.ndim == 1 else -2]:
+            raise {error}("no")
+        return super().dot(x, y)
+
+ADAPTER = Adapter()
+"""
+
+
+def test_a_rejection_counts_only_with_an_error_that_is_not_a_broken_one(tmp_path: Path) -> None:
+    outcomes = {}
+    for error in (
+        "ValueError",
+        "RuntimeError",
+        "NotImplementedError",
+        "NameError",
+        "AttributeError",
+    ):
+        path = tmp_path / f"rejects_{error}.py"
+        path.write_text(REJECTS_WITH.format(error=error))
+        rc, _, report = grade(tmp_path, str(path), "-k", "test_dot_rejects_incompatible_shapes")
+        outcomes[error] = (rc, {r["outcome"] for r in report["specs"]})
+    assert outcomes["ValueError"] == (0, {"passed"}) and outcomes["RuntimeError"] == (0, {"passed"})
+    for error in ("NotImplementedError", "NameError", "AttributeError"):
+        assert outcomes[error] == (1, {"failed"}), outcomes
+
+
+BROKEN_TORCH = """
+import torch
+from conformance.adapters.torch_port import TorchAdapter
+
+class Broken(TorchAdapter):
+    def relu(self, x):
+        return x.abs()  # a planted bug
+
+    def dot(self, x, y):
+        if x.ndim == 4:
+            raise ValueError("planted: no rank-4 dot")
+        return super().dot(x, y)
+
+ADAPTER = Broken("cpu")
+"""
+
+
+def _snippet(message: str) -> str:
+    body = message.split("reproduce with:\n", 1)[1]
+    lines = []
+    for line in body.splitlines():
+        if not line.startswith("    "):
+            break
+        lines.append(line[4:])
+    return "\n".join(lines)
+
+
+def test_the_repro_snippet_of_a_failing_torch_spec_runs_and_shows_the_same_failure(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "broken_torch.py"
+    path.write_text(BROKEN_TORCH)
+    rc, out, _ = grade(tmp_path, str(path), "-k", "test_elementwise_golden or test_dot_golden")
+    assert rc == 1
+    # a wrong value: the snippet's printed result has the reported value at the reported index
+    m = re.search(r"largest absolute difference \S+ at \[(\d+), (\d+)\]: got (\S+), expected", out)
+    assert m, out[-3000:]
+    i, j, got = int(m[1]), int(m[2]), float(m[3])
+    start = out.index("relu on golden case")
+    snippet = _snippet(out[start:])
+    assert "impl.asarray(np.array([[" in snippet and "tensor(" not in snippet
+    run = subprocess.run(
+        [sys.executable, "-c", snippet + "\nimport sys; sys.stdout.flush()"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    namespace: dict[str, Any] = {}
+    with contextlib.redirect_stdout(io.StringIO()):
+        exec(snippet, namespace)  # the snippet the suite printed
+    var = [ln for ln in snippet.splitlines() if " = impl.relu(" in ln][-1].split(" = ")[0]
+    result = namespace["impl"].to_numpy(namespace[var])
+    assert result[i, j] == got
+    # an exception: running the snippet raises the same error
+    start = out.index("dot(...) raised ValueError: planted: no rank-4 dot")
+    snippet = _snippet(out[start:])
+    run = subprocess.run(
+        [sys.executable, "-c", snippet], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert run.returncode != 0 and "ValueError: planted: no rank-4 dot" in run.stderr
 
 
 def test_expectation_file_skip_xfail_and_unmatched_warning(tmp_path: Path) -> None:
