@@ -71,7 +71,14 @@ def test_stretch_repeats_the_vector_into_32_rows_and_adding_it_equals_broadcasti
     c = load_case("broadcast_add")
     ty = impl.arr(c["y"])
     big = impl.run("stretch", ty, (32, 10))
-    check_close(impl, big, np.stack([c["y"]] * 32).astype(impl.dtype), what="stretch(y, (32, 10))", rtol=0, atol=0)
+    check_close(
+        impl,
+        big,
+        np.stack([c["y"]] * 32).astype(impl.dtype),
+        what="stretch(y, (32, 10))",
+        rtol=0,
+        atol=0,
+    )
     check_equal(impl, impl.to_np(ty), c["y"].astype(impl.dtype), what="stretch must not change y")
     out = impl.run("add", impl.arr(c["x"]), impl.arr(big))
     check_close(impl, out, c["out"], what="x + stretch(y, (32, 10)) vs the broadcast sum")

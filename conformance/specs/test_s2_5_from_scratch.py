@@ -225,7 +225,10 @@ def test_model_gradients_golden(impl: Impl) -> None:
 
 
 @pytest.mark.requires("training")
+@pytest.mark.erratum
 def test_one_training_step_golden(impl: Impl) -> None:
+    # Erratum (3rd edition, Listing 2.9): the gradients of the per-sample `loss` (its sum)
+    # instead of `average_loss`: a step batch-size times too large. The step is on the mean.
     c, model = _model(impl, "training_step")
     loss = impl.scalar("training_step", model, impl.arr(c["x"]), impl.arr(c["y"], "int64"), 0.1)
     check_close(impl, np.array(loss, dtype=impl.dtype), c["loss"], what="loss of the step")
