@@ -363,3 +363,97 @@ def test_mutant_runner_kills_and_prints_matrix(tmp_path: Path) -> None:
     assert "2 of 2 mutants killed" in out.stdout
     matrix = (tmp_path / "km.md").read_text()
     assert "| relu_abs | relu implemented as abs |" in matrix and "**NO**" not in matrix
+
+
+RECORDER = """
+import json, os
+from conformance.adapter import VERBS
+from conformance.adapters.numpy_ref import NumpyAdapter
+
+LOG = {log!r}
+ALL = {{v for verbs in VERBS.values() for v in verbs}}
+
+
+class Recorder(NumpyAdapter):
+    name = "recorder"
+
+    def __getattribute__(self, name):
+        if name in ALL:
+            test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+            with open(LOG, "a") as f:
+                f.write(json.dumps([test, name]) + "\\n")
+        return object.__getattribute__(self, name)
+
+
+ADAPTER = Recorder()
+"""
+
+#: words in spec names that name a verb without spelling it
+ALIASES = {
+    "vector_addition": "vector_add",
+    "rotation": "rotate",
+    "rmsprop": "rmsprop_step",
+    "slicing": "getitem",
+    "crops": "getitem",
+    "batch_generator": "batches",
+}
+
+
+def test_every_scored_spec_calls_the_implementation_and_the_verbs_its_name_names(
+    tmp_path: Path,
+) -> None:
+    from conformance.adapter import VERBS
+
+    log = tmp_path / "calls.jsonl"
+    path = tmp_path / "recorder.py"
+    path.write_text(RECORDER.format(log=str(log)))
+    rc, out, report = grade(tmp_path, str(path))
+    assert rc == 0, out[-3000:]
+    called: dict[str, set[str]] = {}
+    for line in log.read_text().splitlines():
+        test, verb = json.loads(line)
+        called.setdefault(test.split("::", 1)[-1], set()).add(verb)
+    verbs = sorted({v for vs in VERBS.values() for v in vs}, key=len, reverse=True)
+    problems = []
+    for spec in report["specs"]:
+        name = spec["id"].split("::", 1)[-1]
+        got = called.get(name, set())
+        if not got - {"asarray", "to_numpy"}:
+            problems.append(f"{name} calls no verb of the implementation")
+        text = name
+        for word, verb in [*((v, v) for v in verbs), *ALIASES.items()]:
+            pattern = rf"(?<![a-z0-9]){word}(?![a-z0-9])"
+            if re.search(pattern, text):
+                text = re.sub(pattern, "#", text)
+                if verb not in got:
+                    problems.append(f"{name} names {word!r} but never calls {verb}")
+    assert not problems, "\n".join(problems)
+
+
+FLOAT32_INSIDE = """
+import numpy as np
+from conformance.adapters.numpy_ref import NumpyAdapter
+
+
+class Float32Inside(NumpyAdapter):
+    name = "float32-inside"
+
+    def add(self, x, y):
+        return (x.astype(np.float32) + y.astype(np.float32)).astype(x.dtype)
+
+    def dot(self, x, y):
+        return np.dot(x.astype(np.float32), y.astype(np.float32)).astype(x.dtype)
+
+
+ADAPTER = Float32Inside()
+"""
+
+
+def test_float32_arithmetic_fails_a_float64_grade(tmp_path: Path) -> None:
+    path = tmp_path / "f32.py"
+    path.write_text(FLOAT32_INSIDE)
+    rc, out, report = grade(tmp_path, str(path), "-k", "golden")
+    assert rc == 1, out[-2000:]
+    failed = {r["id"].split("::")[-1] for r in report["specs"] if r["outcome"] == "failed"}
+    assert "test_elementwise_golden[add]" in failed
+    assert {f"test_dot_golden[dot_{c}]" for c in ("vector", "matrix_matrix")} <= failed, failed

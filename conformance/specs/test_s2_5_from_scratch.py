@@ -396,7 +396,7 @@ def test_fit_rejects_images_and_labels_of_unequal_length(impl: Impl) -> None:
 
 
 @pytest.mark.parametrize("batch_size", [3, 8, 100])
-def test_evaluate_in_batches_counts_every_sample(impl: Impl, batch_size: int) -> None:
+def test_evaluate_batch_by_batch_counts_every_sample(impl: Impl, batch_size: int) -> None:
     c, model = _model(impl, "dense_forward")
     labels = c["out"].argmax(axis=1).copy()
     labels[[0, 4, 7]] = (labels[[0, 4, 7]] + 1) % 4  # 3 of 8 wrong, one in the short last batch
