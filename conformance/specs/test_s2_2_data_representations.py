@@ -35,7 +35,7 @@ def test_reshape_builds_the_chapter_tensors_with_their_rank_and_shape(
     impl: Impl, name: str, value: object, ndim: int, shape: tuple[int, ...]
 ) -> None:
     expected = np.array(value, dtype=np.int64)
-    flat = impl.arr(expected.reshape(-1), "int64")
+    flat = impl.arr(expected.reshape(1, -1), "int64")  # one row: a reshape must change it
     out = impl.run("reshape", flat, shape)
     check_equal(impl, out.ndim, ndim, what=f"ndim of the {name}")
     check_equal(impl, out.shape, shape, what=f"shape of the {name}")
