@@ -46,6 +46,21 @@ def test_elementwise_op_in_both_operand_orders_leaves_inputs(impl: Impl, verb: s
     check_equal(impl, impl.to_np(ty), y.astype(impl.dtype), what=f"{verb} must not change y")
 
 
+@pytest.mark.parametrize("verb", ["add", "maximum"])
+def test_elementwise_op_rejects_shapes_that_do_not_broadcast(impl: Impl, verb: str) -> None:
+    impl.run(verb, impl.arr(np.ones((3, 4))), impl.arr(np.ones(4)))
+    impl.rejects(verb, impl.arr(np.ones((3, 4))), impl.arr(np.ones(3)))
+
+
+@pytest.mark.parametrize(("axis", "shape"), [(0, (1, 2, 3)), (1, (2, 1, 3)), (-1, (2, 3, 1))])
+def test_expand_dims_adds_an_axis_of_size_1_where_asked(
+    impl: Impl, axis: int, shape: tuple[int, ...]
+) -> None:
+    x = np.arange(6.0).reshape(2, 3)
+    out = impl.run("expand_dims", impl.arr(x), axis)
+    check_close(impl, out, x.reshape(shape), what=f"expand_dims(x, {axis})", rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("case", ["broadcast_add", "broadcast_add_square"])
 def test_broadcast_add_golden(impl: Impl, case: str) -> None:
     c = load_case(case)

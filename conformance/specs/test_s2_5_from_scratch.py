@@ -60,7 +60,9 @@ def test_model_weights_given_are_used(impl: Impl) -> None:
 
 def test_dense_forward_golden(impl: Impl) -> None:
     c, model = _model(impl, "dense_forward")
-    out = impl.run("predict", model, impl.arr(c["x"]))
+    x = impl.arr(c["x"])
+    out = impl.run("predict", model, x)
+    check_equal(impl, impl.to_np(x), c["x"].astype(impl.dtype), what="predict must not change x")
     check_close(impl, out, c["out"], what="activation(x @ W + b) through 6-5(relu)-4(softmax)")
     check_close(impl, out.sum(axis=1), np.ones(len(out)), what="softmax rows sum to 1")
 
@@ -215,6 +217,15 @@ def test_predict_softmax_of_large_logits_and_identity_layer(impl: Impl) -> None:
 
 
 @pytest.mark.requires("autodiff")
+def test_loss_gradient_on_logits_is_softmax_minus_one_hot_over_n(impl: Impl) -> None:
+    c = load_case("loss_logits")
+    z = impl.arr(c["z"])
+    out = impl.run("loss_gradient", impl.arr(c["labels"], "int64"), z, from_logits=True)
+    check_close(impl, out, c["grad"], kind="grad", what="d mean loss / d logits")
+    check_equal(impl, impl.to_np(z), c["z"].astype(impl.dtype), what="loss_gradient keeps z")
+
+
+@pytest.mark.requires("autodiff")
 def test_model_gradients_golden(impl: Impl) -> None:
     c, model = _model(impl, "model_gradients")
     grads = impl.run_many("model_gradients", model, impl.arr(c["x"]), impl.arr(c["y"], "int64"))
@@ -230,7 +241,10 @@ def test_one_training_step_golden(impl: Impl) -> None:
     # Erratum (3rd edition, Listing 2.9): the gradients of the per-sample `loss` (its sum)
     # instead of `average_loss`: a step batch-size times too large. The step is on the mean.
     c, model = _model(impl, "training_step")
-    loss = impl.scalar("training_step", model, impl.arr(c["x"]), impl.arr(c["y"], "int64"), 0.1)
+    x, y = impl.arr(c["x"]), impl.arr(c["y"], "int64")
+    loss = impl.scalar("training_step", model, x, y, 0.1)
+    check_equal(impl, impl.to_np(x), c["x"].astype(impl.dtype), what="the step keeps the images")
+    check_equal(impl, impl.to_np(y), c["y"], what="the step keeps the labels")
     check_close(impl, np.array(loss, dtype=impl.dtype), c["loss"], what="loss of the step")
     for i, w in enumerate(impl.call("model_weights", model)):
         check_close(
@@ -402,6 +416,13 @@ def test_evaluate_batch_by_batch_counts_every_sample(impl: Impl, batch_size: int
     labels[[0, 4, 7]] = (labels[[0, 4, 7]] + 1) % 4  # 3 of 8 wrong, one in the short last batch
     acc = impl.scalar("evaluate", model, impl.arr(c["x"]), impl.arr(labels, "int64"), batch_size)
     check(impl, abs(acc - 5 / 8) < 1e-12, f"evaluate in batches of {batch_size}: 5/8, got {acc}")
+
+
+def test_evaluate_rejects_images_and_labels_of_unequal_length(impl: Impl) -> None:
+    c, model = _model(impl, "dense_forward")
+    x = impl.arr(c["x"])
+    impl.scalar("evaluate", model, x, impl.arr(np.zeros(8, dtype=np.int64), "int64"))
+    impl.rejects("evaluate", model, x, impl.arr(np.zeros(7, dtype=np.int64), "int64"))
 
 
 def test_evaluate_breaks_prediction_ties_by_the_first_class(impl: Impl) -> None:
