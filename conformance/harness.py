@@ -97,6 +97,16 @@ class Impl:
     def claims(self, capability: str) -> bool:
         return capability in self.adapter.capabilities
 
+    @property
+    def verbs(self) -> list[str]:
+        """The verbs this spec called, in order, without the conversions (for the report)."""
+        seen: list[str] = []
+        for c in self.calls:
+            verb = c.line.split("impl.", 1)[1].split("(", 1)[0]
+            if verb not in ("asarray", "to_numpy") and verb not in seen:
+                seen.append(verb)
+        return seen
+
     # -- the call log and the reproduction snippet -----------------------------------------
     def _render(self, x: Any, uses: set[str]) -> str:
         name = self.names.get(id(x))
@@ -169,11 +179,8 @@ class Impl:
         ]
         picked = sorted(chosen)
         lines += [self.calls[i].line for i in picked]
-        lines += [
-            f"print({c.result!r}, repr(impl.to_numpy({c.result})))"
-            for c in (self.calls[i] for i in picked[-3:])
-            if c.result is not None
-        ]
+        results = [self.calls[i].result for i in picked if i in seeds]
+        lines += [f"print({r!r}, repr(impl.to_numpy({r})))" for r in results[-3:] if r]
         return "reproduce with:\n    " + "\n    ".join(lines)
 
     # -- calling verbs ----------------------------------------------------------------------
