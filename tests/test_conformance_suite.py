@@ -464,3 +464,41 @@ def test_float32_arithmetic_fails_a_float64_grade(tmp_path: Path) -> None:
     failed = {r["id"].split("::")[-1] for r in report["specs"] if r["outcome"] == "failed"}
     assert "test_elementwise_golden[add]" in failed
     assert {f"test_dot_golden[dot_{c}]" for c in ("vector", "matrix_matrix")} <= failed, failed
+
+
+PORT_BROKEN = """
+import dl_ch2
+from conformance.adapters.torch_port import CPU as ADAPTER
+
+# plant a bug in the port's own functions: the torch adapter must notice each one
+dl_ch2.vector_add = lambda a, b: a - b
+dl_ch2.rotate = lambda points, theta: points.clone()
+dl_ch2.stretch = lambda y, shape: y.expand(*shape).clone() * 2
+dl_ch2.preprocess = lambda images: images.reshape(len(images), 784).astype("float32")
+dl_ch2.sgd_path = lambda grad, w0, lr, steps, **kw: [float(w0)] * (steps + 1)
+dl_ch2.fit = lambda model, images, labels, **kw: dl_ch2.History([[0.0]])
+dl_ch2.evaluate = lambda model, images, labels, batch_size=None: 0.5
+dl_ch2.keras_sgd_update = lambda w, g, v, lr, m=0.0, nesterov=False: (w - lr * g, v)
+"""
+
+
+def test_the_torch_adapter_grades_the_ports_own_functions(tmp_path: Path) -> None:
+    path = tmp_path / "port_broken.py"
+    path.write_text(PORT_BROKEN)
+    words = "vector_addition or rotation or stretch or preprocess or sgd_path or fit or evaluate"
+    rc, out, report = grade(tmp_path, str(path), "-k", f"{words} or momentum_rules")
+    assert rc == 1, out[-2000:]
+    failed = {
+        r["id"].split("::")[-1].split("[")[0] for r in report["specs"] if r["outcome"] == "failed"
+    }
+    for spec in (
+        "test_vector_addition_of_the_two_points_of_figure_2_6_in_both_orders",
+        "test_rotation_by_theta_turns_row_vectors_counter_clockwise",
+        "test_stretch_repeats_the_vector_into_32_rows_and_adding_it_equals_broadcasting",
+        "test_preprocess_reshapes_to_n_by_784_float32_divided_by_255",
+        "test_sgd_path_on_a_curve_converges_crawls_diverges",
+        "test_fit_runs_2_epochs_in_order_with_a_short_last_batch",
+        "test_evaluate_batch_by_batch_counts_every_sample",
+        "test_momentum_rules_over_20_steps",
+    ):
+        assert spec in failed, (spec, sorted(failed))
