@@ -1,9 +1,12 @@
 """The adapter contract: how the conformance suite talks to an implementation.
 
 An adapter is one Python module (or file) exposing ``ADAPTER``, an object with the
-attributes and verbs of ``Adapter`` below. Arrays cross the boundary as NumPy arrays:
-every verb takes NumPy inputs and returns something ``to_numpy`` understands (or NumPy).
-Models are opaque handles the adapter creates and the suite passes back.
+attributes of ``AdapterInfo`` and the verbs of ``CoreVerbs`` plus those of each capability
+it claims (one ``Protocol`` per capability below, so a type checker can check an adapter:
+``ADAPTER: FullAdapter = MyAdapter()``). Arrays cross the boundary as NumPy arrays through
+``asarray``; every other verb takes and returns the implementation's own arrays, which the
+suite reads back with ``to_numpy``. Models are opaque handles the adapter creates and the
+suite passes back.
 
 Capabilities say which optional parts the implementation claims. Specs that need an
 unclaimed capability are reported "not claimed", never failed.
@@ -14,7 +17,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -22,9 +25,20 @@ import numpy as np
 
 __all__ = [
     "CAPABILITIES",
-    "CORE_VERBS",
+    "CAPABILITY_PROTOCOLS",
+    "VERBS",
     "Adapter",
+    "AdapterInfo",
     "AdapterLoadError",
+    "AutodiffVerbs",
+    "CoreVerbs",
+    "FullAdapter",
+    "KerasInitVerbs",
+    "MnistTrainingVerbs",
+    "MomentumVerbs",
+    "NaiveOpsVerbs",
+    "RMSpropVerbs",
+    "TrainingVerbs",
     "load_adapter",
     "validate_metadata",
 ]
@@ -33,38 +47,23 @@ __all__ = [
 CAPABILITIES: dict[str, str] = {
     "naive_ops": "the book's loop implementations (naive_relu, naive_add, naive_*_dot)",
     "autodiff": "gradients of a loss w.r.t. weights (loss_gradient, model_gradients)",
-    "training": "one training step, the SGD optimizer equivalence and fit-style batching",
-    "momentum": "the book's momentum rule and Keras SGD momentum / Nesterov",
+    "training": "one training step, update_weights, the SGD optimizer equivalence and fit",
+    "momentum": "the book's momentum rule, Keras SGD momentum / Nesterov, SGD on a 1-D curve",
     "rmsprop": "Keras 2.6 RMSprop",
     "keras_init": "Keras' glorot_uniform initialisation for the first example",
     "random_init": "NaiveDense's own random initialisation (U[0, 0.1))",
     "mnist_training": "training the first example on MNIST (slow; needs the data)",
 }
 
-#: Verbs every adapter must provide (the rest belong to capabilities).
-CORE_VERBS = (
-    "to_numpy",
-    "asarray",
-    "add",
-    "relu",
-    "maximum",
-    "dot",
-    "reshape",
-    "transpose",
-    "expand_dims",
-    "getitem",
-    "dense_model",
-    "model_weights",
-    "predict",
-    "batches",
-    "sparse_categorical_crossentropy",
-    "evaluate",
-)
+Array = Any
+"""The implementation's own array type (a torch.Tensor, a jax.Array, a NumPy array, ...)."""
+
+Model = Any
+"""An opaque model handle made by ``dense_model`` or ``train_first_example``."""
 
 
-@runtime_checkable
-class Adapter(Protocol):
-    """What an implementation provides to be graded (see conformance/README.md)."""
+class AdapterInfo(Protocol):
+    """What the report header shows and the plugin reads before grading."""
 
     name: str
     version: str
@@ -72,27 +71,56 @@ class Adapter(Protocol):
     dtypes: Sequence[str]  # of "float32", "float64"
     capabilities: frozenset[str]
 
+
+class CoreVerbs(Protocol):
+    """Verbs every adapter provides (§2.1-§2.5 without the optional parts)."""
+
     # -- conversion ------------------------------------------------------------------------
-    def asarray(self, x: np.ndarray, dtype: str | None = None) -> Any: ...
-    def to_numpy(self, x: Any) -> np.ndarray: ...
+    def asarray(self, x: np.ndarray, dtype: str | None = None) -> Array:
+        """NumPy -> the implementation's array, of ``dtype`` when given."""
 
-    # -- §2.3 tensor operations (inputs and outputs are the implementation's arrays) --------
-    def add(self, x: Any, y: Any) -> Any: ...
-    def relu(self, x: Any) -> Any: ...
-    def maximum(self, x: Any, y: Any) -> Any: ...
-    def dot(self, x: Any, y: Any) -> Any: ...
-    def reshape(self, x: Any, shape: tuple[int, ...]) -> Any: ...
-    def transpose(self, x: Any) -> Any: ...
-    def expand_dims(self, x: Any, axis: int) -> Any: ...
-    def getitem(self, x: Any, index: Any) -> Any: ...
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """The implementation's array (or number) -> NumPy."""
 
-    # -- §2.5 model ------------------------------------------------------------------------
+    # -- §2.1 ------------------------------------------------------------------------------
+    def preprocess(self, images: Array) -> Array:
+        """uint8 (N, 28, 28) -> float32 (N, 784) in [0, 1]: ``reshape`` then ``/ 255``."""
+
+    # -- §2.3 tensor operations ------------------------------------------------------------
+    def add(self, x: Array, y: Array) -> Array:
+        """Element-wise ``x + y`` with broadcasting."""
+
+    def relu(self, x: Array) -> Array: ...
+    def maximum(self, x: Array, y: Array) -> Array:
+        """Element-wise maximum with broadcasting (``np.maximum``)."""
+
+    def stretch(self, y: Array, shape: tuple[int, ...]) -> Array:
+        """§2.3.2 broadcasting made explicit: y repeated along new leading axes to ``shape``."""
+
+    def dot(self, x: Array, y: Array) -> Array:
+        """``np.dot``: contract x's last axis with y's only / second-to-last axis."""
+
+    def reshape(self, x: Array, shape: tuple[int, ...]) -> Array: ...
+    def transpose(self, x: Array) -> Array:
+        """The transpose of a matrix."""
+
+    def expand_dims(self, x: Array, axis: int) -> Array: ...
+    def getitem(self, x: Array, index: Any) -> Array:
+        """``x[index]``: slices, integers and integer arrays."""
+
+    def vector_add(self, a: Array, b: Array) -> Array:
+        """§2.3.5: the sum of two points of the same shape (chaining their arrows)."""
+
+    def rotate(self, points: Array, theta: float) -> Array:
+        """§2.3.5: row vectors (..., 2) rotated counter-clockwise by ``theta`` radians."""
+
+    # -- §2.5 model --------------------------------------------------------------------------
     def dense_model(
         self,
         layers: Sequence[tuple[int, int, str]],
         weights: Sequence[np.ndarray] | None,
         seed: int,
-    ) -> Any:
+    ) -> Model:
         """A NaiveSequential of NaiveDense(input, output, activation) layers.
 
         ``activation`` is "relu", "softmax" or "identity". With ``weights`` (NumPy, in
@@ -100,24 +128,190 @@ class Adapter(Protocol):
         without, it draws its own initial weights from ``seed``.
         """
 
-    def model_weights(self, model: Any) -> list[Any]: ...
-    def predict(self, model: Any, x: Any) -> Any: ...
+    def model_weights(self, model: Model) -> list[Array]:
+        """The model's ``[W, b, W, b, ...]`` (the weights themselves, not copies)."""
+
+    def predict(self, model: Model, x: Array) -> Array:
+        """The forward pass: probabilities for a softmax model."""
+
     def batches(
         self,
-        images: Any,
-        labels: Any,
+        images: Array,
+        labels: Array,
         batch_size: int,
         shuffle: bool = False,
         seed: int | None = None,
-    ) -> list[tuple[Any, Any]]:
+    ) -> list[tuple[Array, Array]]:
         """All batches of one pass of BatchGenerator(images, labels, batch_size)."""
 
     def sparse_categorical_crossentropy(
-        self, labels: Any, predictions: Any, from_logits: bool = False
-    ) -> Any:
+        self, labels: Array, predictions: Array, from_logits: bool = False
+    ) -> Array:
         """Per-sample loss, shape (batch,), with the TF 2.6 eager semantics."""
 
-    def evaluate(self, model: Any, images: Any, labels: Any) -> float: ...
+    def evaluate(
+        self, model: Model, images: Array, labels: Array, batch_size: int | None = None
+    ) -> float:
+        """Accuracy (fraction of argmax predictions equal to the labels), in batches."""
+
+
+class NaiveOpsVerbs(Protocol):
+    """Capability ``naive_ops``: the book's loop functions of §2.3; bad shapes raise."""
+
+    def naive_relu(self, x: Array) -> Array: ...
+    def naive_add(self, x: Array, y: Array) -> Array: ...
+    def naive_add_matrix_and_vector(self, x: Array, y: Array) -> Array: ...
+    def naive_vector_dot(self, x: Array, y: Array) -> Array: ...
+    def naive_matrix_vector_dot(self, x: Array, y: Array) -> Array: ...
+    def naive_matrix_vector_dot_via_vector_dot(self, x: Array, y: Array) -> Array: ...
+    def naive_matrix_dot(self, x: Array, y: Array) -> Array: ...
+
+
+class AutodiffVerbs(Protocol):
+    """Capability ``autodiff``: gradients (§2.4.4, §2.5.2)."""
+
+    def loss_gradient(self, labels: Array, predictions: Array, from_logits: bool = False) -> Array:
+        """d(mean loss) / d(predictions)."""
+
+    def model_gradients(self, model: Model, images: Array, labels: Array) -> list[Array]:
+        """d(mean loss) / d(weights), in ``model_weights`` order."""
+
+    def gradient_affine(self, x: Array) -> Array:
+        """The GradientTape example: d sum(2x + 3) / dx."""
+
+    def gradient_dense(self, x: Array, W: Array, b: Array) -> tuple[Array, Array]:
+        """d sum(x @ W + b) / dW and / db (TF's rule: a non-scalar target's sum)."""
+
+    def gradient_scalar_graph(
+        self, x: float, w: float, b: float, y_true: float
+    ) -> tuple[float, float]:
+        """grad(abs(y_true - (x * w + b)), w) and (..., b): the graph of §2.4.4."""
+
+
+class TrainingVerbs(Protocol):
+    """Capability ``training``: §2.5.2-2.5.3."""
+
+    def training_step(
+        self,
+        model: Model,
+        images: Array,
+        labels: Array,
+        learning_rate: float,
+        optimizer: str = "manual",
+    ) -> float:
+        """One SGD step on the mean loss, in place; returns the loss before it."""
+
+    def update_weights(
+        self, gradients: Sequence[Array], weights: Sequence[Array], learning_rate: float
+    ) -> None:
+        """``w -= learning_rate * g`` in place, for exactly the weights given."""
+
+    def fit(
+        self,
+        model: Model,
+        images: Array,
+        labels: Array,
+        epochs: int,
+        batch_size: int,
+        learning_rate: float,
+    ) -> Sequence[Sequence[float]]:
+        """The book's loop: per epoch, in order, one step per batch; the batch losses."""
+
+
+class MomentumVerbs(Protocol):
+    """Capability ``momentum``: §2.4.3."""
+
+    def momentum_step(
+        self, w: Array, g: Array, velocity: Array, learning_rate: float, momentum: float, rule: str
+    ) -> tuple[Array, Array]:
+        """``rule`` "book", "keras" or "nesterov"; returns ``(w, velocity)`` (Keras' velocity)."""
+
+    def sgd_path(
+        self,
+        grad: Callable[[float], float],
+        w0: float,
+        learning_rate: float,
+        steps: int,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+    ) -> Sequence[float]:
+        """Positions of (momentum) SGD on a 1-D curve: ``steps + 1`` floats from ``w0``."""
+
+
+class RMSpropVerbs(Protocol):
+    """Capability ``rmsprop``: one Keras 2.6 RMSprop step."""
+
+    def rmsprop_step(
+        self,
+        w: Array,
+        g: Array,
+        state: Array,
+        learning_rate: float = 1e-3,
+        rho: float = 0.9,
+        epsilon: float = 1e-7,
+    ) -> tuple[Array, Array]: ...
+
+
+class KerasInitVerbs(Protocol):
+    """Capability ``keras_init``."""
+
+    def glorot_uniform(self, fan_in: int, fan_out: int, seed: int) -> Array:
+        """A (fan_in, fan_out) kernel from U(-limit, limit), limit = sqrt(6 / (in + out))."""
+
+
+class MnistTrainingVerbs(Protocol):
+    """Capability ``mnist_training``: the §2.1 model trained; ``predict`` gives probabilities."""
+
+    def train_first_example(
+        self, images: Array, labels: Array, epochs: int, batch_size: int, seed: int
+    ) -> Model: ...
+
+
+@runtime_checkable
+class Adapter(AdapterInfo, CoreVerbs, Protocol):
+    """The least an implementation provides to be graded: its metadata and the core verbs."""
+
+
+class FullAdapter(
+    Adapter,
+    NaiveOpsVerbs,
+    AutodiffVerbs,
+    TrainingVerbs,
+    MomentumVerbs,
+    RMSpropVerbs,
+    KerasInitVerbs,
+    MnistTrainingVerbs,
+    Protocol,
+):
+    """An adapter claiming every capability (the built-in ones)."""
+
+
+#: The Protocol declaring each capability's verbs (``random_init`` adds none).
+CAPABILITY_PROTOCOLS: dict[str, type] = {
+    "naive_ops": NaiveOpsVerbs,
+    "autodiff": AutodiffVerbs,
+    "training": TrainingVerbs,
+    "momentum": MomentumVerbs,
+    "rmsprop": RMSpropVerbs,
+    "keras_init": KerasInitVerbs,
+    "random_init": object,
+    "mnist_training": MnistTrainingVerbs,
+}
+
+
+def _verbs_of(protocol: type) -> tuple[str, ...]:
+    return tuple(
+        name
+        for name, value in vars(protocol).items()
+        if callable(value) and not name.startswith("_")
+    )
+
+
+#: The verbs of "core" and of each capability, as declared by the Protocols above.
+VERBS: dict[str, tuple[str, ...]] = {
+    "core": _verbs_of(CoreVerbs),
+    **{cap: _verbs_of(proto) for cap, proto in CAPABILITY_PROTOCOLS.items()},
+}
 
 
 class AdapterLoadError(RuntimeError):

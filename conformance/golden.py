@@ -230,6 +230,22 @@ def build_cases() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         path=np.array(rpath),
         final_state=s,
     )
+    fit_model = _small_model(np.random.default_rng(13))
+    wf = [w.copy() for w in fit_model.weights]
+    frng = np.random.default_rng(17)
+    fx = frng.uniform(0, 1, (30, 6))
+    fy = (fx[:, 2:].argmax(axis=1)).astype(np.int64)
+    history = ref.fit(fit_model, fx, fy, 2, 8, learning_rate=0.5, print_fn=None)
+    case(
+        "fit",
+        "2.5",
+        "fit: 2 epochs over 30 samples in order, batches of 8 (the last of 6), lr 0.5",
+        **{f"w{i}": w for i, w in enumerate(wf)},
+        x=fx,
+        y=fy,
+        losses=np.asarray(history),
+        **{f"final{i}": w for i, w in enumerate(fit_model.weights)},
+    )
     return a, m
 
 

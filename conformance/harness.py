@@ -1,43 +1,82 @@
 """What specs use to talk to the implementation and judge its answers.
 
 ``Impl`` wraps an adapter so that a missing verb, an exception or a wrong return type
-becomes a failed spec with a readable message (never a crashed run), and remembers the
-last call so failure messages can carry a copy-paste reproduction snippet.
+becomes a failed spec with a readable message (never a crashed run), and records every
+call so a failure message carries a runnable reproduction snippet: each input is a
+full-precision NumPy literal passed through the adapter's ``asarray``, each result a
+variable later calls refer to.
 ``check_close`` compares shape and dtype exactly, then values within the tolerance table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import base64
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import numpy as np
 import pytest
 
-__all__ = ["TOLERANCES", "Impl", "check_close", "check_equal", "fail"]
+__all__ = [
+    "BROKEN_ERRORS",
+    "TOLERANCES",
+    "Impl",
+    "check",
+    "check_close",
+    "check_equal",
+    "fail",
+]
 
 #: (rtol, atol) by dtype, for values and for gradients. Values use torch.testing's
 #: assert_close defaults; gradients allow for the longer chains of rounding behind them.
 TOLERANCES: dict[str, dict[str, tuple[float, float]]] = {
     "float32": {"value": (1.3e-6, 1e-5), "grad": (1e-5, 1e-6)},
-    "float64": {"value": (1e-7, 1e-7), "grad": (1e-7, 1e-9)},
+    "float64": {"value": (1e-10, 1e-12), "grad": (1e-9, 1e-12)},
 }
+
+#: Exceptions that mean "not implemented or broken", never "rejected the bad input".
+BROKEN_ERRORS: tuple[type[BaseException], ...] = (
+    NotImplementedError,
+    NameError,
+    ImportError,
+    AttributeError,
+    SyntaxError,
+    RecursionError,
+)
+
+#: Arrays with more elements than this are written compressed in reproduction snippets.
+LITERAL_LIMIT = 4096
 
 
 def fail(message: str) -> NoReturn:
     pytest.fail(message, pytrace=False)
 
 
-def _literal(x: Any) -> str:
-    if isinstance(x, np.ndarray):
-        if x.size <= 64:
-            return f"np.array({x.tolist()!r}, dtype={str(x.dtype)!r})"
-        return f"<array shape {x.shape} dtype {x.dtype}: see the spec's source>"
-    if isinstance(x, (list, tuple)) and any(isinstance(v, np.ndarray) for v in x):
-        inner = ", ".join(_literal(v) for v in x)
-        return f"[{inner}]"
-    return repr(x)
+def _array_literal(x: np.ndarray) -> str:
+    dtype = str(x.dtype)
+    if x.size <= LITERAL_LIMIT:
+        # tolist() gives Python scalars; their repr round-trips exactly (full precision)
+        return f"np.array({x.tolist()!r}, dtype={dtype!r})"
+    flat = x.reshape(-1)
+    if bool(np.all(flat == flat[0])):
+        return f"np.full({x.shape!r}, {flat[0].item()!r}, dtype={dtype!r})"
+    if np.array_equal(flat, np.arange(x.size)):
+        return f"np.arange({x.size}).astype({dtype!r}).reshape({x.shape!r})"
+    blob = base64.b64encode(zlib.compress(np.ascontiguousarray(x).tobytes(), 9)).decode()
+    if len(blob) > 50_000:
+        return f"None  # a {x.shape} {dtype} array too large to print: see the spec's source"
+    return (
+        f"np.frombuffer(zlib.decompress(base64.b64decode({blob!r})), dtype={dtype!r})"
+        f".reshape({x.shape!r})"
+    )
+
+
+@dataclass
+class _Call:
+    line: str
+    uses: set[str]
+    result: str | None = None  # the variable holding the result, if printable
 
 
 @dataclass
@@ -48,45 +87,136 @@ class Impl:
     spec: str  # how it was selected (--impl), for the reproduction snippet
     dtype: str
     device: str
-    calls: list[str] = field(default_factory=list)
+    calls: list[_Call] = field(default_factory=list)
+    names: dict[int, str] = field(default_factory=dict)
+    held: list[Any] = field(default_factory=list)  # keeps ids in ``names`` valid
+    succeeded: set[str] = field(default_factory=set)
+    sources: dict[int, str] = field(default_factory=dict)  # code that rebuilds a big input
 
     # -- capabilities ---------------------------------------------------------------------
     def claims(self, capability: str) -> bool:
         return capability in self.adapter.capabilities
 
-    # -- calling verbs ----------------------------------------------------------------------
+    @property
+    def verbs(self) -> list[str]:
+        """The verbs this spec called, in order, without the conversions (for the report)."""
+        seen: list[str] = []
+        for c in self.calls:
+            verb = c.line.split("impl.", 1)[1].split("(", 1)[0]
+            if verb not in ("asarray", "to_numpy") and verb not in seen:
+                seen.append(verb)
+        return seen
+
+    # -- the call log and the reproduction snippet -----------------------------------------
+    def _render(self, x: Any, uses: set[str]) -> str:
+        name = self.names.get(id(x))
+        if name is not None:
+            uses.add(name.split("[")[0])
+            return name
+        if isinstance(x, np.ndarray):
+            return self.sources.get(id(x)) or _array_literal(x)
+        if isinstance(x, np.generic):
+            return f"np.{type(x).__name__}({x.item()!r})"
+        if isinstance(x, slice):
+            parts = (self._render(v, uses) for v in (x.start, x.stop, x.step))
+            return f"slice({', '.join(parts)})"
+        if isinstance(x, tuple):
+            inner = ", ".join(self._render(v, uses) for v in x)
+            return f"({inner},)" if len(x) == 1 else f"({inner})"
+        if isinstance(x, list):
+            return "[" + ", ".join(self._render(v, uses) for v in x) + "]"
+        if callable(x) and "<" not in getattr(x, "__qualname__", "<"):
+            module = getattr(x, "__module__", None)
+            return f"__import__({module!r}, fromlist=['_']).{x.__qualname__}"
+        return repr(x)
+
+    def _name(self, value: Any, name: str) -> None:
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return
+        self.names[id(value)] = name
+        self.held.append(value)
+        if isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                self._name(v, f"{name}[{i}]")
+
+    def _record(self, verb: str, args: tuple[Any, ...], kwargs: dict[str, Any], note: str) -> str:
+        uses: set[str] = set()
+        shown = ", ".join(
+            [
+                *(self._render(a, uses) for a in args),
+                *(f"{k}={self._render(v, uses)}" for k, v in kwargs.items()),
+            ]
+        )
+        var = f"out{len(self.calls)}"
+        prefix = "" if note else f"{var} = "
+        self.calls.append(_Call(f"{prefix}impl.{verb}({shown}){note}", uses))
+        return var
+
     def repro(self) -> str:
+        """Runnable Python reproducing the last calls (with the calls they depend on)."""
+        chosen: set[int] = set()
+        seeds = [
+            i for i, c in enumerate(self.calls) if not c.line.split("(")[0].endswith("asarray")
+        ]
+        todo = seeds[-3:] or list(range(len(self.calls)))[-1:]
+        while todo:
+            i = todo.pop()
+            if i in chosen:
+                continue
+            chosen.add(i)
+            for name in self.calls[i].uses:
+                # the call that made ``name``, and every earlier call given it (it may mutate it)
+                for j in range(i):
+                    made = self.calls[j].line.startswith(f"{name} = ")
+                    if made or name in self.calls[j].uses:
+                        todo.append(j)
         lines = [
+            "import base64, zlib",
             "import numpy as np",
+            "from numpy import inf, nan",
             "from conformance.adapter import load_adapter",
             f"impl = load_adapter({self.spec!r})",
-            *self.calls[-6:],
         ]
+        picked = sorted(chosen)
+        lines += [self.calls[i].line for i in picked]
+        results = [self.calls[i].result for i in picked if i in seeds]
+        lines += [f"print({r!r}, repr(impl.to_numpy({r})))" for r in results[-3:] if r]
         return "reproduce with:\n    " + "\n    ".join(lines)
 
+    # -- calling verbs ----------------------------------------------------------------------
     def call(self, verb: str, *args: Any, **kwargs: Any) -> Any:
         fn = getattr(self.adapter, verb, None)
-        shown = ", ".join(
-            [*(_literal(a) for a in args), *(f"{k}={_literal(v)}" for k, v in kwargs.items())]
-        )
-        self.calls.append(f"out = impl.{verb}({shown})")
+        var = self._record(verb, args, kwargs, "")
         if fn is None or not callable(fn):
             fail(
                 f"the adapter {self.adapter.name!r} lacks the verb {verb!r} "
                 "(see conformance/README.md for its signature)"
             )
         try:
-            return fn(*args, **kwargs)
+            out = fn(*args, **kwargs)
         except Exception as exc:  # the implementation's own error is a failed spec
             error = exc
+        else:
+            self.succeeded.add(verb)
+            self._name(out, var)
+            if out is not None and not isinstance(out, (list, tuple, str)):
+                self.calls[-1].result = var
+            return out
         fail(f"{verb}(...) raised {type(error).__name__}: {error}\n{self.repro()}")
 
-    def arr(self, x: Any, dtype: str | None = None) -> Any:
-        """NumPy -> the implementation's array; float inputs take the suite's dtype."""
+    def arr(self, x: Any, dtype: str | None = None, source: str | None = None) -> Any:
+        """NumPy -> the implementation's array; float inputs take the suite's dtype.
+
+        ``source`` is NumPy code rebuilding a large ``x`` exactly, for the snippet.
+        """
         a = np.asarray(x)
         if dtype is None and a.dtype.kind == "f":
             dtype = self.dtype
-        return self.call("asarray", a.astype(dtype) if dtype else a, dtype)
+        a = a.astype(dtype) if dtype else a
+        if source is not None:
+            self.sources[id(a)] = f"({source}).astype({str(a.dtype)!r})"
+            self.held.append(a)
+        return self.call("asarray", a, dtype)
 
     def to_np(self, value: Any, what: str = "the result") -> np.ndarray:
         """The implementation's array -> NumPy, failing readably on a wrong type."""
@@ -132,14 +262,30 @@ class Impl:
         fail(f"{verb} must return a number, got {type(out).__name__} ({error})\n{self.repro()}")
 
     def rejects(self, verb: str, *args: Any, **kwargs: Any) -> BaseException:
-        """The verb must raise (any exception) instead of returning a result."""
+        """The verb must raise on this invalid input, where it succeeded on valid input.
+
+        Call the verb on valid input first, in the same spec (``run``/``call``): a verb
+        that raises on everything rejects nothing. Exceptions meaning "not implemented or
+        broken" (``BROKEN_ERRORS``) do not count as rejecting; any other type does, since
+        libraries differ (the book's loops use assert, torch raises RuntimeError, ...).
+        """
+        if verb not in self.succeeded:
+            fail(
+                f"suite error: a rejection spec must first see {verb} succeed on valid input "
+                "in the same spec"
+            )
         fn = getattr(self.adapter, verb, None)
-        shown = ", ".join(_literal(a) for a in args)
-        self.calls.append(f"impl.{verb}({shown})  # must raise")
+        self._record(verb, args, kwargs, "  # must raise")
         if fn is None:
             fail(f"the adapter {self.adapter.name!r} lacks the verb {verb!r}")
         try:
             out = fn(*args, **kwargs)
+        except BROKEN_ERRORS as exc:
+            fail(
+                f"{verb} raised {type(exc).__name__}: {exc} on invalid input; that means "
+                "not implemented or broken, not a rejection (raise ValueError, TypeError, "
+                f"or your library's error)\n{self.repro()}"
+            )
         except Exception as exc:
             return exc
         try:
@@ -209,6 +355,3 @@ def check_equal(impl: Impl, actual: Any, expected: Any, *, what: str) -> None:
 def check(impl: Impl, condition: bool, message: str) -> None:
     if not condition:
         fail(f"{message}\n{impl.repro()}")
-
-
-Check = Callable[..., None]

@@ -284,8 +284,10 @@ class ReshapeColumnMajor(_Mutant):
 class EvaluateCountsErrors(_Mutant):
     description = "evaluate returns the error rate"
 
-    def evaluate(self, model: Any, images: Any, labels: Any) -> float:
-        return 1.0 - super().evaluate(model, images, labels)
+    def evaluate(
+        self, model: Any, images: Any, labels: Any, batch_size: int | None = None
+    ) -> float:
+        return 1.0 - super().evaluate(model, images, labels, batch_size)
 
 
 MUTANTS: dict[str, type[_Mutant]] = {

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 import conformance.reference as ref
+from conformance.adapter import FullAdapter
 from conformance.reference.first_example import FirstExampleModel, glorot_uniform_limit
 from conformance.reference.gradients import ScalarGraph, dense_sum_gradients
 
@@ -42,6 +44,12 @@ class NumpyAdapter:
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.asarray(x)
 
+    # -- §2.1 ---------------------------------------------------------------------------------
+    def preprocess(self, images: Any) -> Any:
+        if images.ndim != 3 or images.shape[1:] != (28, 28):
+            raise ValueError(f"images must have shape (N, 28, 28), got {images.shape}")
+        return images.reshape((len(images), 28 * 28)).astype("float32") / 255
+
     # -- §2.3 ---------------------------------------------------------------------------------
     def add(self, x: Any, y: Any) -> Any:
         return x + y
@@ -67,12 +75,39 @@ class NumpyAdapter:
     def getitem(self, x: Any, index: Any) -> Any:
         return x[index]
 
+    def stretch(self, y: Any, shape: tuple[int, ...]) -> Any:
+        target = tuple(shape)
+        if y.ndim > len(target) or y.shape != target[len(target) - y.ndim :]:
+            raise ValueError(f"cannot stretch y of shape {y.shape} to {target}")
+        out = y
+        for _ in range(len(target) - y.ndim):
+            out = np.expand_dims(out, axis=0)  # the book's expand_dims, then concatenate
+        for axis in range(len(target) - y.ndim - 1, -1, -1):
+            out = np.concatenate([out] * target[axis], axis=axis)
+        return out
+
+    def vector_add(self, a: Any, b: Any) -> Any:
+        if a.shape != b.shape:
+            raise ValueError(
+                f"vector_add needs a and b of the same shape, got {a.shape}, {b.shape}"
+            )
+        return a + b
+
+    def rotate(self, points: Any, theta: float) -> Any:
+        if points.ndim < 1 or points.shape[-1] != 2:
+            raise ValueError(f"points must have shape (..., 2), got {points.shape}")
+        c, s = math.cos(theta), math.sin(theta)
+        return np.dot(points, np.array([[c, s], [-s, c]], dtype=points.dtype))
+
     # naive ops
     naive_relu = staticmethod(ref.naive_relu)
     naive_add = staticmethod(ref.naive_add)
     naive_add_matrix_and_vector = staticmethod(ref.naive_add_matrix_and_vector)
     naive_vector_dot = staticmethod(ref.naive_vector_dot)
     naive_matrix_vector_dot = staticmethod(ref.naive_matrix_vector_dot)
+    naive_matrix_vector_dot_via_vector_dot = staticmethod(
+        ref.naive_matrix_vector_dot_via_vector_dot
+    )
     naive_matrix_dot = staticmethod(ref.naive_matrix_dot)
 
     # -- §2.5 model --------------------------------------------------------------------------
@@ -113,8 +148,10 @@ class NumpyAdapter:
     ) -> Any:
         return ref.sparse_categorical_crossentropy(labels, predictions, from_logits=from_logits)
 
-    def evaluate(self, model: Any, images: Any, labels: Any) -> float:
-        return ref.evaluate(model, images, labels)
+    def evaluate(
+        self, model: Any, images: Any, labels: Any, batch_size: int | None = None
+    ) -> float:
+        return ref.evaluate(model, images, labels, batch_size)
 
     # -- autodiff ----------------------------------------------------------------------------
     def loss_gradient(self, labels: Any, predictions: Any, from_logits: bool = False) -> Any:
@@ -149,6 +186,19 @@ class NumpyAdapter:
     ) -> None:
         ref.update_weights(gradients, weights, learning_rate)
 
+    def fit(
+        self,
+        model: Any,
+        images: Any,
+        labels: Any,
+        epochs: int,
+        batch_size: int,
+        learning_rate: float,
+    ) -> list[list[float]]:
+        return ref.fit(
+            model, images, labels, epochs, batch_size, learning_rate=learning_rate, print_fn=None
+        )
+
     # -- optimizers --------------------------------------------------------------------------
     def momentum_step(
         self, w: Any, g: Any, velocity: Any, learning_rate: float, momentum: float, rule: str
@@ -158,6 +208,17 @@ class NumpyAdapter:
         return ref.keras_sgd_update(
             w, g, velocity, learning_rate, momentum, nesterov=rule == "nesterov"
         )
+
+    def sgd_path(
+        self,
+        grad: Callable[[float], float],
+        w0: float,
+        learning_rate: float,
+        steps: int,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+    ) -> list[float]:
+        return ref.sgd_path(grad, w0, learning_rate, steps, momentum=momentum, nesterov=nesterov)
 
     def rmsprop_step(
         self,
@@ -191,4 +252,4 @@ class NumpyAdapter:
         return model
 
 
-ADAPTER = NumpyAdapter()
+ADAPTER: FullAdapter = NumpyAdapter()

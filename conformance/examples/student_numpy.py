@@ -78,6 +78,14 @@ class StudentAdapter:
     transpose = staticmethod(np.transpose)
     expand_dims = staticmethod(np.expand_dims)
     getitem = staticmethod(lambda x, index: x[index])
+    stretch = staticmethod(lambda y, shape: np.broadcast_to(y, shape).copy())
+    vector_add = staticmethod(lambda a, b: need(a, a.shape == b.shape) + b)
+    preprocess = staticmethod(lambda im: im.reshape((len(im), 28 * 28)).astype("float32") / 255)
+
+    def rotate(self, points, theta):
+        c, s = np.cos(theta), np.sin(theta)
+        return points @ np.array([[c, s], [-s, c]], dtype=points.dtype)
+
     naive_relu = staticmethod(lambda x: relu(need(x, x.ndim == 2)))
     naive_add = staticmethod(lambda x, y: need(x, x.ndim == 2 and x.shape == y.shape) + y)
     naive_add_matrix_and_vector = staticmethod(
@@ -85,6 +93,7 @@ class StudentAdapter:
     )
     naive_vector_dot = staticmethod(lambda x, y: np.dot(need(x, x.ndim == y.ndim == 1), y))
     naive_matrix_vector_dot = staticmethod(lambda x, y: need(x, x.ndim == 2 and y.ndim == 1) @ y)
+    naive_matrix_vector_dot_via_vector_dot = naive_matrix_vector_dot
     naive_matrix_dot = staticmethod(lambda x, y: need(x, x.ndim == y.ndim == 2) @ y)
     dense_model = staticmethod(Model)
     model_weights = staticmethod(lambda model: model.weights)
@@ -96,9 +105,11 @@ class StudentAdapter:
         m = p.max(axis=1)
         return np.log(np.exp(p - m[:, None]).sum(axis=1)) + m - p[np.arange(len(labels)), labels]
 
-    evaluate = staticmethod(lambda model, x, y: float((model.forward(x)[0].argmax(1) == y).mean()))
+    def evaluate(self, model, x, y, batch_size=None):
+        return float((model.forward(x)[0].argmax(1) == y).mean())
 
     def batches(self, images, labels, batch_size, shuffle=False, seed=None):
+        need(images, len(images) == len(labels))
         if shuffle:
             perm = np.random.default_rng(seed).permutation(len(images))
             images, labels = images[perm], labels[perm]
@@ -108,7 +119,8 @@ class StudentAdapter:
         ]
 
     def loss_gradient(self, labels, p, from_logits=False):
-        return loss_grad(labels, p)
+        one_hot = np.eye(p.shape[1], dtype=p.dtype)[labels]
+        return (softmax(p) - one_hot) / len(labels) if from_logits else loss_grad(labels, p)
 
     def model_gradients(self, model, x, y):
         p, cache = model.forward(x)
@@ -138,15 +150,30 @@ class StudentAdapter:
 
     def training_step(self, model, x, y, learning_rate, optimizer="manual"):
         value = float(loss(y, model.forward(x)[0]).mean())
-        for w, g in zip(model.weights, self.model_gradients(model, x, y), strict=True):
-            w -= learning_rate * g
+        self.update_weights(self.model_gradients(model, x, y), model.weights, learning_rate)
         return value
+
+    def update_weights(self, gradients, weights, learning_rate):
+        for g, w in zip(gradients, weights, strict=True):
+            w -= learning_rate * g
+
+    def fit(self, model, x, y, epochs, batch_size, lr):
+        batches = self.batches(x, y, batch_size)
+        return [[self.training_step(model, a, b, lr) for a, b in batches] for _ in range(epochs)]
 
     def momentum_step(self, w, g, v, learning_rate, momentum, rule):
         v = momentum * v - learning_rate * g
         if rule in ("book", "nesterov"):
             return w + momentum * v - learning_rate * g, v
         return w + v, v
+
+    def sgd_path(self, grad, w0, learning_rate, steps, momentum=0.0, nesterov=False):
+        w, v, path = w0, 0.0, [w0]
+        for _ in range(steps):
+            g = grad(w)
+            v = momentum * v - learning_rate * g
+            path.append(w := w + momentum * v - learning_rate * g if nesterov else w + v)
+        return path
 
     def rmsprop_step(self, w, g, s, learning_rate=1e-3, rho=0.9, epsilon=1e-7):
         s = rho * s + (1 - rho) * g**2

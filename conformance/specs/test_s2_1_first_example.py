@@ -14,29 +14,30 @@ from conformance.harness import Impl, check, check_close, check_equal
 pytestmark = pytest.mark.section("2.1")
 
 
-@pytest.mark.mnist
-def test_mnist_arrays() -> None:
-    (train_images, train_labels), (test_images, test_labels) = mnist_or_skip()
-    assert train_images.shape == (60000, 28, 28) and train_images.dtype == np.uint8
-    assert test_images.shape == (10000, 28, 28) and test_labels.shape == (10000,)
-    assert train_labels[:3].tolist() == [5, 0, 4] and train_labels[-3:].tolist() == [5, 6, 8]
-    assert test_labels[:3].tolist() == [7, 2, 1] and test_labels[-3:].tolist() == [4, 5, 6]
-    assert int(train_labels[4]) == 9
+def _digits(n: int = 5) -> np.ndarray:
+    images = np.random.default_rng(21).integers(0, 256, (n, 28, 28)).astype(np.uint8)
+    images[0, 0, :2] = (0, 255)  # both ends of the pixel range
+    return images
 
 
-@pytest.mark.mnist
-def test_preprocessing(impl: Impl) -> None:
-    (train_images, _), _ = mnist_or_skip()
-    t = impl.arr(train_images[:1000], "uint8")
-    flat = impl.run("reshape", t, (1000, 28 * 28))
-    check_equal(impl, flat.shape, (1000, 784), what="train_images.reshape((N, 28 * 28))")
-    x = flat.astype("float32") / 255
-    check(
-        impl,
-        x.dtype == np.float32 and x.min() >= 0 and x.max() <= 1,
-        "preprocessed images are float32 in [0, 1]",
+def test_preprocess_reshapes_to_n_by_784_float32_divided_by_255(impl: Impl) -> None:
+    images = _digits()
+    t = impl.arr(images, "uint8")
+    out = impl.run("preprocess", t)
+    check_equal(impl, out.shape, (5, 784), what="preprocess shape (N, 28 * 28)")
+    check_equal(impl, str(out.dtype), "float32", what="preprocess dtype (the book's astype)")
+    # the book's images.reshape((N, 28 * 28)).astype("float32") / 255, bit for bit
+    expected = images.reshape(5, 784).astype("float32") / 255
+    check_close(
+        impl, out, expected, what="preprocessed pixels", rtol=0, atol=0, expect_dtype="float32"
     )
-    check_equal(impl, flat, train_images[:1000].reshape(1000, 784), what="reshape keeps row order")
+    check_equal(impl, (float(out.min()), float(out.max())), (0.0, 1.0), what="pixel range")
+    check_equal(impl, impl.to_np(t), images, what="preprocess must leave its input untouched")
+
+
+def test_preprocess_rejects_images_that_are_not_28_by_28(impl: Impl) -> None:
+    impl.run("preprocess", impl.arr(_digits(3), "uint8"))
+    impl.rejects("preprocess", impl.arr(np.zeros((5, 28, 27), dtype=np.uint8), "uint8"))
 
 
 @pytest.mark.requires("keras_init")
@@ -56,6 +57,10 @@ def test_glorot_uniform_limits(impl: Impl) -> None:
             abs(w.std() - limit / math.sqrt(3)) < 0.05 * limit,
             f"std {w.std():.5f} is not that of U(-limit, limit), {limit / math.sqrt(3):.5f}",
         )
+    again = impl.run("glorot_uniform", 784, 512, 0)
+    other = impl.run("glorot_uniform", 784, 512, 1)
+    check_equal(impl, again, impl.run("glorot_uniform", 784, 512, 0), what="the same seed, twice")
+    check(impl, not np.array_equal(again, other), "seeds 0 and 1 must give different kernels")
 
 
 @pytest.mark.requires("rmsprop")
@@ -63,7 +68,13 @@ def test_rmsprop_keras_defaults(impl: Impl) -> None:
     c = load_case("rmsprop")
     w, s = c["w0"], np.zeros(3)
     for k, g in enumerate(c["grads"]):
-        tw, ts = impl.call("rmsprop_step", impl.arr(w), impl.arr(g), impl.arr(s))
+        args = (impl.arr(w), impl.arr(g), impl.arr(s))
+        before = [impl.to_np(a).copy() for a in args]
+        tw, ts = impl.call("rmsprop_step", *args)
+        for name, a, b in zip(("w", "g", "state"), args, before, strict=True):
+            check_equal(
+                impl, impl.to_np(a), b, what=f"rmsprop_step must not change its {name} input"
+            )
         w, s = impl.to_np(tw).astype(np.float64), impl.to_np(ts).astype(np.float64)
         check_close(
             impl,

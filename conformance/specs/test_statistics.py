@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from conformance.harness import Impl, check
+from conformance.harness import Impl, check, check_equal
 
 ALPHA = 1e-3  # false-alarm rate of each test, for a correct implementation
 
@@ -27,6 +27,7 @@ def ks_uniform(sample: np.ndarray, lo: float, hi: float) -> tuple[float, float]:
 def test_naive_dense_w_is_uniform_0_to_0_1(impl: Impl) -> None:
     model = impl.call("dense_model", [(784, 64, "relu")], None, 12345)
     w = impl.to_np(impl.call("model_weights", model)[0], "W")
+    check_equal(impl, w.shape, (784, 64), what="W of NaiveDense(784, 64)")
     d, critical = ks_uniform(w.ravel(), 0.0, 0.1)
     check(
         impl,
@@ -40,6 +41,7 @@ def test_naive_dense_w_is_uniform_0_to_0_1(impl: Impl) -> None:
 @pytest.mark.requires("keras_init")
 def test_glorot_uniform_distribution(impl: Impl) -> None:
     w = impl.run("glorot_uniform", 784, 512, 2024)
+    check_equal(impl, w.shape, (784, 512), what="glorot_uniform(784, 512) shape")
     limit = math.sqrt(6 / (784 + 512))
     d, critical = ks_uniform(w.ravel(), -limit, limit)
     check(
