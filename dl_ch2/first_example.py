@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from dl_ch2._checks import (
     shape_str,
 )
 from dl_ch2.batch_generator import num_batches
+
+if TYPE_CHECKING:
+    from dl_ch2.distributed import DataParallel
 
 __all__ = [
     "KERAS_RMSPROP_DEFAULTS",
@@ -112,6 +115,7 @@ def train_first_example(
     generator: torch.Generator | None = None,
     on_epoch_end: Callable[[int, float], Any] | None = None,
     fused: bool = True,
+    data_parallel: DataParallel | None = None,
 ) -> list[float]:
     """§2.1: Keras-style ``fit``: reshuffle each epoch, cross-entropy on logits, RMSprop.
 
@@ -126,6 +130,10 @@ def train_first_example(
     leaves each step's gradient in ``.grad``, so training can go on with ``opt.step()``;
     it agrees with ``fused=False`` (autograd + ``opt.step()``) to rounding. Anything else
     (hooks, other layers or optimizers, ``fused=False``) runs autograd and ``opt.step()``.
+
+    With ``data_parallel`` (a ``dl_ch2.distributed.DataParallel``, under torchrun) every
+    rank passes the same data and shuffling seed; each step runs on the rank's shard of the
+    global batch with the gradients all-reduced before ``opt.step()``.
     """
     require_tensor("images", images)
     require_tensor("labels", labels)
@@ -152,7 +160,7 @@ def train_first_example(
         perm = torch.randperm(n, generator=generator).to(images.device)
         shuffled_y = labels.index_select(0, perm)
         # re-planned every epoch: on_epoch_end may have added a hook or changed the optimizer
-        plan = _fused_plan(model, opt, images) if fused else None
+        plan = _fused_plan(model, opt, images) if fused and data_parallel is None else None
         if plan is not None:
             _check_classes(label_range, plan.classes)
             total = plan.epoch(images, perm, shuffled_y, batch_size)
@@ -164,6 +172,14 @@ def train_first_example(
                     images.index_select(0, idx),
                     shuffled_y[k * batch_size : (k + 1) * batch_size],
                 )
+                if data_parallel is not None:
+                    if not classes_checked:
+                        with torch.no_grad():
+                            _check_classes(label_range, model(xb[:1]).shape[-1])
+                        classes_checked = True
+                    loss = data_parallel.optimizer_step(model, opt, xb, yb, F.cross_entropy)
+                    total += loss.detach() * len(xb)
+                    continue
                 logits = model(xb)
                 if not classes_checked:  # the model's width is known after its first forward
                     _check_classes(label_range, logits.shape[-1])

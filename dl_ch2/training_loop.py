@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -21,6 +21,9 @@ from dl_ch2.batch_generator import BatchGenerator
 from dl_ch2.losses import _check as _check_loss_args
 from dl_ch2.losses import _clipped_backward, _clipped_forward, sparse_categorical_crossentropy
 from dl_ch2.losses import _unchecked as _scce_unchecked
+
+if TYPE_CHECKING:
+    from dl_ch2.distributed import DataParallel
 
 __all__ = [
     "History",
@@ -92,15 +95,20 @@ def one_training_step(
     labels_batch: torch.Tensor,
     learning_rate: float = 1e-3,
     optimizer: torch.optim.Optimizer | None = None,
+    *,
+    gradient_transform: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None,
 ) -> torch.Tensor:
     """§2.5.2: forward pass, mean loss, gradients w.r.t. ``model.weights``, update.
 
     Without ``optimizer`` the update is ``update_weights(gradients, model.weights,
     learning_rate)``; with one, the gradients are put in ``.grad`` and ``optimizer.step()``
     runs (``torch.optim.SGD(lr=1e-3)`` gives the same weights). Returns the batch's mean
-    loss as a detached 0-d tensor (no host sync).
+    loss as a detached 0-d tensor (no host sync). ``gradient_transform`` maps the gradients
+    before the update (data-parallel training all-reduces them there; None = identity).
     """
-    return _step(model, images_batch, labels_batch, learning_rate, optimizer, check=True)
+    return _step(
+        model, images_batch, labels_batch, learning_rate, optimizer, True, gradient_transform
+    )
 
 
 def _step(
@@ -110,10 +118,13 @@ def _step(
     learning_rate: float,
     optimizer: torch.optim.Optimizer | None,
     check: bool,
+    gradient_transform: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None,
 ) -> torch.Tensor:
     weights = _weights_of(model)
     average_loss = _loss(model, images_batch, labels_batch, check)
-    gradients = torch.autograd.grad(average_loss, weights)
+    gradients: Sequence[torch.Tensor] = torch.autograd.grad(average_loss, weights)
+    if gradient_transform is not None:
+        gradients = gradient_transform(list(gradients))
     if optimizer is None:
         if check:
             update_weights(gradients, weights, learning_rate)
@@ -168,6 +179,7 @@ def fit(
     progress: bool | None = None,
     on_epoch_end: Callable[[int, list[float]], Any] | None = None,
     fused: bool = True,
+    data_parallel: DataParallel | None = None,
 ) -> History:
     """§2.5.3: the full training loop.
 
@@ -186,6 +198,11 @@ def fit(
     It agrees with ``fused=False`` (the book's ``one_training_step``, autograd w.r.t.
     ``model.weights``, per batch) to rounding; any other model or an ``optimizer`` uses the
     book's step.
+
+    With ``data_parallel`` (a ``dl_ch2.distributed.DataParallel``, under torchrun) every
+    rank passes the same data, batch size and shuffling seed; each step runs the book's step
+    on the rank's shard of the global batch with the gradients all-reduced, and the losses
+    are the global batch's.
     """
     require_positive_int("epochs", epochs)
     require_positive_int("batch_size", batch_size)
@@ -204,7 +221,11 @@ def fit(
     _check_loss_args(labels, probe.new_empty((len(labels), probe.shape[-1])), "probabilities")
     history = History()
     show_bar = _progress_enabled(progress)
-    layers = _fusable_layers(model, images) if fused and optimizer is None else None
+    layers = (
+        _fusable_layers(model, images)
+        if fused and optimizer is None and data_parallel is None
+        else None
+    )
     manual = layers is not None and all(_has_manual_backward(layer) for layer in layers)
 
     for epoch_counter in range(epochs):
@@ -222,7 +243,11 @@ def fit(
             bar = tqdm(total=n, desc=f"epoch {epoch_counter}", leave=False, file=sys.stderr)
         for batch_counter in range(n):
             images_batch, labels_batch = batch_generator.next()
-            if layers is not None and manual:
+            if data_parallel is not None:
+                loss = data_parallel.training_step(
+                    model, images_batch, labels_batch, learning_rate, optimizer
+                )
+            elif layers is not None and manual:
                 loss = _manual_step(layers, images_batch, labels_batch, learning_rate)
             elif layers is not None:
                 loss = _fused_step(layers, images_batch, labels_batch, learning_rate)
