@@ -35,9 +35,10 @@ from __future__ import annotations
 import datetime
 import math
 import os
+import re
+import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -68,7 +69,8 @@ DEFAULT_TIMEOUT_S = 60.0
 #: Environment variable holding the collective timeout in seconds.
 TIMEOUT_ENV = "DL_CH2_DIST_TIMEOUT"
 #: Fault injection for tests: ``"RANK:STEP"`` makes that rank ``os._exit(FAULT_EXIT_CODE)``
-#: just before its training step number STEP (counted from 0 over the whole run).
+#: just before its training step number STEP (counted from 0 over the whole run);
+#: ``"RANK:STEP:hang"`` makes it sleep instead, so its peers' collectives time out.
 FAULT_ENV = "DL_CH2_TEST_EXIT_AT_STEP"
 FAULT_EXIT_CODE = 17
 
@@ -230,17 +232,19 @@ def _require_group() -> None:
         )
 
 
-def _fault_step() -> int | None:
-    """The step at which this rank must die, from ``$DL_CH2_TEST_EXIT_AT_STEP``."""
+def _fault() -> tuple[int, bool] | None:
+    """(step, hang) at which this rank must fail, from ``$DL_CH2_TEST_EXIT_AT_STEP``."""
     raw = os.environ.get(FAULT_ENV)
     if not raw:
         return None
+    parts = raw.split(":")
     try:
-        rank_s, step_s = raw.split(":")
-        rank, step = int(rank_s), int(step_s)
+        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "hang"):
+            raise ValueError
+        rank, step = int(parts[0]), int(parts[1])
     except ValueError:
-        raise ValueError(f"{FAULT_ENV}={raw!r} must be RANK:STEP, e.g. 1:5") from None
-    return step if rank == get_rank() else None
+        raise ValueError(f"{FAULT_ENV}={raw!r} must be RANK:STEP or RANK:STEP:hang") from None
+    return (step, len(parts) == 3) if rank == get_rank() else None
 
 
 class DataParallel:
@@ -259,7 +263,7 @@ class DataParallel:
         self.world_size = dist.get_world_size()
         self.steps = 0
         self.bytes_all_reduced = 0
-        self._fault_at = _fault_step()
+        self._fault = _fault()
         self._synced: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
     def shard(
@@ -302,7 +306,9 @@ class DataParallel:
         return out, (flat[-1].to(loss.dtype) if loss is not None else None)
 
     def _begin_step(self, params: Sequence[torch.Tensor], model: nn.Module) -> None:
-        if self._fault_at is not None and self.steps == self._fault_at:
+        if self._fault is not None and self.steps == self._fault[0]:
+            if self._fault[1]:
+                time.sleep(3600)
             os._exit(FAULT_EXIT_CODE)
         if model not in self._synced:  # start every rank from rank 0's weights, as DDP does
             broadcast_weights(params)
@@ -392,22 +398,9 @@ class DataParallel:
         return self.bytes_all_reduced / self.steps if self.steps else 0.0
 
 
-def _describe(exc: BaseException) -> str:
-    """The first line of a collective's error, for one-line reports."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def run_guarded(fn: Callable[[], Any]) -> Any:
-    """Run ``fn``; turn a failed collective (a dead or hung peer) into a DistributedError."""
-    try:
-        return fn()
-    except DistributedError:
-        raise
-    except (RuntimeError, dist.DistError) as exc:  # gloo/NCCL raise RuntimeError subclasses
-        if not is_distributed():
-            raise
-        raise DistributedError(
-            f"data-parallel training failed on rank {get_rank()} of {get_world_size()}: "
-            f"{_describe(exc)} (a peer died or timed out); no output was written"
-        ) from exc
+def describe(exc: BaseException) -> str:
+    """The first line of an error, for one-line reports."""
+    lines = str(exc).strip().splitlines()
+    # gloo prefixes its messages with the C++ source location: drop it
+    text = re.sub(r"^\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", lines[0]) if lines else ""
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__

@@ -93,6 +93,7 @@ def _train(args: argparse.Namespace) -> int:
             out=Path(args.out),
             data_root=args.root,
             figures=not args.no_figures,
+            dist_timeout=args.dist_timeout,
         )
     )
     return 0
@@ -175,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default="runs/latest", help="run directory")
     train.add_argument("--root", default=None, help="MNIST data root")
     train.add_argument("--no-figures", action="store_true")
+    train.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=None,
+        help="under torchrun: seconds a collective may wait for a peer before the job "
+        "fails (default: $DL_CH2_DIST_TIMEOUT or 60)",
+    )
     train.set_defaults(func=_train)
 
     figs = sub.add_parser("figures", help="write the chapter's figures as PNGs")

@@ -9,11 +9,20 @@
 
 ``--backend numpy`` runs the same steps on the NumPy reference, from the same initial
 weights and the same batches as the torch backend with the same seed.
+
+Under ``torchrun`` (issue 15) both trainings run data-parallel (``dl_ch2.distributed``):
+every rank loads the same data and seed and trains on its shard of each batch; only rank
+0 prints and writes the run directory, after every rank has checked that the weights are
+identical. A rank that dies or hangs ends the job with a one-line error, exit status 1 and
+no ``metrics.json``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import platform
 import sys
 import time
@@ -24,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dl_ch2 import __version__
+from dl_ch2 import __version__, distributed
 from dl_ch2._checks import resolve_device
 from dl_ch2.first_example import build_first_example_model, predict, preprocess, train_first_example
 from dl_ch2.naive_model import build_naive_model
@@ -47,6 +56,7 @@ class TrainConfig:
     out: Path = Path("runs/latest")
     data_root: str | None = None
     figures: bool = True
+    dist_timeout: float | None = None  # seconds; None: $DL_CH2_DIST_TIMEOUT or 60
 
 
 class _TorchPermutations:
@@ -72,7 +82,12 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _train_naive(cfg: TrainConfig, data: dict[str, Any], device: torch.device) -> dict[str, Any]:
+def _train_naive(
+    cfg: TrainConfig,
+    data: dict[str, Any],
+    device: torch.device,
+    dp: distributed.DataParallel | None = None,
+) -> dict[str, Any]:
     epochs = cfg.epochs or 10
     g = torch.Generator().manual_seed(cfg.seed)
     model = build_naive_model(device=device, generator=g)
@@ -91,7 +106,11 @@ def _train_naive(cfg: TrainConfig, data: dict[str, Any], device: torch.device) -
             batch_size=cfg.batch_size,
             learning_rate=cfg.learning_rate,
             on_epoch_end=lambda e, _l: epoch_acc.append(evaluate(model, x, y, 10000)),
+            data_parallel=dp,
+            progress=False if dp is not None and dp.rank != 0 else None,
         )
+        if dp is not None:
+            distributed.check_weights_identical(model.weights)
         batch_losses = history.batch_losses
         accuracy = evaluate(model, data["test_x_t"], data["test_y_t"])
         predictions0 = model(data["test_x_t"][:1]).detach().cpu().numpy()[0]
@@ -125,7 +144,12 @@ def _train_naive(cfg: TrainConfig, data: dict[str, Any], device: torch.device) -
     }
 
 
-def _train_keras(cfg: TrainConfig, data: dict[str, Any], device: torch.device) -> dict[str, Any]:
+def _train_keras(
+    cfg: TrainConfig,
+    data: dict[str, Any],
+    device: torch.device,
+    dp: distributed.DataParallel | None = None,
+) -> dict[str, Any]:
     epochs = cfg.epochs or 5
     g = torch.Generator().manual_seed(cfg.seed)
     model = build_first_example_model(device=device, generator=g)
@@ -153,7 +177,10 @@ def _train_keras(cfg: TrainConfig, data: dict[str, Any], device: torch.device) -
             batch_size=cfg.batch_size,
             generator=shuffle,
             on_epoch_end=report,
+            data_parallel=dp,
         )
+        if dp is not None:
+            distributed.check_weights_identical(list(model.parameters()))
         probs = predict(model, data["test_x_t"])
         test_acc = float((probs.argmax(1) == data["test_y_t"]).float().mean())
         p0 = probs[0].cpu().numpy()
@@ -197,12 +224,49 @@ def _train_keras(cfg: TrainConfig, data: dict[str, Any], device: torch.device) -
 
 
 def run_train(cfg: TrainConfig) -> dict[str, Any]:
-    """Run the main job; returns the metrics written to ``<out>/metrics.json``."""
+    """Run the main job; returns the metrics written to ``<out>/metrics.json``.
+
+    Under torchrun it joins the process group and trains data-parallel; other ranks run
+    silently and write nothing. A failed collective (a peer died or timed out) prints one
+    line on stderr and exits with status 1.
+    """
     if cfg.model not in ("naive", "keras", "both"):
         raise ValueError(f"model must be naive, keras or both, got {cfg.model!r}")
     if cfg.backend not in ("torch", "numpy"):
         raise ValueError(f"backend must be torch or numpy, got {cfg.backend!r}")
+    if not distributed.init_from_env(timeout_s=cfg.dist_timeout):
+        return _run_train(cfg, None)
+    if cfg.backend != "torch":
+        raise ValueError("--backend numpy runs in one process; launch it without torchrun")
+    if getattr(cfg, "compile", False):
+        raise ValueError(
+            "--compile is not supported under torchrun (the gradient all-reduce runs "
+            "between autograd and the update); drop --compile or run one process"
+        )
+    dp = distributed.DataParallel()
+    quiet = contextlib.redirect_stdout(io.StringIO()) if dp.rank != 0 else contextlib.nullcontext()
+    try:
+        with quiet:
+            metrics = _run_train(cfg, dp)
+    except distributed.DistributedError as exc:
+        print(f"dl-ch2: error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except RuntimeError as exc:  # gloo / NCCL report a dead or hung peer as RuntimeError
+        print(
+            f"dl-ch2: error: data-parallel training failed on rank {dp.rank} of "
+            f"{dp.world_size} ({distributed.describe(exc)}): a peer died or timed out; "
+            "no output was written",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
+    distributed.shutdown()
+    return metrics
+
+
+def _run_train(cfg: TrainConfig, dp: distributed.DataParallel | None) -> dict[str, Any]:
     device = resolve_device(cfg.device)
+    if dp is not None and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     start = time.perf_counter()
     (train_images, train_labels), (test_images, test_labels) = load_mnist(cfg.data_root)
     print("== §2.1 MNIST ==")
@@ -243,10 +307,18 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
         "argv": sys.argv[1:],
     }
     if cfg.model in ("naive", "both"):
-        metrics["naive"] = _train_naive(cfg, data, device)
+        metrics["naive"] = _train_naive(cfg, data, device, dp)
     if cfg.model in ("keras", "both"):
-        metrics["keras"] = _train_keras(cfg, data, device)
+        metrics["keras"] = _train_keras(cfg, data, device, dp)
     metrics["wall_time_s"] = time.perf_counter() - start
+    if dp is not None:
+        metrics["data_parallel"] = {
+            "world_size": dp.world_size,
+            "steps": dp.steps,
+            "bytes_all_reduced_per_step": dp.bytes_per_step(),
+        }
+        if dp.rank != 0:  # only rank 0 writes
+            return metrics
     out = Path(cfg.out)
     if cfg.figures:
         try:
