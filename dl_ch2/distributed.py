@@ -157,8 +157,13 @@ def is_rank0() -> bool:
 
 
 def shutdown() -> None:
-    """Leave the process group, if one is joined."""
+    """Leave the process group, if one is joined, after every rank has reached this point.
+
+    The barrier keeps a rank from tearing its connections down while a peer still uses
+    them (gloo can abort a process whose peer left first).
+    """
     if is_distributed():
+        dist.barrier()
         dist.destroy_process_group()
 
 
