@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from dl_ch2.batch_generator import BatchGenerator, num_batches
     from dl_ch2.first_example import (
         build_first_example_model,
+        first_example_step,
         glorot_uniform_,
         keras_rmsprop,
         predict,
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     )
     from dl_ch2.tools.mnist import MNISTError, load_mnist, mnist_tensors
     from dl_ch2.training_loop import (
+        DivergenceError,
         History,
         NonFiniteLossError,
         evaluate,
@@ -73,6 +75,7 @@ __version__ = "0.1.0"
 #: Where each re-exported name lives.
 _EXPORTS: dict[str, str] = {
     "BatchGenerator": "dl_ch2.batch_generator",
+    "DivergenceError": "dl_ch2.training_loop",
     "GradientTape": "dl_ch2.gradients",
     "History": "dl_ch2.training_loop",
     "MNISTError": "dl_ch2.tools.mnist",
@@ -86,6 +89,7 @@ _EXPORTS: dict[str, str] = {
     "derivative": "dl_ch2.gradients",
     "dot": "dl_ch2.tensor_operations",
     "evaluate": "dl_ch2.training_loop",
+    "first_example_step": "dl_ch2.first_example",
     "fit": "dl_ch2.training_loop",
     "glorot_uniform_": "dl_ch2.first_example",
     "keras_rmsprop": "dl_ch2.first_example",
@@ -122,6 +126,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "BatchGenerator",
+    "DivergenceError",
     "GradientTape",
     "History",
     "MNISTError",
@@ -136,6 +141,7 @@ __all__ = [
     "derivative",
     "dot",
     "evaluate",
+    "first_example_step",
     "fit",
     "glorot_uniform_",
     "keras_rmsprop",

@@ -6,6 +6,8 @@ so every check here raises a ValueError or TypeError that names the argument and
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -56,6 +58,16 @@ def require_positive_int(name: str, value: object) -> int:
     return value
 
 
+def require_learning_rate(value: object, name: str = "learning_rate") -> float:
+    """A real number, positive and finite (a string, a bool, NaN, 0 or -1 is refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} ({value!r})")
+    rate = float(value)
+    if not (math.isfinite(rate) and rate > 0):
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+    return rate
+
+
 def require_float_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"{name} must be a floating-point torch.dtype, got {dtype!r}")
@@ -64,3 +76,48 @@ def require_float_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
 
 def shape_str(shape: Sequence[int] | torch.Size) -> str:
     return str(tuple(int(s) for s in shape))
+
+
+def require_images(value: object, weights: Sequence[torch.Tensor], name: str = "images") -> None:
+    """Floating-point images of the model's dtype (the first weight's)."""
+    images = require_tensor(name, value)
+    dtype = weights[0].dtype
+    if images.dtype != dtype:
+        hint = (
+            "scale them to floats in [0, 1] first (§2.1's preprocess)"
+            if not images.dtype.is_floating_point
+            else f"convert them with {name}.to({dtype})"
+        )
+        raise TypeError(
+            f"{name} have dtype {images.dtype} but the model's weights are {dtype}; {hint}"
+        )
+
+
+def require_labels(value: object, images: torch.Tensor, what: str = "train on") -> None:
+    """1-D integer class indices, one per image, none negative (one host sync).
+
+    The upper bound needs the model's width: the loss checks it on every batch.
+    """
+    labels = require_tensor("labels", value)
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise TypeError(f"labels must hold integer class indices, got dtype {labels.dtype}")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise ValueError(
+            f"labels must have shape (N,) = ({len(images)},) to match images "
+            f"{shape_str(images.shape)}, got {shape_str(labels.shape)}"
+        )
+    if len(labels) == 0:
+        raise ValueError(f"images and labels hold zero samples: nothing to {what}")
+    lowest = int(labels.min())
+    if lowest < 0:
+        raise ValueError(f"labels must be class indices >= 0, got {lowest}")
+
+
+def require_label_range(labels: torch.Tensor, classes: int) -> None:
+    """Every label in ``[0, classes)`` (one host sync)."""
+    lo, hi = (int(v) for v in torch.aminmax(labels))
+    if lo < 0 or hi >= classes:
+        raise ValueError(
+            f"labels must lie in [0, {classes}) for a model with {classes} outputs, "
+            f"got values from {lo} to {hi}"
+        )

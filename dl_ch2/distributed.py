@@ -15,14 +15,18 @@ samples). Every rank then applies the same update to the same weights, so the we
 identical on every rank and equal to one process's at the same global batch size, up to
 rounding.
 
+Each step costs two ``all_reduce`` calls: the gradients as one flat buffer, and the
+batch's mean loss (one scalar), so every rank logs, checks and records the same loss.
+
 Why not ``DistributedDataParallel``: the book's step takes its gradients with
 ``torch.autograd.grad``, which DDP does not synchronise (DDP all-reduces only what
 ``backward()`` accumulates into ``.grad``), and DDP averages over ranks, which is the
-batch's gradient only for equal shards. The first example's optimizer step
-(:meth:`DataParallel.optimizer_step`) uses the same explicit all-reduce, so both trainings
-share one exact rule, an empty shard needs no forward pass, the model is not wrapped (its
-type and ``state_dict`` keys are unchanged) and the loss rides along in the same
-collective.
+batch's gradient only for equal shards. The first example's step (``backward()`` and
+RMSprop's ``opt.step()``) could use DDP with its loss scaled by ``world * n_r / N``; it
+uses the same explicit all-reduce instead (:meth:`DataParallel.first_example_step`), so
+both trainings share one exact rule and one code path, the step is the chapter's own
+``first_example_step``, and the model is not wrapped (its type and ``state_dict`` keys
+are unchanged).
 
 Launch with ``torchrun`` (gloo on CPU, NCCL on CUDA); :func:`init_from_env` joins the
 process group it describes with a short collective timeout (``DL_CH2_DIST_TIMEOUT``
@@ -187,11 +191,6 @@ def shard_bounds(global_size: int, rank: int, world_size: int) -> tuple[int, int
     return start, start + base + (1 if rank < extra else 0)
 
 
-def _weights_of(model: nn.Module) -> list[torch.Tensor]:
-    weights = getattr(model, "weights", None)
-    return list(weights) if weights is not None else list(model.parameters())
-
-
 def _flat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     if not tensors:
         raise ValueError("got no tensors to combine")
@@ -256,10 +255,10 @@ class DataParallel:
     """This process's part in data-parallel training (one instance per process).
 
     ``training_step`` is §2.5.2's ``one_training_step`` on this rank's shard with the
-    gradients combined across ranks; ``optimizer_step`` is the first example's
-    forward / ``backward()`` / ``opt.step()`` likewise. Both take the *global* batch (every
-    rank passes the same one) and return its mean loss, identical on every rank.
-    ``bytes_all_reduced`` and ``steps`` count the traffic of the gradient all-reduces.
+    gradients combined across ranks; ``first_example_step`` is §2.1's step likewise. Both
+    take the *global* batch (every rank passes the same one) and return its mean loss,
+    identical on every rank. ``steps`` and ``bytes_all_reduced`` count the steps and the
+    bytes each rank contributed to all-reduces (gradients and loss).
     """
 
     def __init__(self) -> None:
@@ -285,18 +284,11 @@ class DataParallel:
         return images_batch[start:stop], labels_batch[start:stop]
 
     def _combine(
-        self,
-        tensors: Sequence[torch.Tensor],
-        loss: torch.Tensor | None,
-        shard_size: int,
-        global_size: int,
-    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        """``sum_r (n_r / N) * t_r`` over ranks for each tensor (and the loss), one all-reduce."""
+        self, tensors: Sequence[torch.Tensor], shard_size: int, global_size: int
+    ) -> list[torch.Tensor]:
+        """``sum_r (n_r / N) * t_r`` over ranks for each tensor, in one all-reduce."""
         tensors = list(tensors)
-        parts = [t.detach().reshape(-1) for t in tensors]
-        if loss is not None:
-            parts.append(loss.detach().reshape(1).to(parts[0].dtype if parts else loss.dtype))
-        flat = torch.cat(parts)
+        flat = _flat(tensors)
         if shard_size == 0:
             flat.zero_()  # an empty shard adds nothing, not the NaN of a mean over 0 samples
         else:
@@ -308,7 +300,7 @@ class DataParallel:
         for t in tensors:
             out.append(flat[offset : offset + t.numel()].view_as(t))
             offset += t.numel()
-        return out, (flat[-1].to(loss.dtype) if loss is not None else None)
+        return out
 
     def _begin_step(self, params: Sequence[torch.Tensor], model: nn.Module) -> None:
         if self._fault is not None and self.steps == self._fault[0]:
@@ -324,18 +316,13 @@ class DataParallel:
         """The ``gradient_transform`` for ``one_training_step``: the weighted all-reduce."""
 
         def transform(gradients: list[torch.Tensor]) -> list[torch.Tensor]:
-            return self._combine(gradients, None, shard_size, global_size)[0]
+            return self._combine(gradients, shard_size, global_size)
 
         return transform
 
     def mean_loss(self, loss: torch.Tensor, shard_size: int, global_size: int) -> torch.Tensor:
         """The global batch's mean loss from each rank's shard mean (an empty shard adds 0)."""
-        flat = torch.zeros(1, dtype=loss.dtype, device=loss.device)
-        if shard_size:
-            flat += loss.detach() * (shard_size / global_size)
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        self.bytes_all_reduced += flat.numel() * flat.element_size()
-        return flat[0]
+        return self._combine([loss.reshape(())], shard_size, global_size)[0]
 
     def training_step(
         self,
@@ -350,9 +337,9 @@ class DataParallel:
         The gradients from ``torch.autograd.grad`` are replaced by the global batch's
         (weighted ``all_reduce``) before the update; returns the global mean loss.
         """
-        from dl_ch2.training_loop import one_training_step
+        from dl_ch2.training_loop import one_training_step, trainable_weights
 
-        self._begin_step(_weights_of(model), model)
+        self._begin_step(trainable_weights(model), model)
         x, y = self.shard(images_batch, labels_batch)
         n, global_size = len(x), len(images_batch)
         loss = one_training_step(
@@ -365,41 +352,31 @@ class DataParallel:
         )
         return self.mean_loss(loss, n, global_size)
 
-    def optimizer_step(
+    def first_example_step(
         self,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         images_batch: torch.Tensor,
         labels_batch: torch.Tensor,
-        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     ) -> torch.Tensor:
-        """One ``zero_grad`` / forward / ``backward()`` / ``opt.step()`` on this rank's shard.
+        """§2.1's ``first_example_step`` (``backward()``, ``opt.step()``) on this rank's shard.
 
-        ``loss_fn(outputs, labels)`` must be a mean over the samples (e.g.
-        ``F.cross_entropy``). The ``.grad`` of every optimised parameter is replaced by the
-        global batch's before ``optimizer.step()``; an empty shard skips the forward pass
-        and contributes zeros. Returns the global mean loss.
+        The ``.grad`` of every optimised parameter is replaced by the global batch's
+        (weighted ``all_reduce``) before ``optimizer.step()``; returns the global mean loss.
         """
+        from dl_ch2.first_example import first_example_step
+
         params = [p for group in optimizer.param_groups for p in group["params"]]
         self._begin_step(params, model)
         x, y = self.shard(images_batch, labels_batch)
         n, global_size = len(x), len(images_batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss: torch.Tensor
-        if n:
-            loss = loss_fn(model(x), y)
-            loss.backward()  # type: ignore[no-untyped-call]
-        else:
-            loss = torch.zeros((), dtype=params[0].dtype, device=params[0].device)
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        combined, global_loss = self._combine(grads, loss, n, global_size)
-        for p, g in zip(params, combined, strict=True):
-            p.grad = g
-        optimizer.step()
-        return global_loss if global_loss is not None else loss
+        loss = first_example_step(
+            model, optimizer, x, y, gradient_transform=self.gradient_transform(n, global_size)
+        )
+        return self.mean_loss(loss, n, global_size)
 
     def bytes_per_step(self) -> float:
-        """Mean bytes all-reduced per training step (gradients and, where it rides along, loss)."""
+        """Bytes this rank all-reduced per training step (gradients and loss), on average."""
         return self.bytes_all_reduced / self.steps if self.steps else 0.0
 
 

@@ -141,6 +141,8 @@ class NaiveSequential(nn.Module):
     def __init__(self, layers: Iterable[nn.Module]) -> None:
         super().__init__()
         layer_list = list(layers)
+        if not layer_list:
+            raise ValueError("layers is empty: a NaiveSequential needs at least one layer")
         for i, layer in enumerate(layer_list):
             if not isinstance(layer, nn.Module):
                 raise TypeError(

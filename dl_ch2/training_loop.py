@@ -1,5 +1,9 @@
 """§2.5.2-2.5.4 Running one training step, the full training loop, evaluating the model.
 
+``fit`` runs the book's ``one_training_step`` on every batch, for any ``nn.Module``:
+autograd w.r.t. ``model.weights``, then ``update_weights``. ``fit(..., compile=True)`` runs
+the same step through ``torch.compile``.
+
 ``update_weights`` updates the ``weights`` it is given. (Erratum: the notebook's first
 version loops over the global ``model.weights`` instead of its ``weights`` argument.)
 ``fit`` honours ``batch_size``. (Erratum: the notebook's ``fit`` builds
@@ -8,6 +12,7 @@ version loops over the global ``model.weights`` instead of its ``weights`` argum
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,16 +21,23 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from dl_ch2._checks import require_positive_int, require_tensor, shape_str
+from dl_ch2._checks import (
+    require_images,
+    require_label_range,
+    require_labels,
+    require_learning_rate,
+    require_positive_int,
+    require_tensor,
+    shape_str,
+)
 from dl_ch2.batch_generator import BatchGenerator
-from dl_ch2.losses import _check as _check_loss_args
-from dl_ch2.losses import _clipped_backward, _clipped_forward, sparse_categorical_crossentropy
-from dl_ch2.losses import _unchecked as _scce_unchecked
+from dl_ch2.losses import EPSILON, sparse_categorical_crossentropy
 
 if TYPE_CHECKING:
     from dl_ch2.distributed import DataParallel
 
 __all__ = [
+    "DivergenceError",
     "History",
     "NonFiniteLossError",
     "evaluate",
@@ -34,18 +46,45 @@ __all__ = [
     "update_weights",
 ]
 
+GradientTransform = Callable[[list[torch.Tensor]], Sequence[torch.Tensor]]
+
+#: The most one sample's loss can be: clipping keeps every probability >= 1e-7.
+LOSS_CEILING = -math.log(EPSILON)
+
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite."""
 
-    def __init__(self, epoch: int, batch: int, loss: float) -> None:
+    def __init__(self, epoch: int, batch: int, loss: float, message: str | None = None) -> None:
         super().__init__(
-            f"loss became non-finite ({loss}) at epoch {epoch}, batch {batch}; "
-            "lower the learning rate or check the inputs for NaN/inf"
+            message
+            or (
+                f"loss became non-finite ({loss}) at epoch {epoch}, batch {batch}; "
+                "lower the learning rate or check the inputs for NaN/inf"
+            )
         )
         self.epoch = epoch
         self.batch = batch
         self.loss = loss
+
+
+class DivergenceError(NonFiniteLossError):
+    """Training diverged: the loss sits near its clipping ceiling, far above where it began.
+
+    Clipping bounds the loss at about ``-log(1e-7) = 16.1``, so a learning rate far too
+    large never makes it non-finite; ``fit`` raises this instead.
+    """
+
+    def __init__(self, epoch: int, batch: int, loss: float, first_loss: float, window: int) -> None:
+        super().__init__(
+            epoch,
+            batch,
+            loss,
+            f"training diverged at epoch {epoch}, batch {batch}: the mean loss of the last "
+            f"{window} batches is {loss:.2f}, near the clipping ceiling {LOSS_CEILING:.1f} and "
+            f"far above the first batch's {first_loss:.2f}; lower the learning rate",
+        )
+        self.first_loss = first_loss
 
 
 def update_weights(
@@ -68,68 +107,46 @@ def update_weights(
                 f"gradients[{i}] has shape {shape_str(g.shape)} but weights[{i}] has "
                 f"shape {shape_str(w.shape)}"
             )
-    _apply_update(gradients, weights, learning_rate)
-
-
-def _apply_update(
-    gradients: Sequence[torch.Tensor], weights: Sequence[torch.Tensor], learning_rate: float
-) -> None:
-    # one multi-tensor kernel instead of a Python loop of small ones
     with torch.no_grad():
-        torch._foreach_add_(list(weights), list(gradients), alpha=-learning_rate)
-
-
-def _loss(
-    model: nn.Module, images_batch: torch.Tensor, labels_batch: torch.Tensor, check: bool = True
-) -> torch.Tensor:
-    predictions = model(images_batch)
-    if not check:  # fit() has validated every label once, up front
-        return _scce_unchecked(labels_batch, predictions, False).mean()
-    per_sample_losses = sparse_categorical_crossentropy(labels_batch, predictions)
-    return per_sample_losses.mean()
+        for g, w in zip(gradients, weights, strict=True):
+            w.sub_(g, alpha=learning_rate)  # the book's w.assign_sub(g * learning_rate)
 
 
 def one_training_step(
     model: nn.Module,
     images_batch: torch.Tensor,
     labels_batch: torch.Tensor,
-    learning_rate: float = 1e-3,
+    learning_rate: float | torch.optim.Optimizer = 1e-3,
     optimizer: torch.optim.Optimizer | None = None,
     *,
-    gradient_transform: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None,
+    gradient_transform: GradientTransform | None = None,
 ) -> torch.Tensor:
     """§2.5.2: forward pass, mean loss, gradients w.r.t. ``model.weights``, update.
 
-    Without ``optimizer`` the update is ``update_weights(gradients, model.weights,
-    learning_rate)``; with one, the gradients are put in ``.grad`` and ``optimizer.step()``
-    runs (``torch.optim.SGD(lr=1e-3)`` gives the same weights). Returns the batch's mean
-    loss as a detached 0-d tensor (no host sync). ``gradient_transform`` maps the gradients
-    before the update (data-parallel training all-reduces them there; None = identity).
+    The weights are ``model.weights`` where the model has it, else its parameters. Without
+    ``optimizer`` the update is ``update_weights(gradients, weights, learning_rate)``; with
+    one (also accepted in ``learning_rate``'s place), the gradients are put in ``.grad`` and
+    ``optimizer.step()`` runs (``torch.optim.SGD(lr=1e-3)`` gives the same weights).
+    ``gradient_transform``, if given, maps the list of gradients before the update (for
+    example an all-reduce in data-parallel training). Returns the batch's mean loss, before
+    the update, as a detached 0-d tensor (no host sync).
     """
-    return _step(
-        model, images_batch, labels_batch, learning_rate, optimizer, True, gradient_transform
-    )
-
-
-def _step(
-    model: nn.Module,
-    images_batch: torch.Tensor,
-    labels_batch: torch.Tensor,
-    learning_rate: float,
-    optimizer: torch.optim.Optimizer | None,
-    check: bool,
-    gradient_transform: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None,
-) -> torch.Tensor:
-    weights = _weights_of(model)
-    average_loss = _loss(model, images_batch, labels_batch, check)
-    gradients: Sequence[torch.Tensor] = torch.autograd.grad(average_loss, weights)
-    if gradient_transform is not None:
-        gradients = gradient_transform(list(gradients))
+    if isinstance(learning_rate, torch.optim.Optimizer):
+        if optimizer is not None:
+            raise ValueError("pass the optimizer once: as learning_rate or as optimizer")
+        optimizer, learning_rate = learning_rate, 1e-3
+    weights = trainable_weights(model)
     if optimizer is None:
-        if check:
-            update_weights(gradients, weights, learning_rate)
-        else:
-            _apply_update(gradients, weights, learning_rate)
+        learning_rate = require_learning_rate(learning_rate)
+    require_images(images_batch, weights, "images_batch")
+    predictions = model(images_batch)
+    per_sample_losses = sparse_categorical_crossentropy(labels_batch, predictions)
+    average_loss = per_sample_losses.mean()
+    gradients = list(torch.autograd.grad(average_loss, weights))
+    if gradient_transform is not None:
+        gradients = list(gradient_transform(gradients))
+    if optimizer is None:
+        update_weights(gradients, weights, learning_rate)
     else:
         for w, g in zip(weights, gradients, strict=True):
             w.grad = g
@@ -138,11 +155,28 @@ def _step(
     return average_loss.detach()
 
 
-def _weights_of(model: nn.Module) -> list[torch.Tensor]:
+def trainable_weights(model: nn.Module) -> list[torch.Tensor]:
+    """``model.weights`` (or its parameters), each required to take gradients.
+
+    A frozen weight (``requires_grad=False``) is a ValueError naming it: the book's step
+    differentiates w.r.t. every weight it is given.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     weights = getattr(model, "weights", None)
-    if weights is None:
-        weights = list(model.parameters())
-    return list(weights)
+    weights = list(model.parameters()) if weights is None else list(weights)
+    if not weights:
+        raise ValueError(f"model ({type(model).__name__}) has no weights to train")
+    for i, w in enumerate(weights):
+        if not w.requires_grad:
+            names = {id(p): n for n, p in model.named_parameters()}
+            name = names.get(id(w), "?")
+            raise ValueError(
+                f"model.weights[{i}] ({name!r}, shape {shape_str(w.shape)}) has "
+                "requires_grad=False: the book's step trains every weight it is given; "
+                "unfreeze it or leave it out of model.weights"
+            )
+    return weights
 
 
 @dataclass
@@ -157,12 +191,6 @@ class History:
         return [sum(e) / len(e) for e in self.batch_losses]
 
 
-def _progress_enabled(progress: bool | None) -> bool:
-    if progress is not None:
-        return progress
-    return bool(getattr(sys.stderr, "isatty", lambda: False)())
-
-
 def fit(
     model: nn.Module,
     images: torch.Tensor,
@@ -172,61 +200,61 @@ def fit(
     *,
     learning_rate: float = 1e-3,
     optimizer: torch.optim.Optimizer | None = None,
+    compile: bool = False,
     shuffle: bool = False,
     generator: torch.Generator | None = None,
     log_every: int = 100,
     print_fn: Callable[[str], Any] | None = print,
     progress: bool | None = None,
     on_epoch_end: Callable[[int, list[float]], Any] | None = None,
-    fused: bool = True,
     data_parallel: DataParallel | None = None,
 ) -> History:
-    """§2.5.3: the full training loop.
+    """§2.5.3: the full training loop, ``one_training_step`` on every batch.
 
     Each epoch prints ``Epoch N`` and, every ``log_every`` batches, ``loss at batch K: L.LL``
     as the notebook does. Batches come from a fresh ``BatchGenerator`` of ``batch_size``
     per epoch (in order unless ``shuffle``). A tqdm bar is shown when stderr is a terminal
-    (``progress`` forces it on or off). Losses stay on the device between log points and are
-    checked there, so a non-finite loss raises ``NonFiniteLossError`` naming the first bad
-    epoch and batch. ``on_epoch_end(epoch, batch_losses)`` runs after each epoch.
+    (``progress`` forces it on or off). ``on_epoch_end(epoch, batch_losses)`` runs after
+    each epoch.
 
-    With ``fused=True`` (the default) and no ``optimizer``, a NaiveSequential of NaiveDense
-    layers takes a faster step with the same mathematics: the loss is differentiated down to
-    each layer's pre-activation ``z = x @ W + b`` (written out for relu / softmax / identity,
-    by autograd for other activations), and the SGD update is folded into the weight-gradient
-    product (``W.addmm_(x.T, dz, alpha=-lr)``), so the gradient of W is never materialised.
-    It agrees with ``fused=False`` (the book's ``one_training_step``, autograd w.r.t.
-    ``model.weights``, per batch) to rounding; any other model or an ``optimizer`` uses the
-    book's step.
+    Losses stay on the device between log points and are checked there: a non-finite loss
+    raises ``NonFiniteLossError`` naming the first bad epoch and batch, and a diverged run
+    (the mean loss of the batches since the last check, at least 10, at half the clipping
+    ceiling or more and 1.5 times the first batch's loss or more) raises ``DivergenceError``.
 
-    With ``data_parallel`` (a ``dl_ch2.distributed.DataParallel``, under torchrun) every
-    rank passes the same data, batch size and shuffling seed; each step runs the book's step
-    on the rank's shard of the global batch with the gradients all-reduced, and the losses
-    are the global batch's.
+    ``compile=True`` runs the same step through ``torch.compile`` (compiling takes seconds;
+    if it fails, a one-line warning says so and the fit runs eagerly).
+
+    ``data_parallel`` (a ``dl_ch2.distributed.DataParallel``, under torchrun): every rank
+    passes the same data, batch size and shuffling seed, and each step is
+    ``data_parallel.training_step``, the book's step on the rank's shard of the batch with
+    the gradients all-reduced; the losses are the whole batch's.
     """
     require_positive_int("epochs", epochs)
     require_positive_int("batch_size", batch_size)
     require_positive_int("log_every", log_every)
-    require_tensor("images", images)
-    require_tensor("labels", labels)
-    if len(images) != len(labels):
-        raise ValueError(
-            f"images {shape_str(images.shape)} and labels {shape_str(labels.shape)} must have "
-            "the same number of samples"
-        )
+    weights = trainable_weights(model)
+    if optimizer is None:
+        learning_rate = require_learning_rate(learning_rate)
+    require_images(images, weights)
+    require_labels(labels, images)
     emit = print_fn if print_fn is not None else (lambda _s: None)
-    # validate the labels once against the model's output width, so steps can skip it
-    with torch.no_grad():
-        probe = model(images[:1])
-    _check_loss_args(labels, probe.new_empty((len(labels), probe.shape[-1])), "probabilities")
+    step: Callable[..., torch.Tensor] = one_training_step
+    if data_parallel is not None:
+        if compile:
+            raise ValueError("compile=True is not supported with data_parallel; pick one")
+        step = data_parallel.training_step
+    if compile:
+        from dl_ch2._compile import CompiledStep
+
+        # the compiled loss skips its per-batch label check: check them all here, once
+        with torch.no_grad():
+            classes = model(images[:1]).shape[-1]
+        require_label_range(labels, classes)
+        step = CompiledStep(one_training_step, model, optimizer, images.device, "fit's step")
+    monitor = _LossMonitor()
     history = History()
     show_bar = _progress_enabled(progress)
-    layers = (
-        _fusable_layers(model, images)
-        if fused and optimizer is None and data_parallel is None
-        else None
-    )
-    manual = layers is not None and all(_has_manual_backward(layer) for layer in layers)
 
     for epoch_counter in range(epochs):
         emit(f"Epoch {epoch_counter}")
@@ -234,132 +262,74 @@ def fit(
             images, labels, batch_size, shuffle=shuffle, generator=generator
         )
         n = batch_generator.num_batches
-        step_losses: list[torch.Tensor] = []  # stay on the device; stacked at log points
-        checked = 0
-        bar = None
-        if show_bar:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=n, desc=f"epoch {epoch_counter}", leave=False, file=sys.stderr)
+        losses: list[torch.Tensor] = []  # stay on the device; checked at log points
+        bar = _progress_bar(n, epoch_counter) if show_bar else None
         for batch_counter in range(n):
             images_batch, labels_batch = batch_generator.next()
-            if data_parallel is not None:
-                loss = data_parallel.training_step(
-                    model, images_batch, labels_batch, learning_rate, optimizer
-                )
-            elif layers is not None and manual:
-                loss = _manual_step(layers, images_batch, labels_batch, learning_rate)
-            elif layers is not None:
-                loss = _fused_step(layers, images_batch, labels_batch, learning_rate)
-            else:
-                loss = _step(model, images_batch, labels_batch, learning_rate, optimizer, False)
-            step_losses.append(loss)
+            loss = step(model, images_batch, labels_batch, learning_rate, optimizer)
+            losses.append(loss)
             if bar is not None:
                 bar.update(1)
             if batch_counter % log_every == 0 or batch_counter == n - 1:
-                window = torch.stack(step_losses[checked:])
-                _check_finite(window, checked, epoch_counter)
-                checked = batch_counter + 1
+                monitor.check(losses, epoch_counter)
                 if batch_counter % log_every == 0:
                     emit(f"loss at batch {batch_counter}: {float(loss):.2f}")
         if bar is not None:
             bar.close()
-        history.batch_losses.append(torch.stack(step_losses).double().tolist())
+        history.batch_losses.append(torch.stack(losses).double().tolist())
         if on_epoch_end is not None:
             on_epoch_end(epoch_counter, history.batch_losses[-1])
     return history
 
 
-def _fusable_layers(model: nn.Module, images: torch.Tensor) -> list[Any] | None:
-    from dl_ch2.naive_model import NaiveDense, NaiveSequential
-
-    # only the classes' own forward passes are known; a subclass overriding one is not fused
-    if (
-        images.ndim != 2
-        or not isinstance(model, NaiveSequential)
-        or type(model).forward is not NaiveSequential.forward
-    ):
-        return None
-    layers = list(model.layers)
-    if not layers or not all(
-        isinstance(layer, NaiveDense) and type(layer).forward is NaiveDense.forward
-        for layer in layers
-    ):
-        return None
-    return layers
-
-
-def _has_manual_backward(layer: Any) -> bool:
-    from dl_ch2.naive_model import identity, relu, softmax
-
-    return layer.activation in (relu, softmax, identity)
-
-
-def _fused_step(
-    layers: Sequence[Any], images_batch: torch.Tensor, labels_batch: torch.Tensor, lr: float
-) -> torch.Tensor:
-    inputs: list[torch.Tensor] = []
-    zs: list[torch.Tensor] = []
-    x = images_batch
-    for layer in layers:
-        # weights enter as constants: autograd tracks the path from each z to the loss only
-        z = torch.addmm(layer.b.detach(), x, layer.W.detach()).requires_grad_(True)
-        inputs.append(x)
-        zs.append(z)
-        x = layer.activation(z)
-    loss = _scce_unchecked(labels_batch, x, False).mean()
-    dzs = torch.autograd.grad(loss, zs)
-    with torch.no_grad():
-        for layer, x_in, dz in zip(layers, inputs, dzs, strict=True):
-            layer.W.addmm_(x_in.detach().T, dz, alpha=-lr)  # W -= lr * x.T @ dz, in one GEMM
-            layer.b.add_(dz.sum(dim=0), alpha=-lr)
-    return loss.detach()
-
-
-def _manual_step(
-    layers: Sequence[Any], images_batch: torch.Tensor, labels_batch: torch.Tensor, lr: float
-) -> torch.Tensor:
-    """The fused step with the backward written out (relu / softmax / identity layers only).
-
-    Same mathematics as autograd's (tested equal to rounding), without its graph: forward,
-    d loss / d probabilities (zero where clipping acted), then layer by layer
-    dz = activation'(z) * da, da_prev = dz @ W.T (before W moves), W -= lr * x.T @ dz.
-    """
-    from dl_ch2.naive_model import relu, softmax
-
-    with torch.no_grad():
-        cache: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        a = images_batch
-        for layer in layers:
-            z = torch.addmm(layer.b, a, layer.W)
-            out = layer.activation(z)
-            cache.append((a, z, out))
-            a = out
-        labels = labels_batch.long()
-        per_sample, c_y, total = _clipped_forward(a, labels)
-        loss: torch.Tensor = per_sample.mean()
-        da = _clipped_backward(a, labels, c_y, total, 1.0 / len(labels))
-        for k in range(len(layers) - 1, -1, -1):
-            layer = layers[k]
-            x_in, z, out = cache[k]
-            if layer.activation is relu:
-                dz = torch.ops.aten.threshold_backward(da, z, 0)  # da * (z > 0), one kernel
-            elif layer.activation is softmax:
-                dz = out * (da - (da * out).sum(dim=1, keepdim=True))
-            else:
-                dz = da
-            if k > 0:
-                da = dz @ layer.W.T
-            layer.W.addmm_(x_in.T, dz, alpha=-lr)
-            layer.b.add_(dz.sum(dim=0), alpha=-lr)
-    return loss
-
-
-def _check_finite(window: torch.Tensor, start: int, epoch: int) -> None:
-    bad = ~torch.isfinite(window)
+def check_finite(losses: list[torch.Tensor], start: int, epoch: int) -> None:
+    """Raise ``NonFiniteLossError`` at the first NaN/inf in ``losses[start:]`` (one sync)."""
+    bad = ~torch.isfinite(torch.stack(losses[start:]))
     if bool(bad.any()):
         first = int(bad.nonzero()[0, 0])
-        raise NonFiniteLossError(epoch, start + first, float(window[first]))
+        raise NonFiniteLossError(epoch, start + first, float(losses[start + first]))
+
+
+class _LossMonitor:
+    """fit's checks at its log points: two host syncs each, nothing per step.
+
+    The losses since the previous check must be finite; and their mean (over the last 10
+    batches at least) must not sit at half the clipping ceiling or above while being 1.5
+    times the run's first loss or more. The first loss stays on the device.
+    """
+
+    MIN_WINDOW = 10
+
+    def __init__(self) -> None:
+        self.first: torch.Tensor | None = None
+        self.checked = 0  # losses of this epoch already checked
+        self.epoch = -1
+
+    def check(self, losses: list[torch.Tensor], epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self.checked = epoch, 0
+        if self.first is None:
+            self.first = losses[0]
+        check_finite(losses, self.checked, epoch)
+        start = max(0, min(self.checked, len(losses) - self.MIN_WINDOW))
+        recent = torch.stack(losses[start:]).mean()
+        if bool((recent >= LOSS_CEILING / 2) & (recent >= 1.5 * self.first)):
+            raise DivergenceError(
+                epoch, len(losses) - 1, float(recent), float(self.first), len(losses) - start
+            )
+        self.checked = len(losses)
+
+
+def _progress_enabled(progress: bool | None) -> bool:
+    if progress is not None:
+        return progress
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+def _progress_bar(total: int, epoch: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"epoch {epoch}", leave=False, file=sys.stderr)
 
 
 def evaluate(
@@ -368,23 +338,38 @@ def evaluate(
     labels: torch.Tensor,
     batch_size: int | None = None,
 ) -> float:
-    """§2.5.4: accuracy, the fraction of samples whose argmax prediction equals the label."""
+    """§2.5.4: accuracy, the fraction of samples whose argmax prediction equals the label.
+
+    ``labels`` must be 1-D integer class indices, one per image, in ``[0, classes)``; a
+    prediction that is NaN or infinite (NaN weights, say) is a ValueError, not a number.
+    """
     require_tensor("images", images)
-    require_tensor("labels", labels)
-    if len(images) != len(labels):
-        raise ValueError(
-            f"images {shape_str(images.shape)} and labels {shape_str(labels.shape)} must have "
-            "the same number of samples"
-        )
-    if len(images) == 0:
-        raise ValueError("cannot evaluate on zero samples")
+    require_labels(labels, images, "evaluate")
     step = len(images) if batch_size is None else require_positive_int("batch_size", batch_size)
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
+    finite = torch.ones((), dtype=torch.bool, device=images.device)
+    highest = int(labels.max())
     with torch.no_grad():
         for start in range(0, len(images), step):
             predictions = model(images[start : start + step])
+            if predictions.ndim != 2:
+                raise ValueError(
+                    "the model's predictions must have shape (batch, classes), got "
+                    f"{shape_str(predictions.shape)}"
+                )
+            if highest >= predictions.shape[1]:
+                raise ValueError(
+                    f"labels must lie in [0, {predictions.shape[1]}) for a model with "
+                    f"{predictions.shape[1]} outputs, got {highest}"
+                )
+            finite &= torch.isfinite(predictions).all().to(finite.device)
             predicted_labels = predictions.argmax(dim=1)
             correct += (
                 predicted_labels == labels[start : start + step].to(predicted_labels.device)
             ).sum()
+    if not bool(finite):
+        raise ValueError(
+            "the model's predictions hold NaN or inf (are its weights finite?); "
+            "accuracy is undefined"
+        )
     return int(correct) / len(images)

@@ -109,6 +109,14 @@ def test_bad_arguments() -> None:
         NaiveSequential([layer, relu])  # type: ignore[list-item]
 
 
+def test_an_empty_naive_sequential_is_refused_where_it_is_built() -> None:
+    # issue 14: it used to fail in fit with "`inputs` argument to `grad()` cannot be empty"
+    with pytest.raises(ValueError, match="layers is empty"):
+        NaiveSequential([])
+    with pytest.raises(ValueError, match="layers is empty"):
+        NaiveSequential(iter(()))
+
+
 def test_cuda_request_without_cuda_is_a_clear_error() -> None:
     if torch.cuda.is_available():
         pytest.skip("CUDA is present here")

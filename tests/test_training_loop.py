@@ -1,14 +1,21 @@
-"""§2.5.2-2.5.4: one_training_step, update_weights, fit, evaluate."""
+"""§2.5.2-2.5.4: one_training_step, update_weights, fit, evaluate.
+
+Expected values come from the NumPy reference (conformance.reference, hand-derived
+gradients) or are computed by hand, never from the port itself.
+"""
 
 from __future__ import annotations
 
-import copy
+import math
 
+import numpy as np
 import pytest
 import torch
 from torch.testing import assert_close
 
+import conformance.reference as ref
 from dl_ch2 import (
+    DivergenceError,
     NaiveDense,
     NaiveSequential,
     NonFiniteLossError,
@@ -17,9 +24,10 @@ from dl_ch2 import (
     one_training_step,
     relu,
     softmax,
-    sparse_categorical_crossentropy,
     update_weights,
 )
+
+QUIET = {"print_fn": None, "progress": False}
 
 
 def small_model(
@@ -45,29 +53,51 @@ def synthetic(
     return x.to(device), labels.to(device)
 
 
-def test_one_training_step_is_w_minus_lr_grad(device: torch.device) -> None:
+def reference_twin(model: torch.nn.Module) -> ref.NaiveSequential:
+    """The NumPy reference model with the same weights (relu/softmax layers, float64)."""
+    acts = {relu: ref.relu, softmax: ref.softmax}
+    layers = []
+    for layer in model.layers:  # type: ignore[union-attr]
+        r = ref.NaiveDense(layer.W.shape[0], layer.W.shape[1], acts[layer.activation])
+        r.W[...] = layer.W.detach().cpu().double().numpy()
+        r.b[...] = layer.b.detach().cpu().double().numpy()
+        layers.append(r)
+    return ref.NaiveSequential(layers)
+
+
+def weights_np(model: torch.nn.Module) -> list[np.ndarray]:
+    return [w.detach().cpu().double().numpy().copy() for w in model.weights]  # type: ignore[union-attr]
+
+
+def assert_weights_match(model: torch.nn.Module, twin: ref.NaiveSequential, **tol: float) -> None:
+    for w, r in zip(weights_np(model), twin.weights, strict=True):
+        np.testing.assert_allclose(w, r, **({"rtol": 1e-10, "atol": 1e-12} | tol))
+
+
+# --- one_training_step and update_weights --------------------------------------------------
+
+
+def test_one_training_step_matches_the_numpy_reference(device: torch.device) -> None:
     model = small_model(device)
+    twin = reference_twin(model)
     x, y = synthetic(32, device)
-    before = [w.detach().clone() for w in model.weights]
-    # expected gradients from an independent computation on a deep copy
-    twin = copy.deepcopy(model)
-    loss = sparse_categorical_crossentropy(y, twin(x)).mean()
-    grads = torch.autograd.grad(loss, twin.weights)
+    before = weights_np(model)
+    expected_loss, grads = ref.loss_and_gradients(twin, x.cpu().numpy(), y.cpu().numpy())
     returned = one_training_step(model, x, y, learning_rate=0.05)
     assert returned.ndim == 0 and not returned.requires_grad
-    assert_close(returned, loss.detach())
-    for w, w0, g in zip(model.weights, before, grads, strict=True):
-        assert_close(w.detach(), w0 - 0.05 * g)
-        assert not torch.equal(w.detach(), w0)
+    assert float(returned) == pytest.approx(expected_loss, rel=1e-12)
+    for w, w0, g in zip(weights_np(model), before, grads, strict=True):
+        np.testing.assert_allclose(w, w0 - 0.05 * g, rtol=1e-10, atol=1e-13)
+        assert not np.array_equal(w, w0)
 
 
 def test_default_learning_rate_is_1e_minus_3() -> None:
-    model, twin = small_model(), small_model()
+    model = small_model()
+    twin = reference_twin(model)
     x, y = synthetic(16)
     one_training_step(model, x, y)
-    one_training_step(twin, x, y, learning_rate=1e-3)
-    for a, b in zip(model.weights, twin.weights, strict=True):
-        assert torch.equal(a, b)
+    ref.one_training_step(twin, x.numpy(), y.numpy(), learning_rate=1e-3)
+    assert_weights_match(model, twin)
 
 
 def test_update_weights_touches_only_the_weights_given() -> None:
@@ -95,20 +125,43 @@ def test_update_weights_rejects_mismatches() -> None:
         update_weights([torch.zeros(8, 12)], model.weights[:1])
 
 
-@pytest.mark.parametrize("momentum", [0.0])
-def test_torch_sgd_optimizer_gives_same_weights_as_manual(
-    device: torch.device, momentum: float
+@pytest.mark.parametrize("as_positional", [False, True])
+def test_torch_sgd_optimizer_gives_the_references_weights(
+    device: torch.device, as_positional: bool
 ) -> None:
-    manual, with_opt = small_model(device), small_model(device)
-    opt = torch.optim.SGD(with_opt.parameters(), lr=1e-3, momentum=momentum)
+    model = small_model(device)
+    twin = reference_twin(model)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     x, y = synthetic(64, device)
     for k in range(0, 64, 16):
-        la = one_training_step(manual, x[k : k + 16], y[k : k + 16], learning_rate=1e-3)
-        lb = one_training_step(with_opt, x[k : k + 16], y[k : k + 16], optimizer=opt)
-        assert torch.equal(la, lb)
-    for a, b in zip(manual.weights, with_opt.weights, strict=True):
-        assert torch.equal(a, b)
-        assert b.grad is None  # the step leaves no stale gradients behind
+        xb, yb = x[k : k + 16], y[k : k + 16]
+        if as_positional:  # the contract's one_training_step(model, x, y, optimizer)
+            loss = one_training_step(model, xb, yb, opt)
+        else:
+            loss = one_training_step(model, xb, yb, optimizer=opt)
+        expected = ref.one_training_step(twin, xb.cpu().numpy(), yb.cpu().numpy(), 1e-3)
+        assert float(loss) == pytest.approx(expected, rel=1e-12)
+    assert_weights_match(model, twin)
+    assert all(w.grad is None for w in model.weights)  # no stale gradients left behind
+
+
+def test_gradient_transform_sits_between_grad_and_update() -> None:
+    model = small_model()
+    twin = reference_twin(model)
+    x, y = synthetic(16)
+    seen: list[int] = []
+
+    def halve(grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        seen.append(len(grads))
+        return [g / 2 for g in grads]
+
+    one_training_step(model, x, y, 0.2, gradient_transform=halve)
+    ref.one_training_step(twin, x.numpy(), y.numpy(), learning_rate=0.1)  # lr * g / 2
+    assert seen == [4]
+    assert_weights_match(model, twin)
+
+
+# --- fit -----------------------------------------------------------------------------------
 
 
 def test_fit_prints_notebook_lines_and_honours_batch_size(
@@ -138,6 +191,21 @@ def test_fit_prints_notebook_lines_and_honours_batch_size(
     assert history.epoch_losses[1] < history.epoch_losses[0]
 
 
+def test_fit_is_the_references_fit(device: torch.device) -> None:
+    """fit = one_training_step per batch: batch losses and weights as the NumPy fit's."""
+    x, y = synthetic(300, device)
+    model = small_model(device)
+    twin = reference_twin(model)
+    history = fit(model, x, y, epochs=2, batch_size=32, learning_rate=0.05, **QUIET)
+    expected = ref.fit(
+        twin, x.cpu().numpy(), y.cpu().numpy(), 2, 32, learning_rate=0.05, print_fn=None
+    )
+    assert [len(e) for e in history.batch_losses] == [10, 10]
+    for got, want in zip(history.batch_losses, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10)
+    assert_weights_match(model, twin)
+
+
 def test_fit_shuffle_is_seeded() -> None:
     x, y = synthetic(200)
     runs = []
@@ -151,12 +219,11 @@ def test_fit_shuffle_is_seeded() -> None:
             batch_size=32,
             shuffle=True,
             generator=torch.Generator().manual_seed(3),
-            print_fn=None,
-            progress=False,
+            **QUIET,
         )
         runs.append((h.batch_losses, [w.detach().clone() for w in model.weights]))
     assert runs[0][0] == runs[1][0]
-    unshuffled = fit(small_model(), x, y, epochs=1, batch_size=32, print_fn=None, progress=False)
+    unshuffled = fit(small_model(), x, y, epochs=1, batch_size=32, **QUIET)
     assert unshuffled.batch_losses != runs[0][0]
 
 
@@ -164,7 +231,7 @@ def test_fit_stops_on_non_finite_loss_naming_epoch_and_batch() -> None:
     x, y = synthetic(100)
     x[3 * 8 + 2, 0] = float("nan")  # sample in batch 3 at batch_size 8
     with pytest.raises(NonFiniteLossError, match=r"epoch 0, batch 3") as info:
-        fit(small_model(), x, y, epochs=2, batch_size=8, print_fn=None, progress=False)
+        fit(small_model(), x, y, epochs=2, batch_size=8, **QUIET)
     assert info.value.epoch == 0 and info.value.batch == 3
 
 
@@ -177,133 +244,199 @@ def test_fit_progress_bar_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> 
 
 def test_fit_bad_input() -> None:
     x, y = synthetic(10)
-    with pytest.raises(ValueError, match="same number of samples"):
+    with pytest.raises(ValueError, match=r"labels must have shape \(N,\) = \(10,\)"):
         fit(small_model(), x, y[:9], epochs=1, print_fn=None)
     with pytest.raises(ValueError, match="epochs"):
         fit(small_model(), x, y, epochs=0, print_fn=None)
     with pytest.raises(ValueError, match="batch_size"):
         fit(small_model(), x, y, epochs=1, batch_size=0, print_fn=None)
-
-
-def test_evaluate_accuracy(device: torch.device) -> None:
-    class Fixed(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x  # the inputs are the "probabilities"
-
-    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]], device=device)
-    labels = torch.tensor([0, 1, 1, 0], device=device)
-    assert evaluate(Fixed(), probs, labels) == 0.5
-    assert evaluate(Fixed(), probs, labels, batch_size=3) == 0.5
-    assert evaluate(Fixed(), probs, torch.tensor([0, 1, 0, 1], device=device)) == 1.0
-    with pytest.raises(ValueError, match="zero samples"):
-        evaluate(Fixed(), probs[:0], labels[:0])
+    with pytest.raises(TypeError, match="labels must hold integer"):
+        fit(small_model(), x, y.double(), epochs=1, print_fn=None)
+    with pytest.raises(ValueError, match=r">= 0, got -1"):
+        fit(small_model(), x, torch.full((10,), -1), epochs=1, print_fn=None)
 
 
 def test_training_improves_accuracy_on_separable_data() -> None:
     x, y = synthetic(600)
     model = small_model()
     before = evaluate(model, x, y)
-    fit(model, x, y, epochs=5, batch_size=32, learning_rate=0.1, print_fn=None, progress=False)
+    fit(model, x, y, epochs=5, batch_size=32, learning_rate=0.1, **QUIET)
     after = evaluate(model, x, y)
     assert after > 0.95 and after > before
 
 
-def test_fused_fit_equals_the_books_step(device: torch.device) -> None:
-    """fit's fused step (update folded into the weight-gradient GEMM) is the same math."""
-    x, y = synthetic(300, device)
-    fused, book = small_model(device), small_model(device)
-    h1 = fit(
-        fused,
-        x,
-        y,
-        epochs=2,
-        batch_size=32,
-        learning_rate=0.05,
-        print_fn=None,
-        progress=False,
-        fused=True,
-    )
-    h2 = fit(
-        book,
-        x,
-        y,
-        epochs=2,
-        batch_size=32,
-        learning_rate=0.05,
-        print_fn=None,
-        progress=False,
-        fused=False,
-    )
-    assert h1.batch_losses != [] and len(h1.batch_losses[0]) == 10
-    for a, b in zip(h1.batch_losses, h2.batch_losses, strict=True):
-        assert a == pytest.approx(b, rel=1e-12)
-    for wa, wb in zip(fused.weights, book.weights, strict=True):
-        assert_close(wa.detach(), wb.detach(), rtol=1e-12, atol=1e-14)
-    start = small_model(device)
-    assert not torch.equal(fused.weights[0].detach(), start.weights[0].detach())
+# --- fit for any nn.Module: hooks, frozen weights, custom layers (issue 11) ---------------
 
 
-def test_fit_with_optimizer_or_other_model_uses_the_books_step() -> None:
-    x, y = synthetic(64)
+def test_a_forward_hook_fires_on_every_batch() -> None:
     model = small_model()
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    twin = small_model()
-    fit(model, x, y, epochs=1, batch_size=16, optimizer=opt, print_fn=None, progress=False)
-    fit(
-        twin,
-        x,
-        y,
-        epochs=1,
-        batch_size=16,
-        learning_rate=0.05,
-        print_fn=None,
-        progress=False,
-        fused=False,
-    )
-    for a, b in zip(model.weights, twin.weights, strict=True):
-        assert torch.equal(a, b)
+    calls: list[int] = []
+    model.layers[0].register_forward_hook(lambda *_: calls.append(1))
+    x, y = synthetic(64)
+    fit(model, x, y, epochs=2, batch_size=16, **QUIET)
+    assert len(calls) == 2 * 4
 
 
-def test_fused_fit_with_a_custom_activation_uses_autograd_to_z() -> None:
-    """Activations without a written-out backward go through autograd, same result."""
+def test_a_gradient_hook_that_zeroes_w2_is_honoured() -> None:
+    model = small_model()
+    w1, w2 = model.layers[0].W, model.layers[1].W
+    w1_before, w2_before = w1.detach().clone(), w2.detach().clone()
+    w2.register_hook(torch.zeros_like)
+    x, y = synthetic(64)
+    fit(model, x, y, epochs=1, batch_size=16, learning_rate=0.1, **QUIET)
+    assert torch.equal(w2.detach(), w2_before)
+    assert not torch.equal(w1.detach(), w1_before)
 
-    def make() -> NaiveSequential:
-        gen = torch.Generator().manual_seed(0)
-        return NaiveSequential(
-            [
-                NaiveDense(12, 8, torch.tanh, dtype=torch.float64, generator=gen),
-                NaiveDense(8, 3, softmax, dtype=torch.float64, generator=gen),
-            ]
-        )
 
+def test_a_frozen_weight_is_a_clear_error_before_any_work(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    model = small_model()
+    model.layers[0].W.requires_grad_(False)
+    before = [w.detach().clone() for w in model.weights]
+    x, y = synthetic(64)
+    with pytest.raises(ValueError, match=r"weights\[0\] \('layers.0.W'.*requires_grad=False"):
+        fit(model, x, y, epochs=1, batch_size=16)
+    assert capsys.readouterr().out == ""  # not even "Epoch 0"
+    for w, w0 in zip(model.weights, before, strict=True):
+        assert torch.equal(w, w0)
+    with pytest.raises(ValueError, match=r"requires_grad=False"):
+        one_training_step(model, x, y)
+
+
+def test_custom_layers_and_activations_train_as_the_reference() -> None:
+    """A layer class of one's own, and an activation function of one's own (relu, rewritten)."""
+
+    class Affine(torch.nn.Module):
+        def __init__(self, W: torch.Tensor, b: torch.Tensor) -> None:
+            super().__init__()
+            self.W, self.b = torch.nn.Parameter(W.clone()), torch.nn.Parameter(b.clone())
+            self.activation = softmax
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return softmax(x @ self.W + self.b)
+
+    def my_relu(z: torch.Tensor) -> torch.Tensor:
+        return torch.where(z > 0, z, torch.zeros_like(z))
+
+    book = small_model()
+    first = NaiveDense(12, 8, my_relu, dtype=torch.float64)
+    with torch.no_grad():
+        first.W.copy_(book.layers[0].W)
+    second = Affine(book.layers[1].W.detach(), book.layers[1].b.detach())
+    custom = NaiveSequential([first, second])
+    twin = reference_twin(book)
     x, y = synthetic(200)
-    a, b = make(), make()
-    fit(a, x, y, epochs=1, batch_size=20, learning_rate=0.1, print_fn=None, progress=False)
-    fit(
-        b,
-        x,
-        y,
-        epochs=1,
-        batch_size=20,
-        learning_rate=0.1,
-        print_fn=None,
-        progress=False,
-        fused=False,
-    )
-    for wa, wb in zip(a.weights, b.weights, strict=True):
-        assert_close(wa.detach(), wb.detach(), rtol=1e-12, atol=1e-14)
+    h = fit(custom, x, y, epochs=2, batch_size=20, learning_rate=0.1, **QUIET)
+    expected = ref.fit(twin, x.numpy(), y.numpy(), 2, 20, learning_rate=0.1, print_fn=None)
+    np.testing.assert_allclose(h.batch_losses, expected, rtol=1e-10)
+    for w, r in zip(weights_np(custom), twin.weights, strict=True):
+        np.testing.assert_allclose(w, r, rtol=1e-10, atol=1e-12)
 
 
-def test_fit_does_not_fuse_a_layer_with_its_own_forward() -> None:
-    class Scaled(NaiveDense):
-        def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-            return super().forward(inputs) * 1.0 + 0.0  # same values, but an unknown forward
+def test_an_nn_sequential_without_weights_attribute_trains_its_parameters() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(12, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3), torch.nn.Softmax(dim=1)
+    ).double()
+    x, y = synthetic(300)
+    fit(model, x, y, epochs=5, batch_size=20, learning_rate=0.5, **QUIET)
+    assert evaluate(model, x, y) > 0.9
 
-    from dl_ch2.training_loop import _fusable_layers
 
-    g = torch.Generator().manual_seed(0)
-    plain = NaiveSequential([NaiveDense(12, 3, softmax, generator=g)])
-    custom = NaiveSequential([Scaled(12, 3, softmax, generator=g)])
-    x = torch.zeros(4, 12)
-    assert _fusable_layers(plain, x) is not None
-    assert _fusable_layers(custom, x) is None
+# --- bad input (issue 14) ------------------------------------------------------------------
+
+BAD_RATES = [("0.1", TypeError), (True, TypeError), (None, TypeError), (-1.0, ValueError)]
+BAD_RATES += [(0, ValueError), (float("nan"), ValueError), (float("inf"), ValueError)]
+
+
+@pytest.mark.parametrize(("rate", "error"), BAD_RATES)
+def test_learning_rate_must_be_positive_and_finite(rate: object, error: type[Exception]) -> None:
+    x, y = synthetic(32)
+    model = small_model()
+    before = [w.detach().clone() for w in model.weights]
+    with pytest.raises(error, match="learning_rate"):
+        fit(model, x, y, epochs=1, learning_rate=rate, **QUIET)  # type: ignore[arg-type]
+    with pytest.raises(error, match="learning_rate"):
+        one_training_step(model, x, y, rate)  # type: ignore[arg-type]
+    for w, w0 in zip(model.weights, before, strict=True):
+        assert torch.equal(w, w0)
+
+
+def test_numpy_and_int_learning_rates_are_real_numbers() -> None:
+    x, y = synthetic(32)
+    for rate in (np.float64(0.01), np.float32(0.01), 1):
+        assert torch.isfinite(one_training_step(small_model(), x, y, rate))  # type: ignore[arg-type]
+
+
+def test_a_huge_learning_rate_is_stopped_as_divergence() -> None:
+    # clipping bounds the loss at -log(1e-7) = 16.1, so it never becomes non-finite
+    x, y = synthetic(640)
+    with pytest.raises(DivergenceError, match=r"diverged at epoch 0, batch \d+") as info:
+        fit(small_model(), x, y, epochs=3, batch_size=32, learning_rate=1e6, log_every=5, **QUIET)
+    assert isinstance(info.value, NonFiniteLossError)  # caught where non-finite losses are
+    assert info.value.epoch == 0 and info.value.batch in (5, 10)
+    assert info.value.loss >= -math.log(1e-7) / 2
+
+
+def test_divergence_is_not_raised_for_a_run_that_learns_from_a_high_start() -> None:
+    # a saturated start (loss near the ceiling from batch 0) that goes down is not divergence
+    x, y = synthetic(320)
+    model = small_model()
+    with torch.no_grad():  # confident and mostly wrong: the first loss is above 16.1 / 2
+        model.layers[0].W.mul_(30)
+        model.layers[1].W.mul_(30)
+    h = fit(model, x, y, epochs=3, batch_size=32, learning_rate=0.01, log_every=1, **QUIET)
+    assert h.batch_losses[0][0] > -math.log(1e-7) / 2
+    assert h.epoch_losses[-1] < h.epoch_losses[0] < h.batch_losses[0][0]
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.float32])
+def test_images_of_the_wrong_dtype_are_named(dtype: torch.dtype) -> None:
+    x, y = synthetic(16)
+    model = small_model(dtype=torch.float64)
+    with pytest.raises(TypeError, match=rf"images have dtype {dtype} but the model's .*float64"):
+        fit(model, x.to(dtype), y, epochs=1, **QUIET)
+    with pytest.raises(TypeError, match=rf"images_batch have dtype {dtype}"):
+        one_training_step(model, x.to(dtype), y)
+
+
+# --- evaluate ------------------------------------------------------------------------------
+
+
+class Fixed(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x  # the inputs are the "probabilities"
+
+
+def test_evaluate_accuracy(device: torch.device) -> None:
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]], device=device)
+    labels = torch.tensor([0, 1, 1, 0], device=device)
+    assert evaluate(Fixed(), probs, labels) == 0.5
+    assert evaluate(Fixed(), probs, labels, batch_size=3) == 0.5
+    assert evaluate(Fixed(), probs, torch.tensor([0, 1, 0, 1], device=device)) == 1.0
+    with pytest.raises(ValueError, match="zero samples: nothing to evaluate"):
+        evaluate(Fixed(), probs[:0], labels[:0])
+
+
+def test_evaluate_refuses_bad_labels_and_non_finite_predictions() -> None:
+    probs = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    labels = torch.tensor([0, 1, 1, 0])
+    with pytest.raises(ValueError, match=r"shape \(N,\) = \(4,\).*got \(4, 1\)"):
+        evaluate(Fixed(), probs, labels[:, None])  # used to broadcast to a number
+    with pytest.raises(ValueError, match=r"\[0, 2\).*got 2"):
+        evaluate(Fixed(), probs, torch.tensor([0, 1, 2, 0]))
+    with pytest.raises(ValueError, match=r">= 0, got -1"):
+        evaluate(Fixed(), probs, torch.tensor([0, 1, -1, 0]))
+    with pytest.raises(TypeError, match="integer"):
+        evaluate(Fixed(), probs, labels.float())
+    bad = probs.clone()
+    bad[2, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        evaluate(Fixed(), bad, labels, batch_size=2)
+    model = small_model()
+    with torch.no_grad():
+        model.layers[0].W[0, 0] = float("nan")
+    x, y = synthetic(8)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        evaluate(model, x, y)
