@@ -147,3 +147,13 @@ def bench(session: nox.Session) -> None:
     session.install(".")
     _fetch_mnist(session)
     session.run("dl-ch2", "bench", *session.posargs)
+
+
+@nox.session
+def bench_distributed(session: nox.Session) -> None:
+    """Data-parallel epoch time, 1 process against 2 under torchrun, and bytes all-reduced
+    per step: writes bench-out/distributed.json (args go to benchmarks/distributed_bench.py).
+    """
+    session.install("torch==2.13.0")
+    session.install(".")
+    session.run("python", "benchmarks/distributed_bench.py", *session.posargs)
