@@ -19,6 +19,7 @@ import torch
 
 from dl_ch2 import distributed
 from dl_ch2.distributed import DistributedError, shard_bounds
+from dl_ch2.training_loop import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "dist_worker.py"
@@ -271,3 +272,17 @@ def test_train_cli_under_torchrun_completes_on_rank_0_only(tmp_path: Path) -> No
     assert metrics["data_parallel"]["bytes_all_reduced_per_step"] == (407_050 + 1) * 4
     assert 0.3 < metrics["naive"]["test_accuracy"] <= 1.0
     assert metrics["keras"]["test_accuracy"] > 0.9
+
+
+def test_compile_with_data_parallel_is_refused_before_any_work() -> None:
+    from dl_ch2.first_example import train_first_example
+
+    x, y = dist_worker.data()
+    naive, keras = dist_worker.naive_model(), dist_worker.first_example_model()
+    before = [w.detach().clone() for w in naive.weights]
+    dp: Any = object()  # never reached: the refusal comes first
+    with pytest.raises(ValueError, match="compile=True is not supported with data_parallel"):
+        fit(naive, x, y, 1, compile=True, data_parallel=dp, print_fn=None)
+    with pytest.raises(ValueError, match="compile=True is not supported with data_parallel"):
+        train_first_example(keras, x, y, epochs=1, compile=True, data_parallel=dp)
+    assert all(torch.equal(a, b) for a, b in zip(before, naive.weights, strict=True))
