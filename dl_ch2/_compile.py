@@ -54,21 +54,22 @@ class CompiledStep:
         self.compiled: Callable[..., torch.Tensor] | None = torch.compile(step, mode=mode)
         self.first = True
 
-    def __call__(self, *args: Any) -> torch.Tensor:
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         if self.compiled is None:
-            return self.step(*args)
+            return self.step(*args, **kwargs)
         if not self.first:
-            return self._run(self.compiled, *args)
+            return self._run(self.compiled, *args, **kwargs)
         self.first = False
         model_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         opt_state = (
             copy.deepcopy(self.optimizer.state_dict()) if self.optimizer is not None else None
         )
         try:
-            return self._run(self.compiled, *args)
+            return self._run(self.compiled, *args, **kwargs)
         except Exception as exc:  # any backend failure: the type is the backend's own
             self.compiled = None
-            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            lines = str(exc).strip().splitlines()
+            reason = " ".join(lines[0].split())[:200] if lines else "no message"
             warnings.warn(
                 f"torch.compile failed for {self.what} ({type(exc).__name__}: {reason}); "
                 "running it eagerly",
@@ -78,11 +79,11 @@ class CompiledStep:
             self.model.load_state_dict(model_state)
             if self.optimizer is not None and opt_state is not None:
                 self.optimizer.load_state_dict(opt_state)
-            return self.step(*args)
+            return self.step(*args, **kwargs)
 
-    def _run(self, fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
+    def _run(self, fn: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:
         if not self.cuda:
-            return fn(*args)
+            return fn(*args, **kwargs)
         # CUDA graphs reuse their output memory on the next replay: keep a copy
         torch.compiler.cudagraph_mark_step_begin()  # type: ignore[no-untyped-call]
-        return fn(*args).clone()
+        return fn(*args, **kwargs).clone()

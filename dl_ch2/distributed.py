@@ -80,7 +80,7 @@ FAULT_EXIT_CODE = 17
 
 _TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
-GradientTransform = Callable[[list[torch.Tensor]], list[torch.Tensor]]
+GradientTransform = Callable[[list[torch.Tensor]], Sequence[torch.Tensor]]
 
 
 class DistributedError(RuntimeError):
@@ -312,11 +312,14 @@ class DataParallel:
             self._synced.add(model)
         self.steps += 1
 
-    def gradient_transform(self, shard_size: int, global_size: int) -> GradientTransform:
-        """The ``gradient_transform`` for ``one_training_step``: the weighted all-reduce."""
+    def gradient_transform(
+        self, shard_size: int, global_size: int, then: GradientTransform | None = None
+    ) -> GradientTransform:
+        """The ``gradient_transform`` for the steps: the weighted all-reduce (then ``then``)."""
 
         def transform(gradients: list[torch.Tensor]) -> list[torch.Tensor]:
-            return self._combine(gradients, shard_size, global_size)
+            combined = self._combine(gradients, shard_size, global_size)
+            return combined if then is None else list(then(combined))
 
         return transform
 
@@ -331,11 +334,14 @@ class DataParallel:
         labels_batch: torch.Tensor,
         learning_rate: float = 1e-3,
         optimizer: torch.optim.Optimizer | None = None,
+        *,
+        gradient_transform: GradientTransform | None = None,
     ) -> torch.Tensor:
         """§2.5.2's ``one_training_step`` on this rank's shard of a global batch.
 
         The gradients from ``torch.autograd.grad`` are replaced by the global batch's
-        (weighted ``all_reduce``) before the update; returns the global mean loss.
+        (weighted ``all_reduce``), then mapped by ``gradient_transform`` if given, before
+        the update; returns the global mean loss.
         """
         from dl_ch2.training_loop import one_training_step, trainable_weights
 
@@ -348,7 +354,7 @@ class DataParallel:
             y,
             learning_rate,
             optimizer,
-            gradient_transform=self.gradient_transform(n, global_size),
+            gradient_transform=self.gradient_transform(n, global_size, gradient_transform),
         )
         return self.mean_loss(loss, n, global_size)
 

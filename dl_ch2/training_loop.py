@@ -207,6 +207,7 @@ def fit(
     print_fn: Callable[[str], Any] | None = print,
     progress: bool | None = None,
     on_epoch_end: Callable[[int, list[float]], Any] | None = None,
+    gradient_transform: GradientTransform | None = None,
     data_parallel: DataParallel | None = None,
 ) -> History:
     """§2.5.3: the full training loop, ``one_training_step`` on every batch.
@@ -223,12 +224,15 @@ def fit(
     ceiling or more and 1.5 times the first batch's loss or more) raises ``DivergenceError``.
 
     ``compile=True`` runs the same step through ``torch.compile`` (compiling takes seconds;
-    if it fails, a one-line warning says so and the fit runs eagerly).
+    if it fails, a one-line warning says so and the fit runs eagerly). A compiled fit first
+    runs the model on one image, to check every label against its width, since the
+    compiled loss skips its per-batch check. ``gradient_transform`` is passed to each step.
 
     ``data_parallel`` (a ``dl_ch2.distributed.DataParallel``, under torchrun): every rank
     passes the same data, batch size and shuffling seed, and each step is
     ``data_parallel.training_step``, the book's step on the rank's shard of the batch with
-    the gradients all-reduced; the losses are the whole batch's.
+    the gradients all-reduced (then ``gradient_transform``, if any); the losses are the
+    whole batch's.
     """
     require_positive_int("epochs", epochs)
     require_positive_int("batch_size", batch_size)
@@ -266,7 +270,14 @@ def fit(
         bar = _progress_bar(n, epoch_counter) if show_bar else None
         for batch_counter in range(n):
             images_batch, labels_batch = batch_generator.next()
-            loss = step(model, images_batch, labels_batch, learning_rate, optimizer)
+            loss = step(
+                model,
+                images_batch,
+                labels_batch,
+                learning_rate,
+                optimizer,
+                gradient_transform=gradient_transform,
+            )
             losses.append(loss)
             if bar is not None:
                 bar.update(1)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.testing import assert_close
 
+import conformance.reference as ref
 from dl_ch2 import (
+    NonFiniteLossError,
     build_first_example_model,
     keras_rmsprop,
     num_batches,
@@ -102,184 +105,65 @@ def test_train_first_example_is_seeded() -> None:
 
 def test_bad_input() -> None:
     model = build_first_example_model()
-    with pytest.raises(ValueError, match="equal length"):
+    with pytest.raises(ValueError, match=r"shape \(N,\) = \(4,\)"):
         train_first_example(model, torch.zeros(4, 784), torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="epochs"):
         train_first_example(model, torch.zeros(4, 784), torch.zeros(4, dtype=torch.long), epochs=0)
 
 
-# --- the fused fast path of train_first_example ------------------------------------------
+# --- the Keras-faithful step: autograd + torch.optim.RMSprop, against the NumPy reference ---
 
 
-def _toy(n: int, dtype: torch.dtype, device: torch.device, seed: int = 0):  # type: ignore[no-untyped-def]
+def _toy(n: int, dtype: torch.dtype = torch.float64, seed: int = 0):  # type: ignore[no-untyped-def]
     g = torch.Generator().manual_seed(seed)
     labels = torch.randint(0, 10, (n,), generator=g)
     prototypes = torch.rand(10, 784, generator=g, dtype=torch.float64)
     images = prototypes[labels] + 0.5 * torch.rand(n, 784, generator=g, dtype=torch.float64)
-    return images.clamp(0, 1).to(device=device, dtype=dtype), labels.to(device)
+    return images.clamp(0, 1).to(dtype), labels
 
 
-def _deep_model(dtype: torch.dtype, device: torch.device) -> torch.nn.Sequential:
-    torch.manual_seed(3)
-    nn = torch.nn
-    return nn.Sequential(
-        nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 16), nn.Linear(16, 10), nn.ReLU()
-    ).to(device=device, dtype=dtype)
+class TorchPermutations:
+    """Hands the reference the permutations torch.randperm draws, so both see one order."""
+
+    def __init__(self, seed: int) -> None:
+        self.g = torch.Generator().manual_seed(seed)
+
+    def permutation(self, n: int) -> np.ndarray:
+        return torch.randperm(n, generator=self.g).numpy()
 
 
-def _train_both(make_model, images, labels, epochs, batch_size=64, **opt_kw):  # type: ignore[no-untyped-def]
-    out = []
-    for fused in (True, False):
-        model = make_model()
-        opt = keras_rmsprop(model.parameters(), **opt_kw)
-        losses = train_first_example(
-            model,
-            images,
-            labels,
-            epochs=epochs,
-            batch_size=batch_size,
-            optimizer=opt,
-            generator=torch.Generator().manual_seed(7),
-            fused=fused,
-        )
-        out.append((model, opt, losses))
-    return out
+def reference_twin(model: torch.nn.Module) -> ref.FirstExampleModel:
+    twin = ref.FirstExampleModel(dtype=np.float64, rng=np.random.default_rng(0))
+    for w, p in zip(twin.weights, model.parameters(), strict=True):
+        w[...] = p.detach().double().numpy()
+    return twin
 
 
-@pytest.mark.parametrize("update", ["adam_kernel", "composite"])
-@pytest.mark.parametrize("arch", ["book", "deep"])
-def test_fused_step_equals_autograd_and_torch_rmsprop(
-    device: torch.device,
-    dtype: torch.dtype,
-    arch: str,
-    update: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from dl_ch2 import first_example
-    from dl_ch2.first_example import _fused_plan
-
-    monkeypatch.setattr(first_example, "_USE_ADAM_KERNEL", update == "adam_kernel")
-
-    images, labels = _toy(300, dtype, device)  # 300 = 4 batches of 64 and one of 44
-
-    def make() -> torch.nn.Module:
-        if arch == "deep":
-            return _deep_model(dtype, device)
-        return build_first_example_model(
-            device=device, dtype=dtype, generator=torch.Generator().manual_seed(0)
-        )
-
-    probe = make()
-    assert _fused_plan(probe, keras_rmsprop(probe.parameters()), images) is not None
-    (fm, fo, fl), (am, ao, al) = _train_both(make, images, labels, epochs=3)
-    tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 2e-4, "atol": 2e-5}
-    assert_close(torch.tensor(fl), torch.tensor(al), **tol)
-    assert fl[-1] < fl[0]
-    for pf, pa in zip(fm.parameters(), am.parameters(), strict=True):
-        assert_close(pf, pa, **tol)
-        # the last step's gradient is left in .grad; float32 differences in the weights
-        # are amplified by RMSprop's normalisation, so compare on the gradient's scale
-        scale = float(pa.grad.abs().max())
-        gtol = tol if dtype == torch.float64 else {"rtol": 1e-3, "atol": 1e-3 * scale}
-        assert_close(pf.grad, pa.grad, **gtol)
-        sf, sa = fo.state[pf], ao.state[pa]
-        assert set(sf) == set(sa) == {"step", "square_avg"}
-        assert sf["step"].dtype == sa["step"].dtype and float(sf["step"]) == float(sa["step"]) == 15
-        assert_close(sf["square_avg"], sa["square_avg"], **tol)
+def test_train_first_example_is_the_references_keras_fit() -> None:
+    images, labels = _toy(300)  # 300 = 4 batches of 64 and one of 44
+    model = build_first_example_model(
+        dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+    twin = reference_twin(model)
+    losses = train_first_example(
+        model, images, labels, epochs=3, batch_size=64, generator=torch.Generator().manual_seed(7)
+    )
+    expected = ref.train_first_example(
+        twin,
+        images.numpy(),
+        labels.numpy(),
+        epochs=3,
+        batch_size=64,
+        rng=TorchPermutations(7),  # type: ignore[arg-type]
+    )
+    np.testing.assert_allclose(losses, expected, rtol=1e-10)
+    assert losses[-1] < losses[0]
+    for p, w in zip(model.parameters(), twin.weights, strict=True):
+        np.testing.assert_allclose(p.detach().numpy(), w, rtol=1e-9, atol=1e-12)
 
 
-def test_the_one_pass_update_is_taken_on_this_torch(device: torch.device) -> None:
-    """Pins that the fast route is live (a torch that drops the kernel fails here, loudly)."""
-    from dl_ch2.first_example import _fused_plan
-
-    images, labels = _toy(130, torch.float32, device)
-    model = build_first_example_model(device=device, generator=torch.Generator().manual_seed(0))
-    opt = keras_rmsprop(model.parameters())
-    plan = _fused_plan(model, opt, images)
-    assert plan is not None and plan.use_adam_kernel
-    perm = torch.randperm(130, generator=torch.Generator().manual_seed(0)).to(device)
-    plan.epoch(images, perm, labels.index_select(0, perm), 64)
-    assert plan.use_adam_kernel  # it ran without falling back
-    assert float(opt.state[model[0].weight]["step"]) == 3
-
-
-def test_fused_then_torch_step_continues_the_same_state() -> None:
-    """Training on with opt.step() (the autograd path) after the fused path loses nothing."""
-    images, labels = _toy(200, torch.float64, torch.device("cpu"))
-    runs = []
-    for first_fused in (True, False):
-        model = build_first_example_model(
-            dtype=torch.float64, generator=torch.Generator().manual_seed(0)
-        )
-        opt = keras_rmsprop(model.parameters())
-        g = torch.Generator().manual_seed(1)
-        for fused in (first_fused, False, first_fused):
-            train_first_example(
-                model, images, labels, epochs=1, optimizer=opt, generator=g, fused=fused
-            )
-        runs.append((model, opt))
-    (m1, o1), (m2, o2) = runs
-    for p1, p2 in zip(m1.parameters(), m2.parameters(), strict=True):
-        assert_close(p1, p2, rtol=1e-10, atol=1e-12)
-        assert_close(o1.state[p1]["square_avg"], o2.state[p2]["square_avg"], rtol=1e-10, atol=0)
-        assert float(o1.state[p1]["step"]) == 3 * 2
-
-
-def test_fused_plan_declines_what_it_cannot_reproduce() -> None:
-    """Anything the hand-written step would get wrong takes torch's own path."""
-    from dl_ch2.first_example import _fused_plan
-
-    nn = torch.nn
-    x = torch.rand(8, 784)
-
-    def book() -> nn.Sequential:
-        return build_first_example_model(generator=torch.Generator().manual_seed(0))
-
-    m = book()
-    assert _fused_plan(m, keras_rmsprop(m.parameters()), x) is not None
-    assert _fused_plan(m, keras_rmsprop(m.parameters()), x.double()) is None  # dtype mismatch
-    assert _fused_plan(m, keras_rmsprop(m.parameters()), x[:, :100]) is None  # wrong width
-    assert _fused_plan(m, keras_rmsprop(m.parameters()), x.view(8, 28, 28)) is None
-    for kw in ({"momentum": 0.9}, {"centered": True}, {"weight_decay": 1e-4}, {"maximize": True}):
-        assert _fused_plan(m, keras_rmsprop(m.parameters(), **kw), x) is None, kw
-    assert _fused_plan(m, torch.optim.SGD(m.parameters(), lr=0.1), x) is None
-    assert _fused_plan(m, keras_rmsprop(list(m.parameters())[:2]), x) is None  # not all params
-    two_groups = [{"params": m[0].parameters()}, {"params": m[2].parameters(), "lr": 1e-2}]
-    assert _fused_plan(m, torch.optim.RMSprop(two_groups, alpha=0.9, eps=1e-7), x) is None
-
-    class MyLinear(nn.Linear):
-        def forward(self, input: torch.Tensor) -> torch.Tensor:
-            return super().forward(input) * 2
-
-    for odd in (
-        nn.Sequential(nn.Linear(784, 10), nn.Softmax(dim=1)),
-        nn.Sequential(nn.Linear(784, 16), nn.Dropout(0.5), nn.Linear(16, 10)),
-        nn.Sequential(nn.Linear(784, 16), nn.ReLU(), nn.ReLU(), nn.Linear(16, 10)),
-        nn.Sequential(nn.ReLU(), nn.Linear(784, 10)),
-        nn.Sequential(MyLinear(784, 10)),
-        nn.Sequential(nn.Linear(784, 10, bias=False)),
-        nn.Linear(784, 10),
-    ):
-        assert _fused_plan(odd, keras_rmsprop(odd.parameters()), x) is None, odd
-
-    frozen = book()
-    frozen[0].bias.requires_grad_(False)
-    assert _fused_plan(frozen, keras_rmsprop(frozen.parameters()), x) is None
-
-    hooked = book()
-    hooked[0].register_forward_hook(lambda *a: None)
-    assert _fused_plan(hooked, keras_rmsprop(hooked.parameters()), x) is None
-    grad_hooked = book()
-    grad_hooked[2].weight.register_hook(lambda g: g)
-    assert _fused_plan(grad_hooked, keras_rmsprop(grad_hooked.parameters()), x) is None
-    opt_hooked = book()
-    o = keras_rmsprop(opt_hooked.parameters())
-    o.register_step_post_hook(lambda *a: None)
-    assert _fused_plan(opt_hooked, o, x) is None
-
-
-def test_hooks_still_fire_because_they_disable_fusion() -> None:
-    images, labels = _toy(256, torch.float32, torch.device("cpu"))
+def test_hooks_fire_on_every_batch() -> None:
+    images, labels = _toy(256, torch.float32)
     model = build_first_example_model(generator=torch.Generator().manual_seed(0))
     calls: list[int] = []
     model[2].register_forward_hook(lambda *a: calls.append(1))
@@ -287,22 +171,96 @@ def test_hooks_still_fire_because_they_disable_fusion() -> None:
     stepped: list[int] = []
     opt.register_step_post_hook(lambda *a: stepped.append(1))
     train_first_example(model, images, labels, epochs=2, optimizer=opt)
-    assert len(calls) == len(stepped) == 2 * 2
+    assert len(stepped) == 2 * 2
+    assert len(calls) == 1 + 2 * 2  # one look at the model's width, then every batch
 
 
-@pytest.mark.parametrize("fused", [True, False])
-def test_labels_are_checked_before_training(fused: bool) -> None:
+def test_a_zeroing_gradient_hook_and_a_frozen_weight_keep_their_weights_still() -> None:
+    images, labels = _toy(256, torch.float32)
+    model = build_first_example_model(generator=torch.Generator().manual_seed(0))
+    model[2].weight.register_hook(torch.zeros_like)
+    model[0].bias.requires_grad_(False)
+    still = [model[2].weight.detach().clone(), model[0].bias.detach().clone()]
+    moving = model[0].weight.detach().clone()
+    train_first_example(model, images, labels, epochs=1, batch_size=64)
+    assert torch.equal(model[2].weight.detach(), still[0])
+    assert torch.equal(model[0].bias.detach(), still[1])
+    assert not torch.equal(model[0].weight.detach(), moving)
+
+
+def test_a_nan_pixel_stops_training_naming_epoch_and_batch() -> None:
+    images, labels = _toy(300, torch.float32)
+    images[5, 100] = float("nan")
+    g = torch.Generator().manual_seed(3)
+    batch = int((torch.randperm(300, generator=g) == 5).nonzero()) // 64
+    model = build_first_example_model(generator=torch.Generator().manual_seed(0))
+    with pytest.raises(NonFiniteLossError, match=rf"epoch 0, batch {batch}\b") as info:
+        train_first_example(
+            model, images, labels, batch_size=64, generator=torch.Generator().manual_seed(3)
+        )
+    assert (info.value.epoch, info.value.batch) == (0, batch)
+
+
+BAD_RATES = [("0.1", TypeError), (-1.0, ValueError), (0.0, ValueError)]
+BAD_RATES += [(float("nan"), ValueError), (float("inf"), ValueError)]
+
+
+@pytest.mark.parametrize(("rate", "error"), BAD_RATES)
+def test_learning_rate_must_be_positive_and_finite(rate: object, error: type[Exception]) -> None:
+    images, labels = _toy(8, torch.float32)
+    model = build_first_example_model(generator=torch.Generator().manual_seed(0))
+    with pytest.raises(error, match="learning_rate"):
+        train_first_example(model, images, labels, learning_rate=rate)  # type: ignore[arg-type]
+    if not isinstance(rate, str) and rate >= 0:  # torch's own check refuses the others
+        opt = keras_rmsprop(model.parameters(), lr=rate)  # type: ignore[arg-type]
+        with pytest.raises(error, match="learning_rate"):
+            train_first_example(model, images, labels, optimizer=opt)
+    with pytest.raises(ValueError, match="not both"):
+        train_first_example(
+            model, images, labels, learning_rate=0.1, optimizer=keras_rmsprop(model.parameters())
+        )
+
+
+def test_a_learning_rate_builds_keras_rmsprop_with_it() -> None:
+    images, labels = _toy(64)
+    a = build_first_example_model(dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    twin = reference_twin(a)
+    train_first_example(
+        a, images, labels, epochs=1, learning_rate=0.01, generator=torch.Generator().manual_seed(1)
+    )
+    ref.train_first_example(
+        twin,
+        images.numpy(),
+        labels.numpy(),
+        epochs=1,
+        optimizer=ref.RMSprop(learning_rate=0.01),
+        rng=TorchPermutations(1),  # type: ignore[arg-type]
+    )
+    for p, w in zip(a.parameters(), twin.weights, strict=True):
+        np.testing.assert_allclose(p.detach().numpy(), w, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.float64])
+def test_images_of_the_wrong_dtype_are_named(dtype: torch.dtype) -> None:
+    model = build_first_example_model(generator=torch.Generator().manual_seed(0))
+    with pytest.raises(TypeError, match=rf"images have dtype {dtype} but .* torch.float32"):
+        train_first_example(
+            model, torch.zeros(4, 784, dtype=dtype), torch.zeros(4, dtype=torch.long)
+        )
+
+
+def test_labels_are_checked_before_training() -> None:
     model = build_first_example_model(generator=torch.Generator().manual_seed(0))
     before = [p.detach().clone() for p in model.parameters()]
     x = torch.rand(6, 784)
     with pytest.raises(ValueError, match=r"labels .*\[0, 10\).*10"):
-        train_first_example(model, x, torch.tensor([0, 1, 2, 3, 4, 10]), fused=fused)
+        train_first_example(model, x, torch.tensor([0, 1, 2, 3, 4, 10]))
     with pytest.raises(ValueError, match=r"labels .*-1"):
-        train_first_example(model, x, torch.tensor([0, 1, -1, 3, 4, 5]), fused=fused)
+        train_first_example(model, x, torch.tensor([0, 1, -1, 3, 4, 5]))
     with pytest.raises(TypeError, match="labels must hold integer class indices"):
-        train_first_example(model, x, torch.zeros(6), fused=fused)
-    with pytest.raises(ValueError, match=r"labels must be 1-D"):
-        train_first_example(model, x, torch.zeros(6, 1, dtype=torch.long), fused=fused)
+        train_first_example(model, x, torch.zeros(6))
+    with pytest.raises(ValueError, match=r"labels must have shape \(N,\)"):
+        train_first_example(model, x, torch.zeros(6, 1, dtype=torch.long))
     with pytest.raises(ValueError, match=r"labels are on meta but images on cpu"):
         train_first_example(model, x, torch.zeros(6, dtype=torch.long, device="meta"))
     for p, b in zip(model.parameters(), before, strict=True):

@@ -440,3 +440,19 @@ def test_evaluate_refuses_bad_labels_and_non_finite_predictions() -> None:
     x, y = synthetic(8)
     with pytest.raises(ValueError, match="NaN or inf"):
         evaluate(model, x, y)
+
+
+def test_fit_passes_gradient_transform_to_every_step() -> None:
+    x, y = synthetic(96)
+    model = small_model()
+    twin = reference_twin(model)
+    calls: list[int] = []
+
+    def halve(grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        calls.append(1)
+        return [g / 2 for g in grads]
+
+    fit(model, x, y, epochs=1, batch_size=32, learning_rate=0.2, gradient_transform=halve, **QUIET)
+    ref.fit(twin, x.numpy(), y.numpy(), 1, 32, learning_rate=0.1, print_fn=None)
+    assert len(calls) == 3
+    assert_weights_match(model, twin)

@@ -1,0 +1,150 @@
+"""fit(compile=True) and train_first_example(compile=True): torch.compile of the book's step.
+
+Compiling costs seconds, so these tests are few and marked slow. Expected values come from
+the NumPy reference.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_first_example import TorchPermutations, _toy
+from test_first_example import reference_twin as first_example_twin
+from test_training_loop import QUIET, reference_twin, small_model, synthetic, weights_np
+
+import conformance.reference as ref
+from dl_ch2 import build_first_example_model, fit, train_first_example
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_compiled_fit_agrees_with_the_book_path_and_the_reference_over_20_steps() -> None:
+    x, y = synthetic(640)  # 20 batches of 32, float64
+    compiled, book = small_model(), small_model()
+    twin = reference_twin(book)
+    hc = fit(compiled, x, y, epochs=1, batch_size=32, learning_rate=0.05, compile=True, **QUIET)
+    hb = fit(book, x, y, epochs=1, batch_size=32, learning_rate=0.05, **QUIET)
+    expected = ref.fit(twin, x.numpy(), y.numpy(), 1, 32, learning_rate=0.05, print_fn=None)
+    assert len(hc.batch_losses[0]) == 20
+    np.testing.assert_allclose(hc.batch_losses, hb.batch_losses, rtol=1e-10, atol=0)
+    np.testing.assert_allclose(hc.batch_losses, expected, rtol=1e-10, atol=0)
+    for c, b, r in zip(weights_np(compiled), weights_np(book), twin.weights, strict=True):
+        np.testing.assert_allclose(c, b, rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(c, r, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.slow
+def test_hooks_added_after_an_earlier_compiled_fit_are_honoured() -> None:
+    """Compiled code does not re-check module hooks: a compiled fit resets torch.compile."""
+    x, y = synthetic(64)
+    model = small_model()
+    fit(model, x, y, epochs=1, batch_size=16, learning_rate=0.05, compile=True, **QUIET)
+    calls: list[int] = []
+    model.layers[0].register_forward_hook(lambda *_: calls.append(1))
+    w2 = model.layers[1].W
+    w2.register_hook(torch.zeros_like)
+    w1_before, w2_before = model.layers[0].W.detach().clone(), w2.detach().clone()
+    fit(model, x, y, epochs=1, batch_size=16, learning_rate=0.05, compile=True, **QUIET)
+    assert len(calls) == 1 + 4  # one look at the model's width (to check labels), 4 batches
+    assert torch.equal(w2.detach(), w2_before)
+    assert not torch.equal(model.layers[0].W.detach(), w1_before)
+
+
+def test_a_frozen_weight_is_refused_before_compiling() -> None:
+    model = small_model()
+    model.layers[1].b.requires_grad_(False)
+    x, y = synthetic(32)
+    with pytest.raises(ValueError, match=r"weights\[3\] \('layers.1.b'"):
+        fit(model, x, y, epochs=1, compile=True, **QUIET)
+
+
+def test_out_of_range_labels_are_refused_before_compiling() -> None:
+    x, y = synthetic(32)
+    y[7] = 3
+    with pytest.raises(ValueError, match=r"\[0, 3\).*from 0 to 3"):
+        fit(small_model(), x, y, epochs=1, compile=True, **QUIET)
+
+
+FALLBACK_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, warnings
+    sys.path.insert(0, "tests")
+    import numpy as np
+    import conformance.reference as ref
+    from test_training_loop import reference_twin, small_model, synthetic, weights_np
+    from dl_ch2 import fit
+
+    x, y = synthetic(64)
+    model = small_model()
+    twin = reference_twin(model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        h = fit(model, x, y, epochs=2, batch_size=16, learning_rate=0.05, compile=True,
+                print_fn=None, progress=False)
+    expected = ref.fit(twin, x.numpy(), y.numpy(), 2, 16, learning_rate=0.05, print_fn=None)
+    ok = np.allclose(h.batch_losses, expected, rtol=1e-10) and all(
+        np.allclose(a, b, rtol=1e-10, atol=1e-13) for a, b in zip(weights_np(model), twin.weights)
+    )
+    ours = [str(w.message) for w in caught if "torch.compile failed" in str(w.message)]
+    print(json.dumps({"ok": bool(ok), "warnings": ours}))
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variables", [("CXX",), ("CXX", "CC")])
+def test_a_compile_failure_warns_once_and_runs_eagerly(variables: tuple[str, ...]) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **dict.fromkeys(variables, "/nonexistent")}
+    done = subprocess.run(
+        [sys.executable, "-c", FALLBACK_SCRIPT],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["ok"]  # the eager retry trained from the untouched weights, as the reference
+    assert len(result["warnings"]) == 1
+    (message,) = result["warnings"]
+    assert "\n" not in message and "running it eagerly" in message and "C++" in message
+
+
+@pytest.mark.slow
+def test_compiled_first_example_agrees_with_the_reference() -> None:
+    images, labels = _toy(256)  # 4 batches of 64, float64
+    model = build_first_example_model(
+        dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+    twin = first_example_twin(model)
+    losses = train_first_example(
+        model,
+        images,
+        labels,
+        epochs=2,
+        batch_size=64,
+        generator=torch.Generator().manual_seed(7),
+        compile=True,
+    )
+    expected = ref.train_first_example(
+        twin,
+        images.numpy(),
+        labels.numpy(),
+        epochs=2,
+        batch_size=64,
+        rng=TorchPermutations(7),  # type: ignore[arg-type]
+    )
+    np.testing.assert_allclose(losses, expected, rtol=1e-10)
+    for p, w in zip(model.parameters(), twin.weights, strict=True):
+        np.testing.assert_allclose(p.detach().numpy(), w, rtol=1e-9, atol=1e-12)
