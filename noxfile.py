@@ -201,3 +201,12 @@ def grade_all_bench(session: nox.Session) -> None:
     session.install("tqdm", "matplotlib", 'tomli; python_version < "3.11"')
     session.install("--no-deps", ".")  # dl-ch2 without torch: the suite grades NumPy code
     session.run("python", "benchmarks/grade_all_throughput.py", *session.posargs)
+
+@nox.session
+def bench_distributed(session: nox.Session) -> None:
+    """Data-parallel epoch time, 1 process against 2 under torchrun, and bytes all-reduced
+    per step: writes bench-out/distributed.json (args go to benchmarks/distributed_bench.py).
+    """
+    session.install("torch==2.13.0")
+    session.install(".")
+    session.run("python", "benchmarks/distributed_bench.py", *session.posargs)

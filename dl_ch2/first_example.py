@@ -19,8 +19,8 @@ in torch the defaults must be Keras', not torch's:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,6 +38,9 @@ from dl_ch2._checks import (
 )
 from dl_ch2.batch_generator import num_batches
 from dl_ch2.training_loop import check_finite
+
+if TYPE_CHECKING:
+    from dl_ch2.distributed import DataParallel
 
 __all__ = [
     "KERAS_RMSPROP_DEFAULTS",
@@ -117,6 +120,7 @@ def train_first_example(
     generator: torch.Generator | None = None,
     on_epoch_end: Callable[[int, float], Any] | None = None,
     compile: bool = False,
+    data_parallel: DataParallel | None = None,
 ) -> list[float]:
     """§2.1: Keras-style ``fit``: reshuffle each epoch, cross-entropy on logits, RMSprop.
 
@@ -130,6 +134,11 @@ def train_first_example(
 
     ``compile=True`` runs the same step through ``torch.compile`` (if compiling fails, a
     one-line warning says so and training runs eagerly).
+
+    ``data_parallel`` (a ``dl_ch2.distributed.DataParallel``, under torchrun): every rank
+    passes the same data and shuffling seed, and each step is
+    ``data_parallel.first_example_step``, this step on the rank's shard of the batch with
+    the gradients all-reduced before ``optimizer.step()``.
     """
     require_positive_int("epochs", epochs)
     require_positive_int("batch_size", batch_size)
@@ -161,6 +170,10 @@ def train_first_example(
         classes = model(images[:1]).shape[-1]
     require_label_range(labels, classes)
     step: Callable[..., torch.Tensor] = first_example_step
+    if data_parallel is not None:
+        if compile:
+            raise ValueError("compile=True is not supported with data_parallel; pick one")
+        step = data_parallel.first_example_step
     if compile:
         from dl_ch2._compile import CompiledStep
 
@@ -200,16 +213,25 @@ def first_example_step(
     optimizer: torch.optim.Optimizer,
     images_batch: torch.Tensor,
     labels_batch: torch.Tensor,
+    *,
+    gradient_transform: Callable[[list[torch.Tensor]], Sequence[torch.Tensor]] | None = None,
 ) -> torch.Tensor:
     """One step of Keras' ``fit`` for the first example; returns the batch's mean loss.
 
     Cross-entropy on the logits (Keras ``fit`` finds the softmax's logits), backward,
-    ``optimizer.step()``.
+    ``optimizer.step()``. ``gradient_transform``, if given, maps the optimised parameters'
+    gradients (a missing one as zeros) before the step (data-parallel training
+    all-reduces them there).
     """
     logits = model(images_batch)
     loss = F.cross_entropy(logits, labels_batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()  # type: ignore[no-untyped-call]
+    if gradient_transform is not None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+        for p, g in zip(params, gradient_transform(grads), strict=True):
+            p.grad = g
     optimizer.step()
     return loss.detach()
 

@@ -16,7 +16,7 @@ import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -32,6 +32,9 @@ from dl_ch2._checks import (
 )
 from dl_ch2.batch_generator import BatchGenerator
 from dl_ch2.losses import EPSILON, sparse_categorical_crossentropy
+
+if TYPE_CHECKING:
+    from dl_ch2.distributed import DataParallel
 
 __all__ = [
     "DivergenceError",
@@ -205,6 +208,7 @@ def fit(
     progress: bool | None = None,
     on_epoch_end: Callable[[int, list[float]], Any] | None = None,
     gradient_transform: GradientTransform | None = None,
+    data_parallel: DataParallel | None = None,
 ) -> History:
     """§2.5.3: the full training loop, ``one_training_step`` on every batch.
 
@@ -224,6 +228,12 @@ def fit(
     runs the model once on one image (under ``no_grad``; a forward hook sees that call too)
     to check every label against its width, so a bad label fails before any weight moves.
     ``gradient_transform`` is passed to each step.
+
+    ``data_parallel`` (a ``dl_ch2.distributed.DataParallel``, under torchrun): every rank
+    passes the same data, batch size and shuffling seed, and each step is
+    ``data_parallel.training_step``, the book's step on the rank's shard of the batch with
+    the gradients all-reduced (then ``gradient_transform``, if any); the losses are the
+    whole batch's.
     """
     require_positive_int("epochs", epochs)
     require_positive_int("batch_size", batch_size)
@@ -234,10 +244,14 @@ def fit(
     require_images(images, weights)
     require_labels(labels, images)
     emit = print_fn if print_fn is not None else (lambda _s: None)
+    if data_parallel is not None and compile:
+        raise ValueError("compile=True is not supported with data_parallel; pick one")
     step: Callable[..., torch.Tensor] = one_training_step
     with torch.no_grad():  # the model's width, to check every label once, before any work
         classes = model(images[:1]).shape[-1]
     require_label_range(labels, classes)
+    if data_parallel is not None:
+        step = data_parallel.training_step
     if compile:
         from dl_ch2._compile import CompiledStep
 

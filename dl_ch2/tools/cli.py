@@ -203,6 +203,7 @@ def _train(args: argparse.Namespace) -> int:
                 force=args.force,
                 compile=args.compile,
                 runs_root=Path(args.runs_root),
+                dist_timeout=args.dist_timeout,
             )
         )
     except OutputPathError as exc:  # raised before any work
@@ -323,6 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-figures", action="store_true")
     train.add_argument(
         "--compile", action="store_true", help="torch.compile the training steps (torch backend)"
+    )
+    train.add_argument(
+        "--dist-timeout",
+        type=positive_finite_float,
+        default=None,
+        help="under torchrun: seconds a collective may wait for a peer before the job "
+        "fails (default: $DL_CH2_DIST_TIMEOUT or 60)",
     )
     train.set_defaults(func=_train)
 

@@ -22,12 +22,19 @@ their sha256, and measures the test accuracy again.
 ``--backend numpy`` runs the same steps on the NumPy reference, from the same initial
 weights and the same batches as the torch backend with the same seed (the reference is
 imported only then, inside the functions: the port never imports ``conformance``).
+
+Under ``torchrun`` (issue 15) both trainings run data-parallel (``dl_ch2.distributed``):
+every rank loads the same data and seed and trains on its shard of each batch; only rank
+0 prints and writes the run directory, after every rank has checked that the weights are
+identical (each model's weights are saved once they agree). A rank that dies or hangs
+ends the job with a one-line error, exit status 1 and no ``metrics.json``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -42,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dl_ch2 import __version__
+from dl_ch2 import __version__, distributed
 from dl_ch2._checks import resolve_device
 from dl_ch2.first_example import build_first_example_model, predict, preprocess, train_first_example
 from dl_ch2.naive_model import build_naive_model
@@ -80,6 +87,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training steps (torch backend)
     runs_root: Path = Path("runs")
     save_weights: bool = True
+    dist_timeout: float | None = None  # seconds; None: $DL_CH2_DIST_TIMEOUT or 60
 
 
 class _TorchPermutations:
@@ -224,12 +232,12 @@ def _save_trained(
     cfg: TrainConfig,
     model: torch.nn.Module,
     kind: str,
-    out: Path,
+    out: Path | None,
     run: dict[str, Any],
     device: torch.device,
     result: dict[str, Any],
 ) -> None:
-    if not cfg.save_weights:
+    if not cfg.save_weights or out is None:  # out is None on data-parallel ranks but 0
         return
     from dl_ch2.tools.weights import save_weights
 
@@ -251,7 +259,10 @@ def _save_trained(
 
 
 def _train_naive(
-    cfg: TrainConfig, data: dict[str, Any], device: torch.device
+    cfg: TrainConfig,
+    data: dict[str, Any],
+    device: torch.device,
+    dp: distributed.DataParallel | None = None,
 ) -> tuple[dict[str, Any], torch.nn.Module]:
     epochs = 10 if cfg.epochs is None else cfg.epochs
     g = torch.Generator().manual_seed(cfg.seed)
@@ -272,7 +283,11 @@ def _train_naive(
             learning_rate=cfg.learning_rate,
             on_epoch_end=lambda e, _l: epoch_acc.append(evaluate(model, x, y, 10000)),
             **_compile_kwargs(cfg),
+            data_parallel=dp,
+            progress=False if dp is not None and dp.rank != 0 else None,
         )
+        if dp is not None:
+            distributed.check_weights_identical(model.weights)
         batch_losses = history.batch_losses
         accuracy = evaluate(model, data["test_x_t"], data["test_y_t"])
         predictions0 = model(data["test_x_t"][:1]).detach().cpu().numpy()[0]
@@ -310,7 +325,10 @@ def _train_naive(
 
 
 def _train_keras(
-    cfg: TrainConfig, data: dict[str, Any], device: torch.device
+    cfg: TrainConfig,
+    data: dict[str, Any],
+    device: torch.device,
+    dp: distributed.DataParallel | None = None,
 ) -> tuple[dict[str, Any], torch.nn.Module]:
     epochs = 5 if cfg.epochs is None else cfg.epochs
     g = torch.Generator().manual_seed(cfg.seed)
@@ -340,7 +358,10 @@ def _train_keras(
             generator=shuffle,
             on_epoch_end=report,
             **_compile_kwargs(cfg),
+            data_parallel=dp,
         )
+        if dp is not None:
+            distributed.check_weights_identical(list(model.parameters()))
         probs = predict(model, data["test_x_t"])
         test_acc = float((probs.argmax(1) == data["test_y_t"]).float().mean())
         p0 = probs[0].cpu().numpy()
@@ -391,27 +412,73 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
 
     The configuration and the output location are checked before any work; each trained
     model's weights are saved as soon as it is trained.
+
+    Under torchrun it joins the process group and trains data-parallel; other ranks than 0
+    run silently and write nothing. A failed collective (a peer died or timed out) prints
+    one line on stderr and exits with status 1, with no ``metrics.json``.
     """
     validate_config(cfg)
-    device = resolve_device(cfg.device)
     if cfg.save_weights:
         import dl_ch2.tools.weights  # noqa: F401 - fail now, not after training
-    out, created = prepare_run_dir(cfg)
+    launched = distributed.launched_by_torchrun()
+    if launched and cfg.backend != "torch":
+        raise ValueError("--backend numpy runs in one process; launch it without torchrun")
+    if launched and cfg.compile:
+        raise ValueError(
+            "--compile is not supported under torchrun (the gradient all-reduce runs "
+            "between autograd and the update); drop --compile or run one process"
+        )
+    # only rank 0 writes; if its folder is refused, torchrun stops the other ranks
+    rank0 = not launched or os.environ.get("RANK", "0") == "0"
+    out, created = prepare_run_dir(cfg) if rank0 else (None, False)
     try:
-        metrics = _run(cfg, device, out)
+        if distributed.init_from_env(timeout_s=cfg.dist_timeout):
+            metrics = _run_data_parallel(cfg, out)
+        else:
+            metrics = _run(cfg, resolve_device(cfg.device), out, None)
     except BaseException:
-        if created:  # nothing kept: leave no empty run folder behind
+        if created and out is not None:  # nothing kept: leave no empty run folder behind
             with contextlib.suppress(OSError):
                 out.rmdir()
         raise
-    if cfg.out is None:
+    if out is not None and cfg.out is None:
         _point_latest(Path(cfg.runs_root), out)
     return metrics
 
 
-def _run(cfg: TrainConfig, device: torch.device, out: Path) -> dict[str, Any]:
+def _run_data_parallel(cfg: TrainConfig, out: Path | None) -> dict[str, Any]:
+    dp = distributed.DataParallel()
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    quiet = contextlib.redirect_stdout(io.StringIO()) if dp.rank != 0 else contextlib.nullcontext()
+    try:
+        with quiet:
+            metrics = _run(cfg, device, out, dp)
+    except distributed.DistributedError as exc:
+        print(f"dl-ch2: error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except RuntimeError as exc:  # gloo / NCCL report a dead or hung peer as RuntimeError
+        print(
+            f"dl-ch2: error: data-parallel training failed on rank {dp.rank} of "
+            f"{dp.world_size} ({distributed.describe(exc)}): a peer died or timed out; "
+            "no metrics.json was written",
+            file=sys.stderr,
+        )
+        raise SystemExit(1) from None
+    distributed.shutdown()
+    return metrics
+
+
+def _run(
+    cfg: TrainConfig,
+    device: torch.device,
+    out: Path | None,
+    dp: distributed.DataParallel | None,
+) -> dict[str, Any]:
     start = time.perf_counter()
-    print(f"run directory: {out}")
+    if out is not None:
+        print(f"run directory: {out}")
     (train_images, train_labels), (test_images, test_labels) = load_mnist(cfg.data_root)
     print("== §2.1 MNIST ==")
     print(f"train_images.shape = {train_images.shape}, dtype {train_images.dtype}")
@@ -460,12 +527,20 @@ def _run(cfg: TrainConfig, device: torch.device, out: Path) -> dict[str, Any]:
         ),
     }
     if cfg.model in ("naive", "both"):
-        metrics["naive"], naive_model = _train_naive(cfg, data, device)
+        metrics["naive"], naive_model = _train_naive(cfg, data, device, dp)
         _save_trained(cfg, naive_model, "naive", out, metrics, device, metrics["naive"])
     if cfg.model in ("keras", "both"):
-        metrics["keras"], keras_model = _train_keras(cfg, data, device)
+        metrics["keras"], keras_model = _train_keras(cfg, data, device, dp)
         _save_trained(cfg, keras_model, "keras", out, metrics, device, metrics["keras"])
     metrics["wall_time_s"] = time.perf_counter() - start
+    if dp is not None:
+        metrics["data_parallel"] = {
+            "world_size": dp.world_size,
+            "steps": dp.steps,
+            "bytes_all_reduced_per_step": dp.bytes_per_step(),
+        }
+    if out is None:  # only rank 0 writes
+        return metrics
     if cfg.figures:
         try:
             from dl_ch2.tools import figures
