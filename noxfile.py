@@ -202,6 +202,7 @@ def grade_all_bench(session: nox.Session) -> None:
     session.install("--no-deps", ".")  # dl-ch2 without torch: the suite grades NumPy code
     session.run("python", "benchmarks/grade_all_throughput.py", *session.posargs)
 
+
 @nox.session
 def bench_distributed(session: nox.Session) -> None:
     """Data-parallel epoch time, 1 process against 2 under torchrun, and bytes all-reduced
