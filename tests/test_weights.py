@@ -95,7 +95,7 @@ def module_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("weights") / "run"
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(main_job, "load_mnist", lambda root=None: small_mnist(600, 200))
-        argv = ["train", "--epochs", "2", "--batch-size", "32", "--learning-rate", "0.01"]
+        argv = ["train", "--epochs", "2", "--batch-size", "32", "--learning-rate", "0.001"]
         assert main([*argv, "--seed", "3", "--no-figures", "--out", str(out)]) == 0
     return out
 
@@ -125,7 +125,7 @@ def test_evaluate_reloads_a_run_s_weights_and_gets_its_accuracy(
     assert metrics[kind]["weights"] == f"{kind}.safetensors"
     side = json.loads((trained_run / f"{kind}.safetensors.json").read_text())
     assert side["model"] == kind and side["config"]["seed"] == 3
-    assert side["config"]["learning_rate"] == 0.01 and side["config"]["batch_size"] == 32
+    assert side["config"]["learning_rate"] == 0.001 and side["config"]["batch_size"] == 32
     assert side["mnist_md5"] == metrics["mnist_md5"] and len(side["mnist_md5"]) == 4
     capsys.readouterr()
     assert main(["evaluate", "--weights", str(trained_run / f"{kind}.safetensors")]) == 0
@@ -173,7 +173,7 @@ def test_numpy_backend_weights_are_saved_too(
     monkeypatch.setattr(main_job, "load_mnist", lambda root=None: small_mnist(600, 200))
     out = tmp_path / "np"
     argv = ["train", "--backend", "numpy", "--model", "keras", "--epochs", "2"]
-    assert main([*argv, "--batch-size", "32", "--learning-rate", "0.01", "--out", str(out)]) == 0
+    assert main([*argv, "--batch-size", "32", "--learning-rate", "0.001", "--out", str(out)]) == 0
     recorded = json.loads((out / "metrics.json").read_text())["keras"]["test_accuracy"]
     capsys.readouterr()
     assert main(["evaluate", "--weights", str(out / "keras.safetensors")]) == 0
