@@ -1,0 +1,40 @@
+"""§2.5 edges found by mutation testing (conformance/MUTATION.md): one-sample batches and
+evaluation, and batches of a size that does not divide the data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conformance.golden import SMALL_LAYERS, load_case
+from conformance.harness import Impl, check, check_equal
+
+pytestmark = pytest.mark.section("2.5")
+
+
+def test_batches_of_a_single_sample(impl: Impl) -> None:
+    x = np.array([[7]], dtype=np.int64)
+    y = np.array([3], dtype=np.int64)
+    batches = impl.call("batches", impl.arr(x, "int64"), impl.arr(y, "int64"), 4)
+    check_equal(impl, len(batches), 1, what="number of batches of 1 sample with batch_size 4")
+    bx, by = batches[0]
+    check_equal(impl, impl.to_np(bx), x, what="the one batch's images")
+    check_equal(impl, impl.to_np(by), y, what="the one batch's labels")
+
+
+def test_evaluate_a_single_sample(impl: Impl) -> None:
+    c = load_case("dense_forward")
+    model = impl.call(
+        "dense_model", SMALL_LAYERS, [w.astype(impl.dtype) for w in c.weights("w")], 0
+    )
+    x = c["x"][:1]
+    right = c["out"][:1].argmax(axis=1).astype(np.int64)
+    wrong = (right + 1) % 4
+    acc_right = impl.scalar("evaluate", model, impl.arr(x), impl.arr(right, "int64"))
+    acc_wrong = impl.scalar("evaluate", model, impl.arr(x), impl.arr(wrong, "int64"))
+    check(
+        impl,
+        (acc_right, acc_wrong) == (1.0, 0.0),
+        f"evaluate on one sample: 1.0 with its label, 0.0 with another; got "
+        f"{acc_right} and {acc_wrong}",
+    )
