@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conformance.golden import SMALL_LAYERS, load_case
-from conformance.harness import Impl, check, check_equal
+from conformance.harness import Impl, check, check_close, check_equal
 
 pytestmark = pytest.mark.section("2.5")
 
@@ -37,4 +37,23 @@ def test_evaluate_a_single_sample(impl: Impl) -> None:
         (acc_right, acc_wrong) == (1.0, 0.0),
         f"evaluate on one sample: 1.0 with its label, 0.0 with another; got "
         f"{acc_right} and {acc_wrong}",
+    )
+
+
+def test_loss_on_logits_of_very_different_scales_per_row(impl: Impl) -> None:
+    # logsumexp must be stabilised per row: a shift by the batch's largest logit sends the
+    # second row's exponentials to 0 (log 0 = -inf). Expected values by hand:
+    # row 0: logsumexp(1000, 999, 998) - 1000 = log(1 + e^-1 + e^-2)
+    # row 1: logsumexp(-1000, -999, -1001) - (-1001) = 2 + log(1 + e^-1 + e^-2)
+    z = np.array([[1000.0, 999.0, 998.0], [-1000.0, -999.0, -1001.0]])
+    labels = np.array([0, 2], dtype=np.int64)
+    out = impl.run(
+        "sparse_categorical_crossentropy", impl.arr(labels, "int64"), impl.arr(z), from_logits=True
+    )
+    base = float(np.log1p(np.exp(-1.0) + np.exp(-2.0)))
+    check_close(
+        impl,
+        out,
+        np.array([base, 2.0 + base]),
+        what="per-sample loss on logits of scale 1000 and -1000",
     )
