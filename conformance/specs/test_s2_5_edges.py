@@ -57,3 +57,48 @@ def test_loss_on_logits_of_very_different_scales_per_row(impl: Impl) -> None:
         np.array([base, 2.0 + base]),
         what="per-sample loss on logits of scale 1000 and -1000",
     )
+
+
+def _softmax_rows(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_softmax_layer_stable_for_logits_of_scale_1000(impl: Impl) -> None:
+    # One softmax layer; x = identity rows, so the logits are W's rows. Softmax must shift
+    # each row by its own max: by the batch's max, row 1 underflows to 0 / 0.
+    W = np.array([[1000.0, 999.0, 998.0], [-1000.0, -999.0, -1001.0]])
+    model = impl.call(
+        "dense_model", [(2, 3, "softmax")], [W.astype(impl.dtype), np.zeros(3, impl.dtype)], 0
+    )
+    out = impl.run("predict", model, impl.arr(np.eye(2)))
+    e = np.exp([0.0, -1.0, -2.0])
+    expected = np.array([e / e.sum(), e[[1, 0, 2]] / e.sum()])
+    check_close(
+        impl, out, expected, what="softmax of logits (1000, 999, 998), (-1000, -999, -1001)"
+    )
+
+
+@pytest.mark.requires("autodiff")
+def test_model_gradients_through_a_softmax_with_98_clipped_classes(impl: Impl) -> None:
+    # 100 classes, two likely, 98 with p ~ 1e-22 < 1e-7: the loss clips them (TF 2.6), so
+    # sum(clip(p)) = 1 + 9.8e-6 and the softmax backward's sum(da * a) term is -9.8e-6, not 0.
+    # Expected values by hand: dL/dp_j = (1/S - [j == y]/c_j) on unclipped p_j, else 0;
+    # dz = a * (dL/dp - sum(dL/dp * a)); mean over the batch; dW = x.T dz, db = sum dz.
+    W = np.full((2, 100), -50.0)
+    W[0, :2] = [0.0, 0.0]
+    W[1, :2] = [1.0, 0.0]
+    b = np.zeros(100)
+    x, y = np.eye(2), np.array([0, 1], dtype=np.int64)
+    model = impl.call(
+        "dense_model", [(2, 100, "softmax")], [W.astype(impl.dtype), b.astype(impl.dtype)], 0
+    )
+    grads = impl.run_many("model_gradients", model, impl.arr(x), impl.arr(y, "int64"))
+    a = _softmax_rows(x @ W + b)
+    c = np.clip(a, 1e-7, 1 - 1e-7)
+    dp = np.repeat(1 / c.sum(axis=1, keepdims=True), 100, axis=1)
+    dp[np.arange(2), y] -= 1 / c[np.arange(2), y]
+    dp[(a < 1e-7) | (a > 1 - 1e-7)] = 0
+    dz = a * (dp - (dp * a).sum(axis=1, keepdims=True)) / 2
+    for got, want, name in zip(grads, [x.T @ dz, dz.sum(axis=0)], ["W", "b"], strict=True):
+        check_close(impl, got, want, what=f"d loss / d {name}, 98 clipped classes", kind="grad")
