@@ -87,6 +87,24 @@ def prepare(target: str, workdir: Path) -> Path:
     return scratch
 
 
+def forget_misses(scratch: Path) -> int:
+    """Clear mutmut's cached verdicts of survivors and unreached mutants (exit codes 0, 5, 33).
+
+    mutmut re-runs a mutant only when its function changed; after new specs are added, this
+    makes it run every mutant the old suite missed again (killed ones keep their verdict).
+    """
+    cleared = 0
+    for meta in (scratch / "mutants").rglob("*.py.meta"):
+        data = json.loads(meta.read_text())
+        codes = data.get("exit_code_by_key", {})
+        for name, code in codes.items():
+            if code in (0, 5, 33):
+                codes[name] = None
+                cleared += 1
+        atomic_write(meta, json.dumps(data, indent=4).encode())
+    return cleared
+
+
 def run_mutmut(scratch: Path, max_children: int, names: list[str]) -> int:
     env = dict(os.environ)
     env["DL_CH2_HYPOTHESIS_PROFILE"] = "conformance-ci"
@@ -166,9 +184,12 @@ def _status(code: int | None) -> str:
 
 
 def _diff(orig: ast.AST, mutant: ast.AST, name: str) -> str:
-    a = ast.unparse(orig).splitlines()[1:]
-    b = ast.unparse(mutant).splitlines()[1:]
-    return "\n".join(difflib.unified_diff(a, b, "original", name, n=1, lineterm=""))
+    short = name.rsplit(".", 1)[-1]
+    a = ast.unparse(orig).replace(short.rsplit("__mutmut_", 1)[0] + "__mutmut_orig", "f", 1)
+    b = ast.unparse(mutant).replace(short, "f", 1)
+    return "\n".join(
+        difflib.unified_diff(a.splitlines(), b.splitlines(), "original", name, n=1, lineterm="")
+    )
 
 
 def collect(scratch: Path) -> list[dict[str, Any]]:
@@ -255,10 +276,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-children", type=int, default=2)
     p.add_argument("--target-score", type=float, default=95.0)
     p.add_argument("--no-run", action="store_true", help="only classify the last run's results")
+    p.add_argument(
+        "--rerun-misses",
+        action="store_true",
+        help="run the survivors and unreached mutants of the last run again (after new specs)",
+    )
     p.add_argument("names", nargs="*", help="mutant name globs, passed to `mutmut run`")
     args = p.parse_args(argv)
     scratch = prepare(args.target, args.workdir.resolve())
     t0 = time.monotonic()
+    if args.rerun_misses:
+        print(f"cleared {forget_misses(scratch)} cached misses", flush=True)
     if not args.no_run:
         rc = run_mutmut(scratch, args.max_children, args.names)
         if rc != 0:

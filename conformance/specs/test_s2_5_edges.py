@@ -102,3 +102,19 @@ def test_model_gradients_through_a_softmax_with_98_clipped_classes(impl: Impl) -
     dz = a * (dp - (dp * a).sum(axis=1, keepdims=True)) / 2
     for got, want, name in zip(grads, [x.T @ dz, dz.sum(axis=0)], ["W", "b"], strict=True):
         check_close(impl, got, want, what=f"d loss / d {name}, 98 clipped classes", kind="grad")
+
+
+def test_dense_model_keeps_float32_weights_in_a_float64_grade(impl: Impl) -> None:
+    # Weights given in float32 stay float32 (W and b), and so does the prediction.
+    c = load_case("dense_forward")
+    ws = [w.astype(np.float32) for w in c.weights("w")]
+    model = impl.call("dense_model", SMALL_LAYERS, ws, 0)
+    got = [impl.to_np(w, f"weights[{i}]") for i, w in enumerate(impl.call("model_weights", model))]
+    check_equal(
+        impl,
+        [str(w.dtype) for w in got],
+        ["float32"] * 4,
+        what="dtypes of model_weights after dense_model with float32 weights",
+    )
+    out = impl.run("predict", model, impl.arr(c["x"], "float32"))
+    check_equal(impl, str(out.dtype), "float32", what="dtype of predict on float32 weights and x")
