@@ -143,7 +143,9 @@ class _Normalise(ast.NodeTransformer):
         at = MESSAGE_NAME_ARGS.get(name)
         if at is not None and len(node.args) > at:
             arg = node.args[at]
-            if isinstance(arg, ast.Constant) and (arg.value is None or isinstance(arg.value, str)):
+            if isinstance(arg, ast.JoinedStr) or (
+                isinstance(arg, ast.Constant) and (arg.value is None or isinstance(arg.value, str))
+            ):
                 node.args[at] = ast.Constant(value="<name>")
         self.generic_visit(node)
         return node

@@ -118,3 +118,21 @@ def test_dense_model_keeps_float32_weights_in_a_float64_grade(impl: Impl) -> Non
     )
     out = impl.run("predict", model, impl.arr(c["x"], "float32"))
     check_equal(impl, str(out.dtype), "float32", what="dtype of predict on float32 weights and x")
+
+
+@pytest.mark.requires("autodiff")
+def test_model_gradients_relu_passes_no_gradient_at_zero(impl: Impl) -> None:
+    # All first-layer weights 0: every relu input is exactly 0, where relu'(0) = 0 (TF, torch
+    # and the book's `z > 0`), so the first layer gets no gradient. The softmax of (0, 0) is
+    # (0.5, 0.5); with label 0 the last bias gets (0.5 - 1, 0.5) by hand.
+    W2 = np.array([[1.0, 2.0], [3.0, -1.0]])
+    ws = [np.zeros((2, 2)), np.zeros(2), W2, np.zeros(2)]
+    model = impl.call(
+        "dense_model", [(2, 2, "relu"), (2, 2, "softmax")], [w.astype(impl.dtype) for w in ws], 0
+    )
+    grads = impl.run_many(
+        "model_gradients", model, impl.arr(np.array([[1.0, 2.0]])), impl.arr([0], "int64")
+    )
+    expected = [np.zeros((2, 2)), np.zeros(2), np.zeros((2, 2)), np.array([-0.5, 0.5])]
+    for i, (got, want) in enumerate(zip(grads, expected, strict=True)):
+        check_close(impl, got, want, what=f"gradient {i} with every relu input at 0", kind="grad")
