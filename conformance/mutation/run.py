@@ -250,6 +250,7 @@ def classify(rows: list[dict[str, Any]], known: list[dict[str, str]]) -> dict[st
             entry = match_rule(r, known)
             cls = entry["class"] if entry else "unclassified"
             r["why"] = entry["why"] if entry else ""
+            r["rule"] = known.index(entry) if entry else None
             survivors.append(r)
         r["class"] = cls
         counts[cls] += 1
@@ -265,6 +266,10 @@ def classify(rows: list[dict[str, Any]], known: list[dict[str, str]]) -> dict[st
         "non_equivalent_in_scope": denominator,
         "score_counting_not_reached": 100.0 * caught / reached_or_not if reached_or_not else 0.0,
         "survivors": survivors,
+        "by_rule": [
+            {**rule, "mutants": [r["name"] for r in survivors if r.get("rule") == i]}
+            for i, rule in enumerate(known)
+        ],
         "not_reached": sorted(
             {r["name"].rsplit("__mutmut_", 1)[0] for r in rows if r["class"] == "not reached"}
         ),
@@ -303,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     atomic_write(scratch / "mutation-summary.json", json.dumps(summary, indent=2).encode())
     atomic_write(scratch / "mutation-all.json", json.dumps(rows, indent=1).encode())
-    print(json.dumps({k: v for k, v in summary.items() if k != "survivors"}, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("survivors", "by_rule")}, indent=2))
     bad = [s for s in summary["survivors"] if s["class"] == "unclassified"]
     for s in bad:
         print(f"\nUNCLASSIFIED {s['name']}\n{s['diff']}")
