@@ -308,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     atomic_write(scratch / "mutation-summary.json", json.dumps(summary, indent=2).encode())
     atomic_write(scratch / "mutation-all.json", json.dumps(rows, indent=1).encode())
-    print(json.dumps({k: v for k, v in summary.items() if k not in ("survivors", "by_rule")}, indent=2))
+    brief = {k: v for k, v in summary.items() if k not in ("survivors", "by_rule")}
+    print(json.dumps(brief, indent=2))
     bad = [s for s in summary["survivors"] if s["class"] == "unclassified"]
     for s in bad:
         print(f"\nUNCLASSIFIED {s['name']}\n{s['diff']}")
