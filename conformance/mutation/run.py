@@ -87,17 +87,20 @@ def prepare(target: str, workdir: Path) -> Path:
     return scratch
 
 
-def forget_misses(scratch: Path) -> int:
+def forget_misses(scratch: Path, names: list[str]) -> int:
     """Clear mutmut's cached verdicts of survivors and unreached mutants (exit codes 0, 5, 33).
 
     mutmut re-runs a mutant only when its function changed; after new specs are added, this
-    makes it run every mutant the old suite missed again (killed ones keep their verdict).
+    makes it run every mutant the old suite missed again (killed ones keep their verdict); with
+    ``names`` (globs), only the misses among those mutants.
     """
     cleared = 0
     for meta in (scratch / "mutants").rglob("*.py.meta"):
         data = json.loads(meta.read_text())
         codes = data.get("exit_code_by_key", {})
         for name, code in codes.items():
+            if names and not any(fnmatch.fnmatchcase(name, n) for n in names):
+                continue
             if code in (0, 5, 33):
                 codes[name] = None
                 cleared += 1
@@ -293,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = prepare(args.target, args.workdir.resolve())
     t0 = time.monotonic()
     if args.rerun_misses:
-        print(f"cleared {forget_misses(scratch)} cached misses", flush=True)
+        print(f"cleared {forget_misses(scratch, args.names)} cached misses", flush=True)
     if not args.no_run:
         rc = run_mutmut(scratch, args.max_children, args.names)
         if rc != 0:

@@ -50,3 +50,11 @@ def test_naive_ops_keep_float32_in_a_float64_grade(
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+def test_reshape_infers_a_minus_one_dimension(impl: Impl) -> None:
+    # NumPy's (and torch's, TF's, JAX's) reshape infers one -1 dimension from the size.
+    x = np.arange(12.0).reshape(3, 4)
+    for shape, want in [((-1,), (12,)), ((2, -1), (2, 6)), ((-1, 1), (12, 1))]:
+        out = impl.run("reshape", impl.arr(x), shape)
+        check_close(impl, out, x.reshape(want), what=f"reshape of a (3, 4) array to {shape}")

@@ -21,8 +21,10 @@ pytestmark = pytest.mark.section("2.4")
         (1.0, 1.0, 2.0, 2.5, (1.0, 1.0)),
         # x2 = 3 * -2 + 0.5 = -5.5 < 1: d/dw = -x = -3
         (3.0, -2.0, 0.5, 1.0, (-3.0, -1.0)),
+        # x = 0.1 has no exact float32: d/dw = -0.1 exactly only in float64 arithmetic
+        (0.1, 3.0, 1.0, 4.0, (-0.1, -1.0)),
     ],
-    ids=["below_target", "b_decides_the_sign", "negative_w"],
+    ids=["below_target", "b_decides_the_sign", "negative_w", "x_not_a_float32"],
 )
 def test_computation_graph_gradients_on_both_sides_of_the_target(
     impl: Impl, x: float, w: float, b: float, y_true: float, grads: tuple[float, float]
