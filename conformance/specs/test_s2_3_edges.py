@@ -58,3 +58,14 @@ def test_reshape_infers_a_minus_one_dimension(impl: Impl) -> None:
     for shape, want in [((-1,), (12,)), ((2, -1), (2, 6)), ((-1, 1), (12, 1))]:
         out = impl.run("reshape", impl.arr(x), shape)
         check_close(impl, out, x.reshape(want), what=f"reshape of a (3, 4) array to {shape}")
+
+
+@pytest.mark.parametrize(
+    "scalar_first", [True, False], ids=["scalar_dot_vector", "vector_dot_scalar"]
+)
+def test_dot_with_a_scalar_operand_multiplies(impl: Impl, scalar_first: bool) -> None:
+    # np.dot's rule: a 0-d operand multiplies element-wise (both operand orders)
+    s, v = np.array(2.5), np.array([1.0, -2.0, 4.0])
+    args = (impl.arr(s), impl.arr(v)) if scalar_first else (impl.arr(v), impl.arr(s))
+    out = impl.run("dot", *args)
+    check_close(impl, out, np.array([2.5, -5.0, 10.0]), what="dot of a scalar and a vector")
