@@ -136,3 +136,25 @@ def test_model_gradients_relu_passes_no_gradient_at_zero(impl: Impl) -> None:
     expected = [np.zeros((2, 2)), np.zeros(2), np.zeros((2, 2)), np.array([-0.5, 0.5])]
     for i, (got, want) in enumerate(zip(grads, expected, strict=True)):
         check_close(impl, got, want, what=f"gradient {i} with every relu input at 0", kind="grad")
+
+
+@pytest.mark.requires("autodiff")
+def test_loss_gradient_passes_at_the_clip_bounds(impl: Impl) -> None:
+    # TF 2.6 clips p to [1e-7, 1 - 1e-7] and passes the gradient where p lies inside, bounds
+    # included; p = 0 is outside. By hand, with S = sum(clip(p)) and n = 2 rows:
+    # d/dp_j = (1/S - [j == y] / clip(p)_j) / n inside, 0 outside.
+    eps = 1e-7
+    p = np.array([[1.0 - eps, eps, 0.0], [eps, 0.5, 0.5 - eps]])
+    labels = np.array([0, 1], dtype=np.int64)
+    s0, s1 = (1.0 - eps) + eps + eps, eps + 0.5 + (0.5 - eps)
+    expected = (
+        np.array(
+            [
+                [1 / s0 - 1 / (1.0 - eps), 1 / s0, 0.0],
+                [1 / s1, 1 / s1 - 1 / 0.5, 1 / s1],
+            ]
+        )
+        / 2
+    )
+    out = impl.run("loss_gradient", impl.arr(labels, "int64"), impl.arr(p))
+    check_close(impl, out, expected, what="loss gradient at p = 1e-7 and p = 1 - 1e-7", kind="grad")
