@@ -158,3 +158,22 @@ def test_loss_gradient_passes_at_the_clip_bounds(impl: Impl) -> None:
     )
     out = impl.run("loss_gradient", impl.arr(labels, "int64"), impl.arr(p))
     check_close(impl, out, expected, what="loss gradient at p = 1e-7 and p = 1 - 1e-7", kind="grad")
+
+
+@pytest.mark.requires("random_init")
+def test_dense_model_same_seed_same_weights_other_seed_other_weights(impl: Impl) -> None:
+    def draw(seed: int) -> list[np.ndarray]:
+        model = impl.call("dense_model", [(6, 5, "relu"), (5, 4, "softmax")], None, seed)
+        return [impl.to_np(w) for w in impl.call("model_weights", model)]
+
+    a, b, c = draw(11), draw(11), draw(12)
+    check(
+        impl,
+        all(np.array_equal(x, y) for x, y in zip(a, b, strict=True)),
+        "dense_model with seed 11 twice must draw the same weights",
+    )
+    check(
+        impl,
+        not np.array_equal(a[0], c[0]) and not np.array_equal(a[2], c[2]),
+        "dense_model with seeds 11 and 12 drew the same W",
+    )
