@@ -23,8 +23,11 @@ pytestmark = pytest.mark.section("2.4")
         (3.0, -2.0, 0.5, 1.0, (-3.0, -1.0)),
         # x = 0.1 has no exact float32: d/dw = -0.1 exactly only in float64 arithmetic
         (0.1, 3.0, 1.0, 4.0, (-0.1, -1.0)),
+        # x2 = 1 + 0.1 = 1.1 < 1.1000000001 in float64; with b in float32 (0.10000000149)
+        # x2 would pass y_true and flip the sign
+        (1.0, 1.0, 0.1, 1.1000000001, (-1.0, -1.0)),
     ],
-    ids=["below_target", "b_decides_the_sign", "negative_w", "x_not_a_float32"],
+    ids=["below_target", "b_decides_the_sign", "negative_w", "x_not_a_float32", "b_float64"],
 )
 def test_computation_graph_gradients_on_both_sides_of_the_target(
     impl: Impl, x: float, w: float, b: float, y_true: float, grads: tuple[float, float]
