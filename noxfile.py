@@ -132,6 +132,27 @@ def grade(session: nox.Session) -> None:
 
 
 @nox.session
+@nox.parametrize("target", ["numpy", "torch-cpu"], ids=["numpy", "torch-cpu"])
+def mutation(session: nox.Session, target: str) -> None:
+    """mutmut over the NumPy reference (numpy) or the port's chapter modules (torch-cpu).
+
+    Not in the default run (up to an hour on 2 cores); see conformance/MUTATION.md. Extra
+    arguments go to conformance/mutation/run.py (e.g. mutant name globs, --max-children 2).
+    """
+    session.install("torch==2.13.0")
+    session.install(".[conformance,plot]", "mutmut==3.8.1", "pytest-timeout==2.4.0")
+    session.run(
+        "python",
+        "-m",
+        "conformance.mutation.run",
+        "--target",
+        target,
+        *session.posargs,
+        env={"DL_CH2_HYPOTHESIS_PROFILE": "conformance-ci"},
+    )
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install("ruff==0.17.6")

@@ -1,0 +1,1 @@
+"""Mutation testing of the conformance suite with mutmut (see conformance/MUTATION.md)."""
