@@ -286,3 +286,29 @@ def test_compile_with_data_parallel_is_refused_before_any_work() -> None:
     with pytest.raises(ValueError, match="compile=True is not supported with data_parallel"):
         train_first_example(keras, x, y, epochs=1, compile=True, data_parallel=dp)
     assert all(torch.equal(a, b) for a, b in zip(before, naive.weights, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"), [(["--compile"], "--compile"), (["--backend", "numpy"], "--backend")]
+)
+def test_train_under_torchrun_refuses_compile_and_numpy_as_usage_errors(
+    argv: list[str],
+    option: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from dl_ch2.tools.cli import main
+
+    for key, value in {
+        "RANK": "0",
+        "WORLD_SIZE": "2",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "run"
+    assert main(["train", *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"argument {option}" in err[0] and "torchrun" in err[0]
+    assert not out.exists()  # refused before any work: no run folder

@@ -187,6 +187,16 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.compile and args.backend != "torch":
         raise UsageError("--compile", "needs --backend torch (torch.compile)")
+    from dl_ch2.distributed import launched_by_torchrun
+
+    if launched_by_torchrun() and args.compile:
+        raise UsageError(
+            "--compile",
+            "not supported under torchrun (the gradient all-reduce runs between autograd "
+            "and the update); drop --compile or run one process",
+        )
+    if launched_by_torchrun() and args.backend != "torch":
+        raise UsageError("--backend", "numpy runs in one process; launch it without torchrun")
     try:
         run_train(
             TrainConfig(
