@@ -10,10 +10,10 @@ import os
 from pathlib import Path
 
 import pytest
+from test_figures_and_main_job import small_mnist
 
 from dl_ch2.tools import atomic, main_job
 from dl_ch2.tools.atomic import OutputPathError, atomic_path, atomic_write, ensure_writable_dir
-from tests.test_figures_and_main_job import small_mnist
 
 
 def _what(fd: int) -> str:

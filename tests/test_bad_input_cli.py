@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 import torch
+from test_figures_and_main_job import small_mnist
 
 from dl_ch2.tools import main_job
 from dl_ch2.tools.cli import main
 from dl_ch2.training_loop import History, NonFiniteLossError
-from tests.test_figures_and_main_job import small_mnist
 
 
 def one_error_line(err: str) -> str:
