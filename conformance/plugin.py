@@ -677,6 +677,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         if deadline is not None:
             left = min(left, deadline - time.time())
             state.budget = state.budget if state.budget is not None else left
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            # started from a background job or under nohup, which ignore SIGINT: the budget
+            # (and the supervisor) stop this run with one, so take it back
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         state.timer = threading.Timer(max(0.0, left), _budget_ran_out, args=(state,))
         state.timer.daemon = True
         state.timer.start()

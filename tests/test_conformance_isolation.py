@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,17 @@ def write_adapter(tmp_path: Path, body: str, name: str = "adapter") -> Path:
     return path
 
 
+def _sigint(disposition: Any) -> Callable[[], None]:
+    """A ``preexec_fn`` giving the child this SIGINT disposition, whatever the test's is."""
+    return lambda: signal.signal(signal.SIGINT, disposition) and None
+
+
 def run_grade(
-    tmp_path: Path, adapter: str, *args: str, timeout: float = 300
+    tmp_path: Path,
+    adapter: str,
+    *args: str,
+    timeout: float = 300,
+    sigint: Any = signal.SIG_DFL,
 ) -> tuple[int, str, dict[str, Any], float]:
     report = tmp_path / "report.json"
     cmd = [
@@ -68,7 +78,15 @@ def run_grade(
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout, env=env)
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        env=env,
+        preexec_fn=_sigint(sigint),
+    )
     elapsed = time.monotonic() - t0
     data = json.loads(report.read_text()) if report.exists() else {}
     return proc.returncode, proc.stdout + proc.stderr, data, elapsed
@@ -168,7 +186,12 @@ def test_keyboard_interrupt_in_a_verb_leaves_an_incomplete_report(tmp_path: Path
     assert "INCOMPLETE" in (tmp_path / "card.md").read_text()
 
 
-def test_budget_stops_a_hanging_grade_within_the_budget(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "sigint", [signal.SIG_DFL, signal.SIG_IGN], ids=["sigint-default", "sigint-ignored"]
+)
+def test_budget_stops_a_hanging_grade_within_the_budget(tmp_path: Path, sigint: Any) -> None:
+    # sigint-ignored: started from a background job or nohup, which ignore SIGINT; the
+    # budget's own stop (a SIGINT to itself) must work there too
     path = write_adapter(
         tmp_path,
         """
@@ -182,7 +205,10 @@ def test_budget_stops_a_hanging_grade_within_the_budget(tmp_path: Path) -> None:
     )
     budget = 15.0
     rc, out, report, elapsed = run_grade(
-        tmp_path, str(path), "--spec-timeout", "100", "--budget", str(budget), "--", "-k", "s2_3"
+        tmp_path,
+        str(path),
+        *("--spec-timeout", "100", "--budget", str(budget), "--", "-k", "s2_3"),
+        sigint=sigint,
     )
     assert rc == 3, out[-3000:]
     assert report["complete"] is False and "budget" in report["incomplete_reason"]
@@ -232,7 +258,12 @@ def test_ctrl_c_on_the_grade_reports_incomplete(tmp_path: Path) -> None:
     cmd += ["--spec-timeout", "100", "--", "-k", "s2_3"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_sigint(signal.SIG_DFL),  # Ctrl-C from a terminal, even under nohup
     )
     flag = tmp_path / "flags" / "relu"
     deadline = time.monotonic() + 120
