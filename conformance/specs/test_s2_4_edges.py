@@ -1,5 +1,5 @@
 """§2.4 edges found by mutation testing (conformance/MUTATION.md): the scalar graph's other
-sign, and GradientTape's dense gradients for a non-square batch in float32."""
+sign, GradientTape's dense gradients for a non-square batch in float32, and the momentum range."""
 
 from __future__ import annotations
 
@@ -71,3 +71,14 @@ def test_gradient_tape_dense_non_square_batch_float32(impl: Impl) -> None:
         rtol=0,
         atol=0,
     )
+
+
+@pytest.mark.requires("momentum")
+@pytest.mark.parametrize("rule", ["keras", "nesterov"])
+def test_momentum_step_rejects_momentum_outside_0_1(impl: Impl, rule: str) -> None:
+    # Keras 2.6's SGD raises ValueError for a momentum outside [0, 1]; both bounds are valid
+    w, g, v = (impl.arr(np.array([1.0, -2.0])) for _ in range(3))
+    for m in (0.0, 1.0):
+        impl.call("momentum_step", w, g, v, 0.1, m, rule)
+    impl.rejects("momentum_step", w, g, v, 0.1, 1.5, rule)
+    impl.rejects("momentum_step", w, g, v, 0.1, -0.1, rule)

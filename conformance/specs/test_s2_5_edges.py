@@ -177,3 +177,30 @@ def test_dense_model_same_seed_same_weights_other_seed_other_weights(impl: Impl)
         not np.array_equal(a[0], c[0]) and not np.array_equal(a[2], c[2]),
         "dense_model with seeds 11 and 12 drew the same W",
     )
+
+
+@pytest.mark.requires("autodiff")
+def test_loss_gradient_on_logits_by_hand(impl: Impl) -> None:
+    # d mean loss / d z = (softmax(z) - onehot(y)) / n, per row. Each row's softmax is exact
+    # by hand (log 2 makes one logit twice as likely), and the rows' scales differ by 1000,
+    # so a softmax shifted by the batch's largest logit (not each row's) gives NaN or 0:
+    # row 0: softmax(0, log 2, 0) = (1/4, 1/2, 1/4), label 1 -> (1/4, -1/2, 1/4)
+    # row 1: softmax(-500, -500, -500 + log 2) = (1/4, 1/4, 1/2), label 0 -> (-3/4, 1/4, 1/2)
+    # row 2: softmax(500 + log 2, 500, 500) = (1/2, 1/4, 1/4), label 2 -> (1/2, 1/4, -3/4)
+    ln2 = float(np.log(2.0))
+    z = np.array([[0.0, ln2, 0.0], [-500.0, -500.0, -500.0 + ln2], [500.0 + ln2, 500.0, 500.0]])
+    labels = np.array([1, 0, 2], dtype=np.int64)
+    expected = np.array([[0.25, -0.5, 0.25], [-0.75, 0.25, 0.5], [0.5, 0.25, -0.75]]) / 3
+    tz, tl = impl.arr(z), impl.arr(labels, "int64")
+    out = impl.run("loss_gradient", tl, tz, from_logits=True)
+    # float32 holds 500 + log 2 to within 3e-5, so the softmax's absolute error follows it
+    check_close(
+        impl,
+        out,
+        expected,
+        kind="grad",
+        what="(softmax(z) - onehot(y)) / n for logits of scales 0, -500 and 500",
+        atol=2e-5 if impl.dtype == "float32" else None,
+    )
+    check_equal(impl, impl.to_np(tz), z.astype(impl.dtype), what="loss_gradient keeps z")
+    check_equal(impl, impl.to_np(tl), labels, what="loss_gradient keeps the labels")

@@ -196,6 +196,8 @@ def test_loss_rejects_labels_out_of_range_and_unequal_lengths(impl: Impl) -> Non
     p = impl.arr(np.full((2, 3), 1 / 3))
     impl.run("sparse_categorical_crossentropy", impl.arr(np.array([0, 2]), "int64"), p)
     impl.rejects("sparse_categorical_crossentropy", impl.arr(np.array([0, 3]), "int64"), p)
+    # label -1: NumPy indexing would silently read the last class
+    impl.rejects("sparse_categorical_crossentropy", impl.arr(np.array([-1, 2]), "int64"), p)
     impl.rejects("sparse_categorical_crossentropy", impl.arr(np.array([0, 1, 2]), "int64"), p)
 
 
