@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import ast
 
-from conformance.mutation.run import _canonical, _functions, classify, match_rule
+from conformance.mutation.run import (
+    _canonical,
+    _functions,
+    classify,
+    match_rule,
+    stale_rules,
+    tables,
+)
 
 ORIGINAL = """
 def f__mutmut_orig(x, n):
@@ -69,3 +76,22 @@ def test_score_counts_open_and_unclassified_as_missed_and_skips_equivalent() -> 
     assert summary["classes"]["not reached"] == 1
     assert summary["caught"] == 8 and summary["non_equivalent_in_scope"] == 9
     assert abs(summary["score"] - 800 / 9) < 1e-9
+
+
+def test_stale_rules_and_tables() -> None:
+    rows = [
+        _row("m.x_f__mutmut_1", "killed"),
+        _row("m.x_f__mutmut_2", "survived", "--- o\n+++ m\n-a\n+b|c"),
+    ]
+    rules = [
+        {"match": "m.x_g__*", "class": "equivalent", "why": "matches nothing"},
+        {"match": "m.x_f__*", "diff": "b[|]c", "class": "open", "why": "needs a | spec"},
+    ]
+    summary = classify(rows, rules)
+    summary["mutants"] = len(rows)
+    assert stale_rules(summary) == [0]
+    md = tables(summary)
+    assert "| **total** | **2** |" in md
+    assert "**Score: 1 / 2 = 50.0%**" in md
+    # a | inside a cell is escaped, so the table keeps its five columns
+    assert "| 1 | open | 1 | `m.x_f__*`; `b[&#124;]c` | needs a &#124; spec |" in md

@@ -279,6 +279,43 @@ def classify(rows: list[dict[str, Any]], known: list[dict[str, str]]) -> dict[st
     }
 
 
+def stale_rules(summary: dict[str, Any]) -> list[int]:
+    """Indices of the rules of survivors.json that matched no survivor of this run."""
+    return [i for i, rule in enumerate(summary["by_rule"]) if not rule["mutants"]]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "&#124;")
+
+
+def tables(summary: dict[str, Any]) -> str:
+    """The counts and the survivor rules as Markdown tables, for conformance/MUTATION.md."""
+    lines = ["| mutmut status | count |", "| --- | --- |"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(summary["mutmut_counts"].items())]
+    lines += [f"| **total** | **{summary['mutants']}** |", ""]
+    lines += ["| class | count |", "| --- | --- |"]
+    order = ["killed", "timeout", "out of scope", "equivalent", "open", "not reached"]
+    classes = dict(summary["classes"])
+    lines += [f"| {c} | {classes.pop(c, 0)} |" for c in order]
+    lines += [f"| {c} | {n} |" for c, n in sorted(classes.items())]
+    lines += [
+        "",
+        f"**Score: {summary['caught']} / {summary['non_equivalent_in_scope']} = "
+        f"{summary['score']:.1f}%** ({summary['score_counting_not_reached']:.1f}% counting the "
+        "unreached functions)",
+        "",
+        "| # | class | mutants | where (name glob; changed-line regex) | why |",
+        "|---|---|---|---|---|",
+    ]
+    for i, rule in enumerate(summary["by_rule"]):
+        where = f"`{rule['match']}`" + (f"; `{rule['diff']}`" if rule.get("diff") else "")
+        lines.append(
+            f"| {i} | {rule['class']} | {len(rule['mutants'])} | {_cell(where)} | "
+            f"{_cell(rule['why'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m conformance.mutation.run", description=__doc__)
     p.add_argument("--target", choices=TARGETS, required=True)
@@ -311,11 +348,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     atomic_write(scratch / "mutation-summary.json", json.dumps(summary, indent=2).encode())
     atomic_write(scratch / "mutation-all.json", json.dumps(rows, indent=1).encode())
+    atomic_write(scratch / "mutation-tables.md", tables(summary).encode())
     brief = {k: v for k, v in summary.items() if k not in ("survivors", "by_rule")}
     print(json.dumps(brief, indent=2))
     bad = [s for s in summary["survivors"] if s["class"] == "unclassified"]
     for s in bad:
         print(f"\nUNCLASSIFIED {s['name']}\n{s['diff']}")
+    for i in stale_rules(summary):
+        rule = summary["by_rule"][i]
+        print(f"STALE RULE {i} (matches no survivor): {rule['match']} {rule.get('diff', '')}")
     caught, total = summary["caught"], summary["non_equivalent_in_scope"]
     print(f"\nscore {summary['score']:.1f}% ({caught}/{total})")
     return 1 if bad or summary["score"] < args.target_score else 0
