@@ -40,6 +40,23 @@ def test_message_text_name_argument_and_log_text_are_out_of_scope() -> None:
     )
     assert _same_after_normalising(_mutant('require_rank("x", x, 2)', "require_rank(None, x, 2)"))
     assert _same_after_normalising(_mutant('emit(f"n = {n}")', 'emit("XXn = XX")'))
+    assert _same_after_normalising(_mutant('require_rank("x", x, 2)', "require_rank(name, x, 2)"))
+
+
+def test_a_defaulted_name_argument_left_out_is_out_of_scope() -> None:
+    original = 'def f__mutmut_orig(y, x):\n    require_labels(y, x, "evaluate")\n    return x\n'
+    for call in ("require_labels(y, x)", "require_labels(y, x, None)"):
+        mutant = original.replace("f__mutmut_orig", "f__mutmut_1").replace(
+            'require_labels(y, x, "evaluate")', call
+        )
+        funcs = _functions(ast.parse(original + mutant))
+        assert _canonical(funcs["f__mutmut_orig"]) == _canonical(funcs["f__mutmut_1"])
+    # dropping another argument is a behaviour change
+    mutant = original.replace("f__mutmut_orig", "f__mutmut_1").replace(
+        'require_labels(y, x, "evaluate")', 'require_labels(y, "evaluate")'
+    )
+    funcs = _functions(ast.parse(original + mutant))
+    assert _canonical(funcs["f__mutmut_orig"]) != _canonical(funcs["f__mutmut_1"])
 
 
 def test_behaviour_changes_are_in_scope() -> None:

@@ -62,7 +62,13 @@ MESSAGE_NAME_ARGS = {
     "_matrix_vector": 2,
     "_check_matrix_vector": 2,
     "_check": 2,
+    "require_learning_rate": 1,
+    "require_images": 2,
+    "require_labels": 2,
 }
+#: Of those, the helpers whose name argument has a default (also message text): leaving the
+#: argument out is then a message change too.
+MESSAGE_NAME_DEFAULTS = {"require_learning_rate", "require_images", "require_labels"}
 MUTMUT_VERSION = "3.8.1"
 #: Classes that do not count against the score.
 NOT_MISSED = {"killed", "timeout", "out of scope", "equivalent", "not reached"}
@@ -145,11 +151,9 @@ class _Normalise(ast.NodeTransformer):
             return ast.Call(func=node.func, args=[], keywords=[])
         at = MESSAGE_NAME_ARGS.get(name)
         if at is not None and len(node.args) > at:
-            arg = node.args[at]
-            if isinstance(arg, ast.JoinedStr) or (
-                isinstance(arg, ast.Constant) and (arg.value is None or isinstance(arg.value, str))
-            ):
-                node.args[at] = ast.Constant(value="<name>")
+            node.args[at] = ast.Constant(value="<name>")  # whatever names the argument
+        elif at is not None and len(node.args) == at and name in MESSAGE_NAME_DEFAULTS:
+            node.args.append(ast.Constant(value="<name>"))
         self.generic_visit(node)
         return node
 
