@@ -1,12 +1,14 @@
 """§2.4 edges found by mutation testing (conformance/MUTATION.md): the scalar graph's other
-sign, GradientTape's dense gradients for a non-square batch in float32, and the momentum range."""
+sign, GradientTape's dense gradients for a non-square batch in float32, the momentum range and
+an SGD path that overflows."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from conformance.harness import Impl, check, check_close
+from conformance import curves
+from conformance.harness import Impl, check, check_close, check_equal
 
 pytestmark = pytest.mark.section("2.4")
 
@@ -82,3 +84,25 @@ def test_momentum_step_rejects_momentum_outside_0_1(impl: Impl, rule: str) -> No
         impl.call("momentum_step", w, g, v, 0.1, m, rule)
     impl.rejects("momentum_step", w, g, v, 0.1, 1.5, rule)
     impl.rejects("momentum_step", w, g, v, 0.1, -0.1, rule)
+
+
+@pytest.mark.requires("momentum")
+def test_sgd_path_that_overflows_still_gives_steps_plus_1_positions(impl: Impl) -> None:
+    # w -= 1e200 * 2w from 5: -1e201, then 2e401 overflows to inf; after that the path stays
+    # non-finite (inf, or NaN from inf - inf), and it still has steps + 1 positions.
+    path = impl.run("sgd_path", curves.square_grad, 5.0, 1e200, 6).astype(np.float64)
+    check_equal(impl, path.shape, (7,), what="sgd_path of 6 steps that overflows: 7 positions")
+    check_close(
+        impl,
+        path[:2],
+        np.array([5.0, 5.0 - 1e200 * (2 * 5.0)]),
+        what="the two finite positions",
+        rtol=1e-15,
+        atol=0,
+        expect_dtype="float64",
+    )
+    check(
+        impl,
+        not np.isfinite(path[2:]).any(),
+        f"from the overflow on, every position must be inf or NaN, got {path[2:].tolist()}",
+    )

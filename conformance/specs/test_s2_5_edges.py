@@ -204,3 +204,23 @@ def test_loss_gradient_on_logits_by_hand(impl: Impl) -> None:
     )
     check_equal(impl, impl.to_np(tz), z.astype(impl.dtype), what="loss_gradient keeps z")
     check_equal(impl, impl.to_np(tl), labels, what="loss_gradient keeps the labels")
+
+
+@pytest.mark.requires("random_init")
+def test_chapter_model_same_seed_same_weights_other_seed_other_weights(impl: Impl) -> None:
+    # §2.5.1's model, 784 -> 512 (relu) -> 10 (softmax), drawn from the seed: both layers
+    # from it (not from a global generator), and all four weights in one dtype
+    layers = [(784, 512, "relu"), (512, 10, "softmax")]
+
+    def draw(seed: int) -> list[np.ndarray]:
+        model = impl.call("dense_model", layers, None, seed)
+        return [impl.to_np(w) for w in impl.call("model_weights", model)]
+
+    a, b, c = draw(3), draw(3), draw(4)
+    check_equal(
+        impl, [w.shape for w in a], [(784, 512), (512,), (512, 10), (10,)], what="weight shapes"
+    )
+    check_equal(impl, len({str(w.dtype) for w in a}), 1, what="number of weight dtypes")
+    for i in (0, 2):
+        check(impl, np.array_equal(a[i], b[i]), f"seed 3 twice must draw the same weights[{i}]")
+        check(impl, not np.array_equal(a[i], c[i]), f"seeds 3 and 4 drew the same weights[{i}]")
