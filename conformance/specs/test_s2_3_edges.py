@@ -18,6 +18,7 @@ NAIVE_CASES = [
     ("naive_add_matrix_and_vector", (4, 3), (3,)),
     ("naive_vector_dot", (5,), (5,)),
     ("naive_matrix_vector_dot", (4, 3), (3,)),
+    ("naive_matrix_vector_dot_via_vector_dot", (4, 3), (3,)),
     ("naive_matrix_dot", (4, 3), (3, 2)),
 ]
 

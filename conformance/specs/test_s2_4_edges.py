@@ -77,11 +77,25 @@ def test_gradient_tape_dense_non_square_batch_float32(impl: Impl) -> None:
 
 @pytest.mark.requires("momentum")
 @pytest.mark.parametrize("rule", ["keras", "nesterov"])
-def test_momentum_step_rejects_momentum_outside_0_1(impl: Impl, rule: str) -> None:
+def test_momentum_step_at_momentum_0_and_1_and_rejects_outside(impl: Impl, rule: str) -> None:
     # Keras 2.6's SGD raises ValueError for a momentum outside [0, 1]; both bounds are valid
-    w, g, v = (impl.arr(np.array([1.0, -2.0])) for _ in range(3))
-    for m in (0.0, 1.0):
-        impl.call("momentum_step", w, g, v, 0.1, m, rule)
+    w, g, v = (
+        impl.arr(np.array([1.0, -2.0])),
+        impl.arr(np.array([0.5, 1.0])),
+        impl.arr(np.array([0.25, -0.5])),
+    )
+    # both bounds are valid; by hand, lr 0.1: v' = m v - 0.1 g; w' = w + v' (Keras) or
+    # w + m v' - 0.1 g (Nesterov). m = 0: v' = (-0.05, -0.1), w' = (0.95, -2.1) either way;
+    # m = 1: v' = (0.2, -0.6), w' = (1.2, -2.6) (Keras) or (1.15, -2.7) (Nesterov).
+    expected = {
+        0.0: ([0.95, -2.1], [0.95, -2.1], [-0.05, -0.1]),
+        1.0: ([1.2, -2.6], [1.15, -2.7], [0.2, -0.6]),
+    }
+    for m, (keras_w, nesterov_w, velocity) in expected.items():
+        tw, tv = impl.call("momentum_step", w, g, v, 0.1, m, rule)
+        want = keras_w if rule == "keras" else nesterov_w
+        check_close(impl, impl.to_np(tw), np.array(want), what=f"w after a step of momentum {m}")
+        check_close(impl, impl.to_np(tv), np.array(velocity), what=f"velocity, momentum {m}")
     impl.rejects("momentum_step", w, g, v, 0.1, 1.5, rule)
     impl.rejects("momentum_step", w, g, v, 0.1, -0.1, rule)
 

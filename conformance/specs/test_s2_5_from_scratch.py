@@ -425,6 +425,8 @@ def test_evaluate_rejects_images_and_labels_of_unequal_length(impl: Impl) -> Non
     x = impl.arr(c["x"])
     impl.scalar("evaluate", model, x, impl.arr(np.zeros(8, dtype=np.int64), "int64"))
     impl.rejects("evaluate", model, x, impl.arr(np.zeros(7, dtype=np.int64), "int64"))
+    # too many labels too: slicing them to the batch would hide the mismatch
+    impl.rejects("evaluate", model, x, impl.arr(np.zeros(9, dtype=np.int64), "int64"))
 
 
 def test_evaluate_breaks_prediction_ties_by_the_first_class(impl: Impl) -> None:
