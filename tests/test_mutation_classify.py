@@ -86,13 +86,19 @@ def test_rules_match_by_name_glob_and_changed_line_regex() -> None:
 def test_score_counts_open_and_unclassified_as_missed_and_skips_equivalent() -> None:
     rows = [_row(f"m.x_f__mutmut_{i}", "killed") for i in range(8)]
     rows += [_row("m.x_f__mutmut_8", "survived", "-a\n+b"), _row("m.x_f__mutmut_9", "survived")]
-    rows += [_row("m.x_g__mutmut_1", "no tests")]
-    rules = [{"match": "m.x_f__mutmut_8", "class": "equivalent", "why": "same"}]
+    rows += [_row("m.x_g__mutmut_1", "no tests"), _row("m.x_f__mutmut_10", "survived", "-c\n+d")]
+    rules = [
+        {"match": "m.x_f__mutmut_8", "class": "equivalent", "why": "same"},
+        {"match": "m.x_f__mutmut_10", "class": "option not reached", "why": "a callback"},
+    ]
     summary = classify(rows, rules)
     assert summary["classes"]["unclassified"] == 1
     assert summary["classes"]["not reached"] == 1
+    assert summary["classes"]["option not reached"] == 1
     assert summary["caught"] == 8 and summary["non_equivalent_in_scope"] == 9
     assert abs(summary["score"] - 800 / 9) < 1e-9
+    # counting what no verb reaches (the function, the option) as missed: 8 of 11
+    assert abs(summary["score_counting_not_reached"] - 800 / 11) < 1e-9
 
 
 def test_stale_rules_and_tables() -> None:

@@ -17,11 +17,13 @@ After the run every mutant is classified:
   it cannot change any observable behaviour;
 - ``open``: a survivor listed there as a known gap (with the spec or verb it needs), or not
   listed at all (``unclassified``: the run fails until someone classifies it);
+- ``option not reached``: a survivor listed in survivors.json whose changed code runs only
+  under an argument that no verb of the protocol passes (the branch-level "not reached");
 - ``not reached``: no spec calls the function (mutmut's "no tests").
 
 The score is (killed + timeout) / (killed + timeout + every other in-scope mutant that is not
 equivalent), over the functions some spec reaches; ``score_counting_not_reached`` also counts
-the mutants of unreached functions as missed. The command exits 1 when a survivor is
+the mutants of unreached functions and options as missed. The command exits 1 when a survivor is
 unclassified or the score is below ``--target-score`` (95 by default), 0 otherwise.
 """
 
@@ -70,8 +72,18 @@ MESSAGE_NAME_ARGS = {
 #: argument out is then a message change too.
 MESSAGE_NAME_DEFAULTS = {"require_learning_rate", "require_images", "require_labels"}
 MUTMUT_VERSION = "3.8.1"
-#: Classes that do not count against the score.
-NOT_MISSED = {"killed", "timeout", "out of scope", "equivalent", "not reached"}
+#: Classes that do not count against the score. "option not reached": the mutant changes code
+#: that runs only under an argument no verb of the protocol passes (fit's compile=True, a
+#: callback, ...), the branch-level twin of "not reached"; score_counting_not_reached counts
+#: both as missed.
+NOT_MISSED = {
+    "killed",
+    "timeout",
+    "out of scope",
+    "equivalent",
+    "not reached",
+    "option not reached",
+}
 
 
 # -- preparing and running ------------------------------------------------------------------
@@ -264,7 +276,7 @@ def classify(rows: list[dict[str, Any]], known: list[dict[str, str]]) -> dict[st
     caught = counts["killed"] + counts["timeout"]
     missed = sum(n for c, n in counts.items() if c not in NOT_MISSED)
     denominator = caught + missed
-    reached_or_not = denominator + counts["not reached"]
+    reached_or_not = denominator + counts["not reached"] + counts["option not reached"]
     return {
         "mutmut_counts": dict(mutmut_counts),
         "classes": dict(counts),
@@ -298,7 +310,15 @@ def tables(summary: dict[str, Any]) -> str:
     lines += [f"| {k} | {v} |" for k, v in sorted(summary["mutmut_counts"].items())]
     lines += [f"| **total** | **{summary['mutants']}** |", ""]
     lines += ["| class | count |", "| --- | --- |"]
-    order = ["killed", "timeout", "out of scope", "equivalent", "open", "not reached"]
+    order = [
+        "killed",
+        "timeout",
+        "out of scope",
+        "equivalent",
+        "open",
+        "option not reached",
+        "not reached",
+    ]
     classes = dict(summary["classes"])
     lines += [f"| {c} | {classes.pop(c, 0)} |" for c in order]
     lines += [f"| {c} | {n} |" for c, n in sorted(classes.items())]
