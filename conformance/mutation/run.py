@@ -326,7 +326,9 @@ def tables(summary: dict[str, Any]) -> str:
         "",
         f"**Score: {summary['caught']} / {summary['non_equivalent_in_scope']} = "
         f"{summary['score']:.1f}%** ({summary['score_counting_not_reached']:.1f}% counting the "
-        "unreached functions)",
+        "unreached functions and options as missed)",
+        "",
+        "Every survivor, by the first rule of `conformance/mutation/survivors.json` it matches:",
         "",
         "| # | class | mutants | where (name glob; changed-line regex) | why |",
         "|---|---|---|---|---|",
