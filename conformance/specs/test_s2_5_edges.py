@@ -121,7 +121,7 @@ def test_dense_model_keeps_float32_weights_in_a_float64_grade(impl: Impl) -> Non
 
 
 @pytest.mark.requires("autodiff")
-def test_model_gradients_relu_passes_no_gradient_at_zero(impl: Impl) -> None:
+def test_model_gradients_pass_nothing_back_through_a_hidden_input_of_zero(impl: Impl) -> None:
     # All first-layer weights 0: every relu input is exactly 0, where relu'(0) = 0 (TF, torch
     # and the book's `z > 0`), so the first layer gets no gradient. The softmax of (0, 0) is
     # (0.5, 0.5); with label 0 the last bias gets (0.5 - 1, 0.5) by hand.
