@@ -78,13 +78,13 @@ def test_gradient_tape_dense_non_square_batch_float32(impl: Impl) -> None:
 @pytest.mark.requires("momentum")
 @pytest.mark.parametrize("rule", ["keras", "nesterov"])
 def test_momentum_step_at_momentum_0_and_1_and_rejects_outside(impl: Impl, rule: str) -> None:
-    # Keras 2.6's SGD raises ValueError for a momentum outside [0, 1]; both bounds are valid
+    # Keras 2.6's SGD raises ValueError for a momentum outside [0, 1]
     w, g, v = (
         impl.arr(np.array([1.0, -2.0])),
         impl.arr(np.array([0.5, 1.0])),
         impl.arr(np.array([0.25, -0.5])),
     )
-    # both bounds are valid; by hand, lr 0.1: v' = m v - 0.1 g; w' = w + v' (Keras) or
+    # both bounds are valid. By hand, lr 0.1: v' = m v - 0.1 g; w' = w + v' (Keras) or
     # w + m v' - 0.1 g (Nesterov). m = 0: v' = (-0.05, -0.1), w' = (0.95, -2.1) either way;
     # m = 1: v' = (0.2, -0.6), w' = (1.2, -2.6) (Keras) or (1.15, -2.7) (Nesterov).
     expected = {
