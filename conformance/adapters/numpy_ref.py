@@ -205,9 +205,14 @@ class NumpyAdapter:
     ) -> tuple[Any, Any]:
         if rule == "book":
             return ref.naive_momentum_update(w, g, velocity, learning_rate, momentum)
-        return ref.keras_sgd_update(
-            w, g, velocity, learning_rate, momentum, nesterov=rule == "nesterov"
-        )
+        # Through the reference's Keras SGD optimizer (its momentum and Nesterov branches), on
+        # copies: the verb must leave w and velocity untouched.
+        opt = ref.SGD(learning_rate, momentum=momentum, nesterov=rule == "nesterov")
+        w = np.array(w, copy=True)
+        if momentum:
+            opt.velocities = [np.array(velocity, copy=True)]
+        opt.apply_gradients([g], [w])
+        return w, (opt.velocities[0] if opt.velocities else -learning_rate * g)
 
     def sgd_path(
         self,
@@ -229,8 +234,12 @@ class NumpyAdapter:
         rho: float = 0.9,
         epsilon: float = 1e-7,
     ) -> tuple[Any, Any]:
-        state = rho * state + (1 - rho) * g * g
-        return w - learning_rate * g / (np.sqrt(state) + epsilon), state
+        # Through the reference's Keras RMSprop optimizer, on copies (inputs stay untouched).
+        opt = ref.RMSprop(learning_rate, rho, epsilon)
+        opt.rms = [np.array(state, copy=True)]
+        w = np.array(w, copy=True)
+        opt.apply_gradients([g], [w])
+        return w, opt.rms[0]
 
     def glorot_uniform(self, fan_in: int, fan_out: int, seed: int) -> Any:
         limit = glorot_uniform_limit(fan_in, fan_out)

@@ -59,8 +59,8 @@ class TorchAdapter:
 
     # -- conversion (adapter glue) ---------------------------------------------------------
     def asarray(self, x: np.ndarray, dtype: str | None = None) -> torch.Tensor:
-        t = torch.as_tensor(np.asarray(x, dtype=dtype) if dtype else np.asarray(x))
-        return t.to(self.device)
+        a = np.asarray(x, dtype=dtype) if dtype else np.asarray(x)
+        return torch.as_tensor(a, device=self.device)
 
     def to_numpy(self, x: Any) -> np.ndarray:
         if isinstance(x, torch.Tensor):
@@ -273,7 +273,7 @@ class TorchAdapter:
         return p.detach(), opt.state[p]["square_avg"]
 
     def glorot_uniform(self, fan_in: int, fan_out: int, seed: int) -> Any:
-        w = torch.empty(fan_out, fan_in, dtype=torch.float64)
+        w = torch.empty(fan_out, fan_in, dtype=torch.float64, device=self.device)
         dl_ch2.glorot_uniform_(w, torch.Generator().manual_seed(seed))
         return w.T
 

@@ -100,6 +100,7 @@ class StudentAdapter:
     predict = staticmethod(lambda model, x: model.forward(x)[0])
 
     def sparse_categorical_crossentropy(self, labels, p, from_logits=False):
+        need(labels, labels.min() >= 0)  # NumPy would wrap label -1 to the last class
         if not from_logits:
             return loss(labels, p)
         m = p.max(axis=1)
@@ -162,6 +163,7 @@ class StudentAdapter:
         return [[self.training_step(model, a, b, lr) for a, b in batches] for _ in range(epochs)]
 
     def momentum_step(self, w, g, v, learning_rate, momentum, rule):
+        need(v, 0 <= momentum <= 1)
         v = momentum * v - learning_rate * g
         if rule in ("book", "nesterov"):
             return w + momentum * v - learning_rate * g, v

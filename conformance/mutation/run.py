@@ -17,11 +17,13 @@ After the run every mutant is classified:
   it cannot change any observable behaviour;
 - ``open``: a survivor listed there as a known gap (with the spec or verb it needs), or not
   listed at all (``unclassified``: the run fails until someone classifies it);
+- ``option not reached``: a survivor listed in survivors.json whose changed code runs only
+  under an argument that no verb of the protocol passes (the branch-level "not reached");
 - ``not reached``: no spec calls the function (mutmut's "no tests").
 
 The score is (killed + timeout) / (killed + timeout + every other in-scope mutant that is not
 equivalent), over the functions some spec reaches; ``score_counting_not_reached`` also counts
-the mutants of unreached functions as missed. The command exits 1 when a survivor is
+the mutants of unreached functions and options as missed. The command exits 1 when a survivor is
 unclassified or the score is below ``--target-score`` (95 by default), 0 otherwise.
 """
 
@@ -62,10 +64,26 @@ MESSAGE_NAME_ARGS = {
     "_matrix_vector": 2,
     "_check_matrix_vector": 2,
     "_check": 2,
+    "require_learning_rate": 1,
+    "require_images": 2,
+    "require_labels": 2,
 }
+#: Of those, the helpers whose name argument has a default (also message text): leaving the
+#: argument out is then a message change too.
+MESSAGE_NAME_DEFAULTS = {"require_learning_rate", "require_images", "require_labels"}
 MUTMUT_VERSION = "3.8.1"
-#: Classes that do not count against the score.
-NOT_MISSED = {"killed", "timeout", "out of scope", "equivalent", "not reached"}
+#: Classes that do not count against the score. "option not reached": the mutant changes code
+#: that runs only under an argument no verb of the protocol passes (fit's compile=True, a
+#: callback, ...), the branch-level twin of "not reached"; score_counting_not_reached counts
+#: both as missed.
+NOT_MISSED = {
+    "killed",
+    "timeout",
+    "out of scope",
+    "equivalent",
+    "not reached",
+    "option not reached",
+}
 
 
 # -- preparing and running ------------------------------------------------------------------
@@ -145,11 +163,9 @@ class _Normalise(ast.NodeTransformer):
             return ast.Call(func=node.func, args=[], keywords=[])
         at = MESSAGE_NAME_ARGS.get(name)
         if at is not None and len(node.args) > at:
-            arg = node.args[at]
-            if isinstance(arg, ast.JoinedStr) or (
-                isinstance(arg, ast.Constant) and (arg.value is None or isinstance(arg.value, str))
-            ):
-                node.args[at] = ast.Constant(value="<name>")
+            node.args[at] = ast.Constant(value="<name>")  # whatever names the argument
+        elif at is not None and len(node.args) == at and name in MESSAGE_NAME_DEFAULTS:
+            node.args.append(ast.Constant(value="<name>"))
         self.generic_visit(node)
         return node
 
@@ -260,7 +276,7 @@ def classify(rows: list[dict[str, Any]], known: list[dict[str, str]]) -> dict[st
     caught = counts["killed"] + counts["timeout"]
     missed = sum(n for c, n in counts.items() if c not in NOT_MISSED)
     denominator = caught + missed
-    reached_or_not = denominator + counts["not reached"]
+    reached_or_not = denominator + counts["not reached"] + counts["option not reached"]
     return {
         "mutmut_counts": dict(mutmut_counts),
         "classes": dict(counts),
@@ -277,6 +293,53 @@ def classify(rows: list[dict[str, Any]], known: list[dict[str, str]]) -> dict[st
             {r["name"].rsplit("__mutmut_", 1)[0] for r in rows if r["class"] == "not reached"}
         ),
     }
+
+
+def stale_rules(summary: dict[str, Any]) -> list[int]:
+    """Indices of the rules of survivors.json that matched no survivor of this run."""
+    return [i for i, rule in enumerate(summary["by_rule"]) if not rule["mutants"]]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "&#124;")
+
+
+def tables(summary: dict[str, Any]) -> str:
+    """The counts and the survivor rules as Markdown tables, for conformance/MUTATION.md."""
+    lines = ["| mutmut status | count |", "| --- | --- |"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(summary["mutmut_counts"].items())]
+    lines += [f"| **total** | **{summary['mutants']}** |", ""]
+    lines += ["| class | count |", "| --- | --- |"]
+    order = [
+        "killed",
+        "timeout",
+        "out of scope",
+        "equivalent",
+        "open",
+        "option not reached",
+        "not reached",
+    ]
+    classes = dict(summary["classes"])
+    lines += [f"| {c} | {classes.pop(c, 0)} |" for c in order]
+    lines += [f"| {c} | {n} |" for c, n in sorted(classes.items())]
+    lines += [
+        "",
+        f"**Score: {summary['caught']} / {summary['non_equivalent_in_scope']} = "
+        f"{summary['score']:.1f}%** ({summary['score_counting_not_reached']:.1f}% counting the "
+        "unreached functions and options as missed)",
+        "",
+        "Every survivor, by the first rule of `conformance/mutation/survivors.json` it matches:",
+        "",
+        "| # | class | mutants | where (name glob; changed-line regex) | why |",
+        "|---|---|---|---|---|",
+    ]
+    for i, rule in enumerate(summary["by_rule"]):
+        where = f"`{rule['match']}`" + (f"; `{rule['diff']}`" if rule.get("diff") else "")
+        lines.append(
+            f"| {i} | {rule['class']} | {len(rule['mutants'])} | {_cell(where)} | "
+            f"{_cell(rule['why'])} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,11 +374,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     atomic_write(scratch / "mutation-summary.json", json.dumps(summary, indent=2).encode())
     atomic_write(scratch / "mutation-all.json", json.dumps(rows, indent=1).encode())
+    atomic_write(scratch / "mutation-tables.md", tables(summary).encode())
     brief = {k: v for k, v in summary.items() if k not in ("survivors", "by_rule")}
     print(json.dumps(brief, indent=2))
     bad = [s for s in summary["survivors"] if s["class"] == "unclassified"]
     for s in bad:
         print(f"\nUNCLASSIFIED {s['name']}\n{s['diff']}")
+    for i in stale_rules(summary):
+        rule = summary["by_rule"][i]
+        print(f"STALE RULE {i} (matches no survivor): {rule['match']} {rule.get('diff', '')}")
     caught, total = summary["caught"], summary["non_equivalent_in_scope"]
     print(f"\nscore {summary['score']:.1f}% ({caught}/{total})")
     return 1 if bad or summary["score"] < args.target_score else 0

@@ -1,6 +1,9 @@
-"""§2.3 edges found by mutation testing (conformance/MUTATION.md): dtypes the naive ops keep."""
+"""§2.3 edges found by mutation testing (conformance/MUTATION.md): dtypes the naive ops and
+rotate keep, and stretch to y's own shape."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
@@ -15,6 +18,7 @@ NAIVE_CASES = [
     ("naive_add_matrix_and_vector", (4, 3), (3,)),
     ("naive_vector_dot", (5,), (5,)),
     ("naive_matrix_vector_dot", (4, 3), (3,)),
+    ("naive_matrix_vector_dot_via_vector_dot", (4, 3), (3,)),
     ("naive_matrix_dot", (4, 3), (3, 2)),
 ]
 
@@ -69,3 +73,24 @@ def test_dot_with_a_scalar_operand_multiplies(impl: Impl, scalar_first: bool) ->
     args = (impl.arr(s), impl.arr(v)) if scalar_first else (impl.arr(v), impl.arr(s))
     out = impl.run("dot", *args)
     check_close(impl, out, np.array([2.5, -5.0, 10.0]), what="dot of a scalar and a vector")
+
+
+def test_stretch_to_its_own_shape_gives_y(impl: Impl) -> None:
+    # no axis to add: stretch(y, y.shape) is y's values (zero repetitions of the book's loop)
+    y = np.array([[1.0, -2.0, 3.0], [0.5, 0.0, 4.0]])
+    check_close(impl, impl.run("stretch", impl.arr(y), (2, 3)), y, what="stretch (2, 3) -> (2, 3)")
+
+
+def test_rotate_keeps_float32_points_in_float32(impl: Impl) -> None:
+    # the rotation matrix follows the points' dtype (a float64 matrix would promote them)
+    pts = np.array([[1.0, 0.0], [0.5, 1.0]], dtype=np.float32)
+    out = impl.run("rotate", impl.arr(pts, "float32"), math.pi / 2)
+    check_close(
+        impl,
+        out,
+        np.array([[0.0, 1.0], [-1.0, 0.5]]),
+        what="float32 points rotated by 90 degrees",
+        expect_dtype="float32",
+        rtol=1e-6,
+        atol=1e-6,
+    )

@@ -1,12 +1,14 @@
 """§2.4 edges found by mutation testing (conformance/MUTATION.md): the scalar graph's other
-sign, and GradientTape's dense gradients for a non-square batch in float32."""
+sign, GradientTape's dense gradients for a non-square batch in float32, the momentum range and
+an SGD path that overflows."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from conformance.harness import Impl, check, check_close
+from conformance import curves
+from conformance.harness import Impl, check, check_close, check_equal
 
 pytestmark = pytest.mark.section("2.4")
 
@@ -70,4 +72,51 @@ def test_gradient_tape_dense_non_square_batch_float32(impl: Impl) -> None:
         expect_dtype="float32",
         rtol=0,
         atol=0,
+    )
+
+
+@pytest.mark.requires("momentum")
+@pytest.mark.parametrize("rule", ["keras", "nesterov"])
+def test_momentum_step_at_momentum_0_and_1_and_rejects_outside(impl: Impl, rule: str) -> None:
+    # Keras 2.6's SGD raises ValueError for a momentum outside [0, 1]
+    w, g, v = (
+        impl.arr(np.array([1.0, -2.0])),
+        impl.arr(np.array([0.5, 1.0])),
+        impl.arr(np.array([0.25, -0.5])),
+    )
+    # both bounds are valid. By hand, lr 0.1: v' = m v - 0.1 g; w' = w + v' (Keras) or
+    # w + m v' - 0.1 g (Nesterov). m = 0: v' = (-0.05, -0.1), w' = (0.95, -2.1) either way;
+    # m = 1: v' = (0.2, -0.6), w' = (1.2, -2.6) (Keras) or (1.15, -2.7) (Nesterov).
+    expected = {
+        0.0: ([0.95, -2.1], [0.95, -2.1], [-0.05, -0.1]),
+        1.0: ([1.2, -2.6], [1.15, -2.7], [0.2, -0.6]),
+    }
+    for m, (keras_w, nesterov_w, velocity) in expected.items():
+        tw, tv = impl.call("momentum_step", w, g, v, 0.1, m, rule)
+        want = keras_w if rule == "keras" else nesterov_w
+        check_close(impl, impl.to_np(tw), np.array(want), what=f"w after a step of momentum {m}")
+        check_close(impl, impl.to_np(tv), np.array(velocity), what=f"velocity, momentum {m}")
+    impl.rejects("momentum_step", w, g, v, 0.1, 1.5, rule)
+    impl.rejects("momentum_step", w, g, v, 0.1, -0.1, rule)
+
+
+@pytest.mark.requires("momentum")
+def test_sgd_path_that_overflows_still_gives_steps_plus_1_positions(impl: Impl) -> None:
+    # w -= 1e200 * 2w from 5: -1e201, then 2e401 overflows to inf; after that the path stays
+    # non-finite (inf, or NaN from inf - inf), and it still has steps + 1 positions.
+    path = impl.run("sgd_path", curves.square_grad, 5.0, 1e200, 6).astype(np.float64)
+    check_equal(impl, path.shape, (7,), what="sgd_path of 6 steps that overflows: 7 positions")
+    check_close(
+        impl,
+        path[:2],
+        np.array([5.0, 5.0 - 1e200 * (2 * 5.0)]),
+        what="the two finite positions",
+        rtol=1e-15,
+        atol=0,
+        expect_dtype="float64",
+    )
+    check(
+        impl,
+        not np.isfinite(path[2:]).any(),
+        f"from the overflow on, every position must be inf or NaN, got {path[2:].tolist()}",
     )

@@ -121,7 +121,7 @@ def test_dense_model_keeps_float32_weights_in_a_float64_grade(impl: Impl) -> Non
 
 
 @pytest.mark.requires("autodiff")
-def test_model_gradients_are_zero_through_hidden_units_at_exactly_zero(impl: Impl) -> None:
+def test_model_gradients_pass_nothing_back_through_a_hidden_input_of_zero(impl: Impl) -> None:
     # All first-layer weights 0: every relu input is exactly 0, where relu'(0) = 0 (TF, torch
     # and the book's `z > 0`), so the first layer gets no gradient. The softmax of (0, 0) is
     # (0.5, 0.5); with label 0 the last bias gets (0.5 - 1, 0.5) by hand.
@@ -177,3 +177,50 @@ def test_dense_model_same_seed_same_weights_other_seed_other_weights(impl: Impl)
         not np.array_equal(a[0], c[0]) and not np.array_equal(a[2], c[2]),
         "dense_model with seeds 11 and 12 drew the same W",
     )
+
+
+@pytest.mark.requires("autodiff")
+def test_loss_gradient_on_logits_by_hand(impl: Impl) -> None:
+    # d mean loss / d z = (softmax(z) - onehot(y)) / n, per row. Each row's softmax is exact
+    # by hand (log 2 makes one logit twice as likely), and the rows' scales differ by 1000,
+    # so a softmax shifted by the batch's largest logit (not each row's) gives NaN or 0:
+    # row 0: softmax(0, log 2, 0) = (1/4, 1/2, 1/4), label 1 -> (1/4, -1/2, 1/4)
+    # row 1: softmax(-500, -500, -500 + log 2) = (1/4, 1/4, 1/2), label 0 -> (-3/4, 1/4, 1/2)
+    # row 2: softmax(500 + log 2, 500, 500) = (1/2, 1/4, 1/4), label 2 -> (1/2, 1/4, -3/4)
+    ln2 = float(np.log(2.0))
+    z = np.array([[0.0, ln2, 0.0], [-500.0, -500.0, -500.0 + ln2], [500.0 + ln2, 500.0, 500.0]])
+    labels = np.array([1, 0, 2], dtype=np.int64)
+    expected = np.array([[0.25, -0.5, 0.25], [-0.75, 0.25, 0.5], [0.5, 0.25, -0.75]]) / 3
+    tz, tl = impl.arr(z), impl.arr(labels, "int64")
+    out = impl.run("loss_gradient", tl, tz, from_logits=True)
+    # float32 holds 500 + log 2 to within 3e-5, so the softmax's absolute error follows it
+    check_close(
+        impl,
+        out,
+        expected,
+        kind="grad",
+        what="(softmax(z) - onehot(y)) / n for logits of scales 0, -500 and 500",
+        atol=2e-5 if impl.dtype == "float32" else None,
+    )
+    check_equal(impl, impl.to_np(tz), z.astype(impl.dtype), what="loss_gradient keeps z")
+    check_equal(impl, impl.to_np(tl), labels, what="loss_gradient keeps the labels")
+
+
+@pytest.mark.requires("random_init")
+def test_chapter_model_same_seed_same_weights_other_seed_other_weights(impl: Impl) -> None:
+    # §2.5.1's model, 784 -> 512 (relu) -> 10 (softmax), drawn from the seed: both layers
+    # from it (not from a global generator), and all four weights in one dtype
+    layers = [(784, 512, "relu"), (512, 10, "softmax")]
+
+    def draw(seed: int) -> list[np.ndarray]:
+        model = impl.call("dense_model", layers, None, seed)
+        return [impl.to_np(w) for w in impl.call("model_weights", model)]
+
+    a, b, c = draw(3), draw(3), draw(4)
+    check_equal(
+        impl, [w.shape for w in a], [(784, 512), (512,), (512, 10), (10,)], what="weight shapes"
+    )
+    check_equal(impl, len({str(w.dtype) for w in a}), 1, what="number of weight dtypes")
+    for i in (0, 2):
+        check(impl, np.array_equal(a[i], b[i]), f"seed 3 twice must draw the same weights[{i}]")
+        check(impl, not np.array_equal(a[i], c[i]), f"seeds 3 and 4 drew the same weights[{i}]")

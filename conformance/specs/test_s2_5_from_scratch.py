@@ -196,6 +196,8 @@ def test_loss_rejects_labels_out_of_range_and_unequal_lengths(impl: Impl) -> Non
     p = impl.arr(np.full((2, 3), 1 / 3))
     impl.run("sparse_categorical_crossentropy", impl.arr(np.array([0, 2]), "int64"), p)
     impl.rejects("sparse_categorical_crossentropy", impl.arr(np.array([0, 3]), "int64"), p)
+    # label -1: NumPy indexing would silently read the last class
+    impl.rejects("sparse_categorical_crossentropy", impl.arr(np.array([-1, 2]), "int64"), p)
     impl.rejects("sparse_categorical_crossentropy", impl.arr(np.array([0, 1, 2]), "int64"), p)
 
 
@@ -423,6 +425,8 @@ def test_evaluate_rejects_images_and_labels_of_unequal_length(impl: Impl) -> Non
     x = impl.arr(c["x"])
     impl.scalar("evaluate", model, x, impl.arr(np.zeros(8, dtype=np.int64), "int64"))
     impl.rejects("evaluate", model, x, impl.arr(np.zeros(7, dtype=np.int64), "int64"))
+    # too many labels too: slicing them to the batch would hide the mismatch
+    impl.rejects("evaluate", model, x, impl.arr(np.zeros(9, dtype=np.int64), "int64"))
 
 
 def test_evaluate_breaks_prediction_ties_by_the_first_class(impl: Impl) -> None:
