@@ -61,7 +61,9 @@ class BatchGenerator:
         if n_images == 0:
             raise ValueError("images and labels are empty: nothing to batch")
         if shuffle:
-            perm = torch.randperm(n_images, generator=generator)
+            # drawn where the generator lives, not on torch's default device
+            where = generator.device if generator is not None else torch.device("cpu")
+            perm = torch.randperm(n_images, generator=generator, device=where)
             images, labels = _take(images, perm), _take(labels, perm)
         self.index = 0
         self.images = images

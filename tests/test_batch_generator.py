@@ -76,3 +76,19 @@ def test_bad_input() -> None:
         BatchGenerator(torch.zeros(3), torch.zeros(3), 0)
     with pytest.raises(TypeError, match="batch_size"):
         BatchGenerator(torch.zeros(3), torch.zeros(3), 2.0)  # type: ignore[arg-type]
+
+
+def test_shuffling_draws_on_the_generator_s_device_whatever_the_default_device() -> None:
+    # a CPU generator under another default device (here "meta", which needs no GPU; on a
+    # GPU machine, torch.set_default_device("cuda")) must still give the CPU draw
+    x = torch.arange(10.0).reshape(5, 2)
+    y = torch.arange(5)
+    expected = torch.randperm(5, generator=torch.Generator().manual_seed(3))
+    with torch.device("meta"):
+        batches = BatchGenerator(
+            x, y, batch_size=5, shuffle=True, generator=torch.Generator().manual_seed(3)
+        )
+    images, labels = batches.next()
+    assert labels.device.type == "cpu"
+    assert labels.tolist() == expected.tolist()
+    assert images.tolist() == x[expected].tolist()
