@@ -307,15 +307,22 @@ def test_trajectory_of_20_steps_within_envelope(impl: Impl) -> None:
         losses.append(
             impl.scalar("training_step", model, impl.arr(x[sl]), impl.arr(y[sl], "int64"), 0.5)
         )
+    _check_path(
+        impl,
+        model,
+        c,
+        losses,
+        "losses of 20 SGD steps from identical weights and batches",
+        "20 steps",
+    )
+
+
+def _check_path(impl: Impl, model, c, losses, what: str, after: str) -> None:  # type: ignore[no-untyped-def]
+    """The losses along a training path and the weights at its end, against the golden case."""
     # envelope: float64 1e-9 relative; float32 1e-4 relative (rounding grows along the path)
     rtol = 1e-9 if impl.dtype == "float64" else 1e-4
     check_close(
-        impl,
-        np.array(losses, dtype=impl.dtype),
-        c["losses"],
-        rtol=rtol,
-        atol=rtol,
-        what="losses of 20 SGD steps from identical weights and batches",
+        impl, np.array(losses, dtype=impl.dtype), c["losses"], rtol=rtol, atol=rtol, what=what
     )
     for i, w in enumerate(impl.call("model_weights", model)):
         check_close(
@@ -324,7 +331,7 @@ def test_trajectory_of_20_steps_within_envelope(impl: Impl) -> None:
             c[f"final{i}"],
             rtol=rtol,
             atol=rtol,
-            what=f"weights[{i}] after 20 steps",
+            what=f"weights[{i}] after {after}",
         )
 
 
@@ -370,24 +377,9 @@ def test_fit_runs_2_epochs_in_order_with_a_short_last_batch(impl: Impl) -> None:
     check_equal(
         impl, [len(e) for e in losses], [4, 4], what="batches per epoch (30 at 8: 8, 8, 8, 6)"
     )
-    rtol = 1e-9 if impl.dtype == "float64" else 1e-4
-    check_close(
-        impl,
-        np.array(losses, dtype=impl.dtype),
-        c["losses"],
-        rtol=rtol,
-        atol=rtol,
-        what="batch losses of 2 epochs of the book's step, in order",
+    _check_path(
+        impl, model, c, losses, "batch losses of 2 epochs of the book's step, in order", "fit"
     )
-    for i, w in enumerate(impl.call("model_weights", model)):
-        check_close(
-            impl,
-            impl.to_np(w),
-            c[f"final{i}"],
-            rtol=rtol,
-            atol=rtol,
-            what=f"weights[{i}] after fit",
-        )
     check_equal(
         impl, impl.to_np(x), c["x"].astype(impl.dtype), what="fit must not change the images"
     )
