@@ -160,8 +160,13 @@ def test_data_parallel_equals_one_process_float64(
     first example (RMSprop), and every batch / epoch loss.
     """
     proc = torchrun(world, str(WORKER), str(tmp_path))
+    if proc.returncode != 0 and "terminate called without an active exception" in proc.stderr:
+        # a rank aborted inside gloo's C++ (SIGABRT, no Python traceback): seen once in about
+        # ten CI runs on 2 loaded cores (torch 2.14.1, 3 ranks); one retry, so the equivalence
+        # is still judged, and a second abort fails the test
+        proc = torchrun(world, str(WORKER), str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
     for r in ranks[1:]:  # bit-identical on every rank
         for key in ("naive", "keras"):
             assert all(torch.equal(a, b) for a, b in zip(r[key], ranks[0][key], strict=True))
