@@ -53,6 +53,14 @@ CAPABILITIES: dict[str, str] = {
     "keras_init": "Keras' glorot_uniform initialisation for the first example",
     "random_init": "NaiveDense's own random initialisation (U[0, 0.1))",
     "mnist_training": "training the first example on MNIST (slow; needs the data)",
+    "input_checks": (
+        "the errors a library adds to the chapter's code: bad arguments refused before any "
+        "work (a learning rate that is not a positive finite number, bool or float labels, "
+        "labels beyond the model's width before any weight moves, evaluate's batch_size 0, "
+        "preprocess of images not shaped (N, 28, 28)), a NaN prediction in evaluate, a "
+        "non-finite loss in fit, and fit's divergence rule (README)"
+    ),
+    "single_sample": "predict of one sample given as a vector (input,) gives its (classes,) row",
 }
 
 Array = Any
@@ -286,7 +294,8 @@ class FullAdapter(
     """An adapter claiming every capability (the built-in ones)."""
 
 
-#: The Protocol declaring each capability's verbs (``random_init`` adds none).
+#: The Protocol declaring each capability's verbs (``random_init``, ``input_checks`` and
+#: ``single_sample`` add none: they ask more of verbs declared elsewhere).
 CAPABILITY_PROTOCOLS: dict[str, type] = {
     "naive_ops": NaiveOpsVerbs,
     "autodiff": AutodiffVerbs,
@@ -296,6 +305,8 @@ CAPABILITY_PROTOCOLS: dict[str, type] = {
     "keras_init": KerasInitVerbs,
     "random_init": object,
     "mnist_training": MnistTrainingVerbs,
+    "input_checks": object,
+    "single_sample": object,
 }
 
 

@@ -31,6 +31,8 @@ class NumpyAdapter:
             "keras_init",
             "random_init",
             "mnist_training",
+            "input_checks",
+            "single_sample",
         }
     )
 
@@ -97,7 +99,9 @@ class NumpyAdapter:
         if points.ndim < 1 or points.shape[-1] != 2:
             raise ValueError(f"points must have shape (..., 2), got {points.shape}")
         c, s = math.cos(theta), math.sin(theta)
-        return np.dot(points, np.array([[c, s], [-s, c]], dtype=points.dtype))
+        # integer points rotate in float64: an integer matrix would truncate cos and sin
+        dtype = points.dtype if points.dtype.kind == "f" else np.float64
+        return np.dot(points, np.array([[c, s], [-s, c]], dtype=dtype))
 
     # naive ops
     naive_relu = staticmethod(ref.naive_relu)

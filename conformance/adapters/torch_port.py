@@ -44,6 +44,8 @@ class TorchAdapter:
             "keras_init",
             "random_init",
             "mnist_training",
+            "input_checks",
+            "single_sample",
         }
     )
 

@@ -84,7 +84,7 @@ class StudentAdapter:
 
     def rotate(self, points, theta):
         c, s = np.cos(theta), np.sin(theta)
-        return points @ np.array([[c, s], [-s, c]], dtype=points.dtype)
+        return points @ np.array([[c, s], [-s, c]], dtype=np.result_type(points, 1.0))
 
     naive_relu = staticmethod(lambda x: relu(need(x, x.ndim == 2)))
     naive_add = staticmethod(lambda x, y: need(x, x.ndim == 2 and x.shape == y.shape) + y)
@@ -103,8 +103,8 @@ class StudentAdapter:
         need(labels, labels.min() >= 0)  # NumPy would wrap label -1 to the last class
         if not from_logits:
             return loss(labels, p)
-        m = p.max(axis=1)
-        return np.log(np.exp(p - m[:, None]).sum(axis=1)) + m - p[np.arange(len(labels)), labels]
+        z = p - p.max(axis=1, keepdims=True)
+        return np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(labels)), labels]
 
     def evaluate(self, model, x, y, batch_size=None):
         return float((model.forward(x)[0].argmax(1) == y).mean())

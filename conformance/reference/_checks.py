@@ -38,3 +38,28 @@ def require_float_dtype(name: str, dtype: Any) -> np.dtype:
     if dt.kind != "f":
         raise TypeError(f"{name} must be a floating-point dtype, got {dt}")
     return dt
+
+
+def require_learning_rate(value: object, name: str = "learning_rate") -> float:
+    """A real number, positive and finite: a bool, NaN, inf, 0 or a negative rate is refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} ({value!r})")
+    rate = float(value)
+    if not (np.isfinite(rate) and rate > 0):
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+    return rate
+
+
+def require_labels(labels: object, samples: int, classes: int) -> np.ndarray:
+    """Integer class indices of shape (samples,), each in [0, classes)."""
+    y = require_array("labels", labels)
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"labels must hold integer class indices, got dtype {y.dtype}")
+    if y.shape != (samples,):
+        raise ValueError(f"labels must have shape ({samples},), got {shape_str(y.shape)}")
+    if y.size and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise ValueError(
+            f"labels must lie in [0, {classes}) for a model with {classes} outputs, got "
+            f"values from {int(y.min())} to {int(y.max())}"
+        )
+    return y

@@ -7,15 +7,23 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from conformance.reference._checks import require_positive_int, shape_str
+from conformance.reference._checks import (
+    require_labels,
+    require_learning_rate,
+    require_positive_int,
+    shape_str,
+)
 from conformance.reference.batch_generator import BatchGenerator
 from conformance.reference.losses import (
+    EPSILON,
     sparse_categorical_crossentropy,
     sparse_categorical_crossentropy_backward,
 )
 from conformance.reference.naive_model import NaiveSequential
 
 __all__ = [
+    "LOSS_CEILING",
+    "DivergenceError",
     "NonFiniteLossError",
     "evaluate",
     "fit",
@@ -38,6 +46,23 @@ class NonFiniteLossError(FloatingPointError):
             "lower the learning rate or check the inputs for NaN/inf"
         )
         self.epoch, self.batch, self.loss = epoch, batch, loss
+
+
+#: The largest per-sample loss the clipped crossentropy can give: -log(1e-7), about 16.1.
+LOSS_CEILING = -float(np.log(EPSILON))
+
+
+class DivergenceError(NonFiniteLossError):
+    """The recent mean loss sits at half the ceiling or above and at 1.5 times the first."""
+
+    def __init__(self, epoch: int, batch: int, loss: float, first: float, window: int) -> None:
+        FloatingPointError.__init__(
+            self,
+            f"training diverged at epoch {epoch}, batch {batch}: the mean loss over the last "
+            f"{window} batches is {loss:.2f}, near the clipping ceiling {LOSS_CEILING:.1f} and "
+            f"far above the first loss {first:.2f}; lower the learning rate",
+        )
+        self.epoch, self.batch, self.loss, self.first = epoch, batch, loss, first
 
 
 def loss_and_gradients(
@@ -101,6 +126,8 @@ def one_training_step(
     optimizer: Optimizer | None = None,
 ) -> float:
     """§2.5.2: forward, mean loss, gradients, update; returns the loss (before the update)."""
+    if optimizer is None:
+        learning_rate = require_learning_rate(learning_rate)
     loss, gradients = loss_and_gradients(model, images_batch, labels_batch)
     if optimizer is None:
         update_weights(gradients, model.weights, learning_rate)
@@ -124,21 +151,33 @@ def fit(
     print_fn: Callable[[str], Any] | None = print,
     on_epoch_end: Callable[[int, list[float]], Any] | None = None,
 ) -> list[list[float]]:
-    """§2.5.3: the training loop; returns per-batch losses, one list per epoch."""
+    """§2.5.3: the training loop; returns per-batch losses, one list per epoch.
+
+    Every argument is checked before any weight moves (the labels against the model's
+    width too). A non-finite loss raises NonFiniteLossError at its batch. At the log points
+    (every ``log_every`` batches and each epoch's last batch) the mean of the losses since
+    the previous check, and of the epoch's last 10 at least, must not reach both half of
+    LOSS_CEILING and 1.5 times the run's first loss: that is a DivergenceError.
+    """
     require_positive_int("epochs", epochs)
     require_positive_int("batch_size", batch_size)
     require_positive_int("log_every", log_every)
+    if optimizer is None:
+        learning_rate = require_learning_rate(learning_rate)
     if len(images) != len(labels):
         raise ValueError(
             f"images {shape_str(np.shape(images))} and labels {shape_str(np.shape(labels))} "
             "must have the same number of samples"
         )
+    require_labels(labels, len(images), np.shape(model(images[:1]))[-1])
     emit = print_fn if print_fn is not None else (lambda _s: None)
     history: list[list[float]] = []
+    first: float | None = None
     for epoch_counter in range(epochs):
         emit(f"Epoch {epoch_counter}")
         batch_generator = BatchGenerator(images, labels, batch_size, shuffle=shuffle, rng=rng)
         losses: list[float] = []
+        checked = 0
         for batch_counter in range(batch_generator.num_batches):
             images_batch, labels_batch = batch_generator.next()
             loss = one_training_step(
@@ -147,8 +186,17 @@ def fit(
             if not np.isfinite(loss):
                 raise NonFiniteLossError(epoch_counter, batch_counter, loss)
             losses.append(loss)
+            first = loss if first is None else first
             if batch_counter % log_every == 0:
                 emit(f"loss at batch {batch_counter}: {loss:.2f}")
+            if batch_counter % log_every == 0 or batch_counter == batch_generator.num_batches - 1:
+                start = max(0, min(checked, len(losses) - 10))
+                recent = float(np.mean(losses[start:]))
+                if recent >= LOSS_CEILING / 2 and recent >= 1.5 * first:
+                    raise DivergenceError(
+                        epoch_counter, batch_counter, recent, first, len(losses) - start
+                    )
+                checked = len(losses)
         history.append(losses)
         if on_epoch_end is not None:
             on_epoch_end(epoch_counter, losses)
@@ -161,7 +209,11 @@ def evaluate(
     labels: np.ndarray,
     batch_size: int | None = None,
 ) -> float:
-    """§2.5.4: the fraction of argmax predictions equal to the labels."""
+    """§2.5.4: the fraction of argmax predictions equal to the labels.
+
+    The labels must be integer class indices below the model's width, one per image; a NaN
+    or infinite prediction is a ValueError: the accuracy is undefined.
+    """
     if len(images) != len(labels):
         raise ValueError(
             f"images {shape_str(np.shape(images))} and labels {shape_str(np.shape(labels))} "
@@ -173,5 +225,11 @@ def evaluate(
     correct = 0
     for start in range(0, len(images), step):
         predictions = model(images[start : start + step])
+        require_labels(labels, len(images), predictions.shape[1])
+        if not np.isfinite(predictions).all():
+            raise ValueError(
+                "the model's predictions hold NaN or inf (are its weights finite?); "
+                "accuracy is undefined"
+            )
         correct += int((predictions.argmax(axis=1) == labels[start : start + step]).sum())
     return correct / len(images)

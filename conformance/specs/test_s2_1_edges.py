@@ -1,5 +1,6 @@
 """§2.1 edges found by mutation testing (conformance/MUTATION.md): Keras' initialiser is
-seeded, and draws in float64 in a float64 grade."""
+seeded, and draws in float64 in a float64 grade; preprocess checks the images' shape, not
+just their size (capability ``input_checks``)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,10 @@ def test_glorot_uniform_draws_in_float64_in_a_float64_grade(impl: Impl) -> None:
         "glorot_uniform(30, 20, 0): every value is a float32 number, so the draw was made in "
         "float32; a float64 grade expects float64 draws",
     )
+
+
+@pytest.mark.requires("input_checks")
+def test_preprocess_rejects_784_pixels_in_the_wrong_shape(impl: Impl) -> None:
+    # (3, 14, 56) images hold 784 pixels each: reshape((3, 784)) alone would accept them
+    impl.run("preprocess", impl.arr(np.zeros((3, 28, 28), dtype=np.uint8), "uint8"))
+    impl.rejects("preprocess", impl.arr(np.zeros((3, 14, 56), dtype=np.uint8), "uint8"))

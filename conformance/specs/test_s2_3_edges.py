@@ -1,5 +1,5 @@
 """§2.3 edges found by mutation testing (conformance/MUTATION.md): dtypes the naive ops and
-rotate keep, and stretch to y's own shape."""
+rotate keep (integer points rotate in float64), and stretch to y's own shape."""
 
 from __future__ import annotations
 
@@ -93,4 +93,19 @@ def test_rotate_keeps_float32_points_in_float32(impl: Impl) -> None:
         expect_dtype="float32",
         rtol=1e-6,
         atol=1e-6,
+    )
+
+
+def test_rotate_gives_integer_points_in_float64(impl: Impl) -> None:
+    # by 30 degrees: a rotation matrix in the points' integer dtype would truncate cos and
+    # sin to 0 (at 90 degrees it would happen to be exact)
+    c, s = math.cos(math.pi / 6), math.sin(math.pi / 6)
+    pts = np.array([[1, 0], [2, 3]], dtype=np.int64)
+    out = impl.run("rotate", impl.arr(pts, "int64"), math.pi / 6)
+    check_close(
+        impl,
+        out,
+        np.array([[c, s], [2 * c - 3 * s, 2 * s + 3 * c]]),
+        what="integer points rotated by 30 degrees",
+        expect_dtype="float64",
     )

@@ -224,3 +224,15 @@ def test_chapter_model_same_seed_same_weights_other_seed_other_weights(impl: Imp
     for i in (0, 2):
         check(impl, np.array_equal(a[i], b[i]), f"seed 3 twice must draw the same weights[{i}]")
         check(impl, not np.array_equal(a[i], c[i]), f"seeds 3 and 4 drew the same weights[{i}]")
+
+
+@pytest.mark.requires("single_sample")
+def test_predict_of_one_sample_as_a_vector_gives_its_row(impl: Impl) -> None:
+    c = load_case("dense_forward")
+    model = impl.call(
+        "dense_model", SMALL_LAYERS, [w.astype(impl.dtype) for w in c.weights("w")], 0
+    )
+    x = impl.arr(c["x"][3])
+    out = impl.run("predict", model, x)
+    check_close(impl, out, c["out"][3], what="predict of sample 3 given as a vector (6,)")
+    check_equal(impl, impl.to_np(x), c["x"][3].astype(impl.dtype), what="predict's input")
