@@ -127,61 +127,72 @@ def test_fit_raises_on_a_nan_loss_in_its_last_batch(impl: Impl) -> None:
 
 # -- fit's divergence rule -------------------------------------------------------------------
 # A one-layer softmax model with W = [[1, 0], [0, 0]] and b = 0 sees x = (t, 0), so its
-# logits are (t, 0): label 1 costs softplus(t) = log(1 + e^t), label 0 softplus(-t). With a
-# learning rate of 1e-9 the weights stay put, so each batch's loss is set by its t alone.
-# Batches of one sample, one epoch of 12: the rule looks at the mean of the last batches
-# (10 at least) against half the ceiling, -log(1e-7) / 2 = 8.06, and 1.5 x the first loss.
+# logits are (t, 0) and label 1 costs softplus(t) = log(1 + e^t): t = log(e^L - 1) costs L.
+# With a learning rate of 1e-9 the weights stay put, so batches of one sample have exactly
+# the losses asked for. The rule (README, "input_checks"): at batch 0, every 100 batches
+# and the epoch's last batch, the mean of the losses since the previous check, widened to
+# the last 10 at least, must not reach both 8.06 (half the ceiling) and 1.5 x the first.
 
 
-def _fit_steady(impl: Impl, first: tuple[float, int], rest: tuple[float, int]) -> Any:
+def _frozen_run(impl: Impl, losses: list[float]) -> Any:
+    """A model that does not move at learning rate 1e-9, and data of these batch losses."""
     model = impl.call(
         "dense_model",
         [(2, 2, "softmax")],
         [np.array([[1.0, 0.0], [0.0, 0.0]], impl.dtype), np.zeros(2, impl.dtype)],
         0,
     )
-    ts = np.array([first[0]] + [rest[0]] * 11)
-    x = impl.arr(np.stack([ts, np.zeros(12)], axis=1))
-    y = impl.arr(np.array([first[1]] + [rest[1]] * 11), "int64")
-    return model, x, y
-
-
-def _softplus(t: float) -> float:
-    return math.log1p(math.exp(t))
+    t = np.log(np.expm1(np.array(losses)))
+    x = impl.arr(np.stack([t, np.zeros_like(t)], axis=1))
+    return model, x, impl.arr(np.ones(len(t), dtype=np.int64), "int64")
 
 
 @pytest.mark.requires("training")
 @pytest.mark.parametrize(
-    ("first", "rest", "mean"),
-    [((12.0, 1), (12.0, 1), _softplus(12.0)), ((12.0, 0), (6.5, 1), _softplus(6.5))],
-    ids=["12_from_the_start", "6.5_after_an_easy_first_batch"],
+    "losses",
+    [[12.0] * 12, [6e-6] + [6.5] * 11],
+    ids=["12_from_the_start", "6.5_after_a_first_loss_of_6e-6"],
 )
-def test_fit_does_not_call_a_steady_run_divergent(
-    impl: Impl, first: tuple[float, int], rest: tuple[float, int], mean: float
-) -> None:
+def test_fit_does_not_call_a_steady_run_divergent(impl: Impl, losses: list[float]) -> None:
     # 12 from the start: high, but not 1.5 x the first loss. 6.5 after a first loss of
     # 6e-6: 1e6 x the first, but below half the ceiling.
-    model, x, y = _fit_steady(impl, first, rest)
-    losses = impl.call("fit", model, x, y, 1, 1, 1e-9)
-    got = [float(v) for v in losses[0]]
-    check_equal(impl, len(got), 12, what="batches of one epoch of 12 samples at batch_size 1")
+    model, x, y = _frozen_run(impl, losses)
+    out = impl.call("fit", model, x, y, 1, 1, 1e-9)
+    got = [float(v) for v in out[0]]
     check_close(
         impl,
-        np.array(got[1:]),
-        np.full(11, mean),
+        np.array(got),
+        np.array(losses),
         rtol=1e-5,
         atol=1e-5,
         expect_dtype="float64",
-        what="the losses after the first of a model that does not move (learning rate 1e-9)",
+        what="the batch losses of a model that does not move (learning rate 1e-9)",
     )
 
 
 @pytest.mark.requires("training")
-def test_fit_raises_when_the_loss_climbs_to_1_8_times_a_high_first_loss(impl: Impl) -> None:
-    # first loss softplus(5.5) = 5.50, then softplus(10) = 10.00: above 8.06 and 1.82 x
-    model, x, y = _fit_steady(impl, (12.0, 1), (12.0, 1))
+@pytest.mark.parametrize(
+    "losses",
+    [
+        [5.5] + [10.0] * 11,
+        [0.3] * 95 + [16.0] * 6 + [0.3] * 4,
+        [0.3] + [12.0] * 100 + [0.3] * 99,
+    ],
+    ids=[
+        "10_after_a_first_loss_of_5.5",
+        "16_in_6_of_the_last_10_batches",
+        "12_until_the_check_at_batch_100",
+    ],
+)
+def test_fit_raises_when_the_loss_diverges(impl: Impl, losses: list[float]) -> None:
+    # 10 after 5.5: above 8.06, and 1.82 x the first loss.
+    # 105 batches, 16 at batches 95-100: the check at batch 100 averages batches 1-100
+    # (1.24), but the last one, at batch 104, looks back 10 batches: (6 x 16 + 4 x 0.3) / 10
+    # = 9.72. 200 batches, 12 at batches 1-100: the check at batch 100 sees 12; by the last
+    # batch the mean since batch 1 would be down to 6.2.
+    model, x, y = _frozen_run(impl, [12.0] * 12)
     impl.call("fit", model, x, y, 1, 1, 1e-9)
-    model, x, y = _fit_steady(impl, (5.5, 1), (10.0, 1))
+    model, x, y = _frozen_run(impl, losses)
     impl.rejects("fit", model, x, y, 1, 1, 1e-9)
 
 
