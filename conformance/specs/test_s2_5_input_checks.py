@@ -180,8 +180,8 @@ def test_fit_does_not_call_a_steady_run_divergent(impl: Impl, losses: list[float
     ],
     ids=[
         "10_after_a_first_loss_of_5.5",
-        "16_in_6_of_the_last_10_batches",
-        "12_until_the_check_at_batch_100",
+        "16_in_6_of_the_last_10_steps",
+        "12_until_the_check_at_step_100",
     ],
 )
 def test_fit_raises_when_the_loss_diverges(impl: Impl, losses: list[float]) -> None:
