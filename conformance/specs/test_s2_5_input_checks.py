@@ -175,21 +175,21 @@ def test_fit_does_not_call_a_steady_run_divergent(impl: Impl, losses: list[float
     "losses",
     [
         [5.5] + [10.0] * 11,
-        [0.3] * 95 + [16.0] * 6 + [0.3] * 4,
+        [0.3] * 95 + [14.0] * 6 + [0.3] * 4,
         [0.3] + [12.0] * 100 + [0.3] * 99,
     ],
     ids=[
         "10_after_a_first_loss_of_5.5",
-        "16_in_6_of_the_last_10_steps",
+        "14_in_6_of_the_last_10_steps",
         "12_until_the_check_at_step_100",
     ],
 )
 def test_fit_raises_when_the_loss_diverges(impl: Impl, losses: list[float]) -> None:
     # 10 after 5.5: above 8.06, and 1.82 x the first loss.
-    # 105 batches, 16 at batches 95-100: the check at batch 100 averages batches 1-100
-    # (1.24), but the last one, at batch 104, looks back 10 batches: (6 x 16 + 4 x 0.3) / 10
-    # = 9.72. 200 batches, 12 at batches 1-100: the check at batch 100 sees 12; by the last
-    # batch the mean since batch 1 would be down to 6.2.
+    # 105 batches, 14 at batches 95-100: the check at batch 100 averages batches 1-100
+    # (1.12), but the last one, at batch 104, looks back 10 batches: (6 x 14 + 4 x 0.3) / 10
+    # = 8.52 (over 11 batches it would be 7.77). 200 batches, 12 at batches 1-100: the check
+    # at batch 100 sees 12; by the last batch the mean since batch 1 would be down to 6.2.
     model, x, y = _frozen_run(impl, [12.0] * 12)
     impl.call("fit", model, x, y, 1, 1, 1e-9)
     model, x, y = _frozen_run(impl, losses)
@@ -197,12 +197,17 @@ def test_fit_raises_when_the_loss_diverges(impl: Impl, losses: list[float]) -> N
 
 
 @pytest.mark.requires("training")
+@pytest.mark.parametrize(
+    ("epochs", "batch_size"), [(1, 1), (3, 30)], ids=["30_steps_of_1", "3_epochs_of_1_step"]
+)
 def test_fit_raises_when_a_learning_rate_of_100_drives_the_loss_to_the_ceiling(
-    impl: Impl,
+    impl: Impl, epochs: int, batch_size: int
 ) -> None:
+    # 30 samples. In epochs of one step the only check of epoch 1 is at its batch 0, on a
+    # loss of 11.3 (the first was 1.66): the window there is that one batch.
     c = load_case("fit")
     x, y = impl.arr(c["x"]), impl.arr(c["y"], "int64")
     model = impl.call("dense_model", SMALL_LAYERS, [w.astype(impl.dtype) for w in c.weights()], 0)
-    impl.call("fit", model, x, y, 1, 1, 0.5)
+    impl.call("fit", model, x, y, epochs, batch_size, 0.5)
     model = impl.call("dense_model", SMALL_LAYERS, [w.astype(impl.dtype) for w in c.weights()], 0)
-    impl.rejects("fit", model, x, y, 1, 1, 100.0)
+    impl.rejects("fit", model, x, y, epochs, batch_size, 100.0)
