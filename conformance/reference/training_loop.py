@@ -225,7 +225,8 @@ def evaluate(
     correct = 0
     for start in range(0, len(images), step):
         predictions = model(images[start : start + step])
-        require_labels(labels, len(images), predictions.shape[1])
+        if start == 0:  # the model's width is known from its first predictions
+            require_labels(labels, len(images), predictions.shape[1])
         if not np.isfinite(predictions).all():
             raise ValueError(
                 "the model's predictions hold NaN or inf (are its weights finite?); "

@@ -23,8 +23,9 @@ pytestmark = [pytest.mark.section("2.5"), pytest.mark.requires("input_checks")]
 
 
 def _small_model(impl: Impl, case: str):  # type: ignore[no-untyped-def]
+    """The golden case, its starting weights in the grade's dtype, and a fresh model of them."""
     c = load_case(case)
-    ws = [w.astype(impl.dtype) for w in c.weights("w")]
+    ws = [w.astype(impl.dtype) for w in c.weights()]
     return c, ws, impl.call("dense_model", SMALL_LAYERS, ws, 0)
 
 
@@ -56,12 +57,10 @@ def test_training_step_rejects_a_learning_rate_that_is_not_positive_and_finite(
 )
 def test_fit_checks_every_label_before_any_weight_moves(impl: Impl, last: int, dtype: str) -> None:
     # the bad label sits in the last batch: a check at each batch would come too late
-    c = load_case("fit")
+    c, _, model = _small_model(impl, "fit")
     x, y = impl.arr(c["x"]), c["y"].astype(np.int64)
-    model = impl.call("dense_model", SMALL_LAYERS, [w.astype(impl.dtype) for w in c.weights()], 0)
     impl.call("fit", model, x, impl.arr(y, "int64"), 1, 8, 0.5)
-    ws = [w.astype(impl.dtype) for w in c.weights()]
-    model = impl.call("dense_model", SMALL_LAYERS, ws, 0)
+    _, ws, model = _small_model(impl, "fit")
     bad = y.copy()
     bad[-1] = last
     impl.rejects("fit", model, x, impl.arr(bad.astype(dtype), dtype), 1, 8, 0.5)
@@ -115,13 +114,12 @@ def test_evaluate_rejects_batch_size_0(impl: Impl) -> None:
 @pytest.mark.requires("training")
 def test_fit_raises_on_a_nan_loss_in_its_last_batch(impl: Impl) -> None:
     # one epoch of 4 batches; only the last holds a NaN pixel, so only its loss is NaN
-    c = load_case("fit")
+    c, _, model = _small_model(impl, "fit")
     y = impl.arr(c["y"], "int64")
-    model = impl.call("dense_model", SMALL_LAYERS, [w.astype(impl.dtype) for w in c.weights()], 0)
     impl.call("fit", model, impl.arr(c["x"]), y, 1, 8, 0.5)
     x = c["x"].copy()
     x[-1, 0] = np.nan
-    model = impl.call("dense_model", SMALL_LAYERS, [w.astype(impl.dtype) for w in c.weights()], 0)
+    _, _, model = _small_model(impl, "fit")
     impl.rejects("fit", model, impl.arr(x), y, 1, 8, 0.5)
 
 
@@ -205,9 +203,8 @@ def test_fit_raises_when_a_learning_rate_of_100_drives_the_loss_to_the_ceiling(
 ) -> None:
     # 30 samples. In epochs of one step the only check of epoch 1 is at its batch 0, on a
     # loss of 11.3 (the first was 1.66): the window there is that one batch.
-    c = load_case("fit")
+    c, _, model = _small_model(impl, "fit")
     x, y = impl.arr(c["x"]), impl.arr(c["y"], "int64")
-    model = impl.call("dense_model", SMALL_LAYERS, [w.astype(impl.dtype) for w in c.weights()], 0)
     impl.call("fit", model, x, y, epochs, batch_size, 0.5)
-    model = impl.call("dense_model", SMALL_LAYERS, [w.astype(impl.dtype) for w in c.weights()], 0)
+    _, _, model = _small_model(impl, "fit")
     impl.rejects("fit", model, x, y, epochs, batch_size, 100.0)
