@@ -27,7 +27,9 @@ Under ``torchrun`` (issue 15) both trainings run data-parallel (``dl_ch2.distrib
 every rank loads the same data and seed and trains on its shard of each batch; only rank
 0 prints and writes the run directory, after every rank has checked that the weights are
 identical (each model's weights are saved once they agree). A rank that dies or hangs
-ends the job with a one-line error, exit status 1 and no ``metrics.json``.
+ends the job with a one-line error, exit status 1 and no ``metrics.json``; torchrun's
+SIGTERM to the surviving ranks is turned into ``StoppedBySignal`` so that rank 0 reports
+too (see :func:`sigterm_raises`).
 """
 
 from __future__ import annotations
@@ -40,11 +42,15 @@ import json
 import math
 import os
 import platform
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -60,10 +66,12 @@ from dl_ch2.training_loop import evaluate, fit
 __all__ = [
     "MAX_SEED",
     "OutputPathError",
+    "StoppedBySignal",
     "TrainConfig",
     "evaluate_weights",
     "prepare_run_dir",
     "run_train",
+    "sigterm_raises",
     "validate_config",
 ]
 
@@ -432,8 +440,10 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     rank0 = not launched or os.environ.get("RANK", "0") == "0"
     out, created = prepare_run_dir(cfg) if rank0 else (None, False)
     try:
-        if distributed.init_from_env(timeout_s=cfg.dist_timeout):
-            metrics = _run_data_parallel(cfg, out)
+        if launched:
+            with sigterm_raises():
+                distributed.init_from_env(timeout_s=cfg.dist_timeout)
+                metrics = _run_data_parallel(cfg, out)
         else:
             metrics = _run(cfg, resolve_device(cfg.device), out, None)
     except BaseException:
@@ -446,26 +456,66 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     return metrics
 
 
+class StoppedBySignal(RuntimeError):
+    """This process got SIGTERM (under torchrun: a peer failed, or the job was stopped)."""
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Turn the first SIGTERM into ``StoppedBySignal``; ignore later ones; restore on exit.
+
+    torchrun stops the surviving ranks with SIGTERM as soon as one rank fails. Python's
+    default action ends the process on the spot, so rank 0 died silently (and left its
+    empty run folder) whenever the signal beat its own report of the dead peer. Only the
+    first SIGTERM raises, so none can interrupt the report of the failure; torchrun's
+    SIGKILL, 30 s later, still ends a rank stuck in a collective.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise StoppedBySignal(f"stopped by {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run_data_parallel(cfg: TrainConfig, out: Path | None) -> dict[str, Any]:
     dp = distributed.DataParallel()
     device = resolve_device(cfg.device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     quiet = contextlib.redirect_stdout(io.StringIO()) if dp.rank != 0 else contextlib.nullcontext()
+
+    reported: list[RuntimeError] = []
+
+    def fail(exc: RuntimeError) -> NoReturn:
+        if not reported:  # one line, even if torchrun's SIGTERM lands after it
+            if isinstance(exc, distributed.DistributedError):
+                print(f"dl-ch2: error: {exc}", file=sys.stderr)
+            else:
+                print(
+                    f"dl-ch2: error: data-parallel training failed on rank {dp.rank} of "
+                    f"{dp.world_size} ({distributed.describe(exc)}): a peer died or timed "
+                    "out; no metrics.json was written",
+                    file=sys.stderr,
+                )
+            reported.append(exc)
+        raise SystemExit(1) from None
+
     try:
-        with quiet:
-            metrics = _run(cfg, device, out, dp)
-    except distributed.DistributedError as exc:
-        print(f"dl-ch2: error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except RuntimeError as exc:  # gloo / NCCL report a dead or hung peer as RuntimeError
-        print(
-            f"dl-ch2: error: data-parallel training failed on rank {dp.rank} of "
-            f"{dp.world_size} ({distributed.describe(exc)}): a peer died or timed out; "
-            "no metrics.json was written",
-            file=sys.stderr,
-        )
-        raise SystemExit(1) from None
+        try:
+            with quiet:
+                metrics = _run(cfg, device, out, dp)
+        except RuntimeError as exc:  # gloo / NCCL report a dead or hung peer as RuntimeError
+            fail(exc)
+    except StoppedBySignal as exc:  # torchrun's SIGTERM, landing while the first was reported
+        fail(exc)
     distributed.shutdown()
     return metrics
 
