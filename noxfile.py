@@ -190,7 +190,7 @@ def typecheck(session: nox.Session) -> None:
     session.install(
         "torch==2.13.0", "mypy==2.4.1", "numpy", "tqdm", "types-tqdm", "pytest", "hypothesis"
     )
-    session.run("mypy", "dl_ch2", "conformance")
+    session.run("mypy", "dl_ch2", "dl_ch2_tools", "conformance")
 
 
 @nox.session

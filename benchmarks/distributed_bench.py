@@ -30,12 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from conformance.atomic import atomic_write  # noqa: E402
 from dl_ch2 import distributed  # noqa: E402
 from dl_ch2.first_example import build_first_example_model, train_first_example  # noqa: E402
 from dl_ch2.naive_model import build_naive_model  # noqa: E402
-from dl_ch2.tools.atomic import atomic_write  # noqa: E402
-from dl_ch2.tools.cli import synthetic_digits  # noqa: E402
 from dl_ch2.training_loop import fit  # noqa: E402
+from dl_ch2_tools.cli import synthetic_digits  # noqa: E402
 
 
 def _timed_epochs(args: argparse.Namespace, dp: distributed.DataParallel | None) -> dict[str, Any]:

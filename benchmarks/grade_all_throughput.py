@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from conformance.atomic import atomic_write
 from conformance.grade_all import default_jobs, grade_all
 from conformance.mutants import MUTANTS
 from conformance.rubric import load_rubric
-from dl_ch2.tools.atomic import atomic_write
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "conformance" / "adapters" / "numpy_ref.py"

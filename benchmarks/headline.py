@@ -13,7 +13,7 @@ import json
 import time
 from pathlib import Path
 
-from dl_ch2.tools.main_job import TrainConfig, run_train
+from dl_ch2_tools.main_job import TrainConfig, run_train
 
 
 def main() -> None:

@@ -26,8 +26,8 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from conformance.atomic import atomic_path
 from conformance.rubric import Rubric, load_rubric
-from dl_ch2.tools.atomic import atomic_path
 
 __all__ = ["GRADER_REQUIREMENTS", "build_bundle", "build_wheel", "pinned_requirements"]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dl_ch2.tools.atomic import atomic_write
+from conformance.atomic import atomic_write
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 FORMAT_VERSION = 1

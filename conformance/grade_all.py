@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from conformance import __version__ as SUITE_VERSION
+from conformance.atomic import atomic_path, atomic_write
 from conformance.gradescope import GradeRun, find_adapter, run_grade
 from conformance.rubric import Rubric, score_report
-from dl_ch2.tools.atomic import atomic_path, atomic_write
 
 __all__ = [
     "Row",

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from conformance.atomic import atomic_write
 from conformance.rubric import Rubric, load_rubric, score_report
-from dl_ch2.tools.atomic import atomic_write
 
 __all__ = [
     "AUTOGRADER_ROOT_ENV",

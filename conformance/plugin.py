@@ -42,6 +42,7 @@ import pytest
 
 from conformance import __version__ as SUITE_VERSION
 from conformance.adapter import CAPABILITIES, KNOWN_DTYPES, AdapterLoadError, load_adapter
+from conformance.atomic import atomic_write
 from conformance.harness import Impl
 from conformance.runner import (
     DEFAULT_MEMORY_LIMIT_GIB,
@@ -51,7 +52,6 @@ from conformance.runner import (
     absolute_spec,
     probe_metadata,
 )
-from dl_ch2.tools.atomic import atomic_write
 
 REPORT_SCHEMA = "dl-ch2-conformance-report/2"
 NOT_CLAIMED = "not claimed"

@@ -389,8 +389,8 @@ def _final_report(
 def _publish(
     report: dict[str, Any], report_json: str | None, report_md: str | None, *, printed: bool
 ) -> int:
+    from conformance.atomic import atomic_write
     from conformance.plugin import report_markdown
-    from dl_ch2.tools.atomic import atomic_write
 
     md = report_markdown(report)
     if not printed:

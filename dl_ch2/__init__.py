@@ -9,10 +9,10 @@ The chapter's modules, in the book's order:
 - ``naive_model``, ``batch_generator``, ``losses``, ``training_loop`` (§2.5): the model
   built from scratch, its batches, its loss, ``one_training_step``, ``fit``, ``evaluate``.
 
-``dl_ch2.tools`` is the tooling around them (MNIST fetching, the CLI, the main job, figures,
-benchmarks). The book's names are re-exported here and imported on first use, so
-``import dl_ch2`` is cheap and the NumPy-only conformance suite can use ``dl_ch2.tools.atomic``
-without torch.
+The tooling around them (MNIST fetching and ``load_mnist``, the ``dl-ch2`` CLI, the main
+job, figures, benchmarks) is the separate package ``dl_ch2_tools``; the port never imports
+it, nor the conformance suite. The book's names are re-exported here and imported on
+first use, so ``import dl_ch2`` is cheap.
 """
 
 from __future__ import annotations
@@ -59,7 +59,6 @@ if TYPE_CHECKING:
         transpose,
         vector_add,
     )
-    from dl_ch2.tools.mnist import MNISTError, load_mnist, mnist_tensors
     from dl_ch2.training_loop import (
         DivergenceError,
         History,
@@ -78,7 +77,6 @@ _EXPORTS: dict[str, str] = {
     "DivergenceError": "dl_ch2.training_loop",
     "GradientTape": "dl_ch2.gradients",
     "History": "dl_ch2.training_loop",
-    "MNISTError": "dl_ch2.tools.mnist",
     "NaiveDense": "dl_ch2.naive_model",
     "NaiveSequential": "dl_ch2.naive_model",
     "NonFiniteLossError": "dl_ch2.training_loop",
@@ -94,8 +92,6 @@ _EXPORTS: dict[str, str] = {
     "glorot_uniform_": "dl_ch2.first_example",
     "keras_rmsprop": "dl_ch2.first_example",
     "keras_sgd_update": "dl_ch2.momentum",
-    "load_mnist": "dl_ch2.tools.mnist",
-    "mnist_tensors": "dl_ch2.tools.mnist",
     "naive_add": "dl_ch2.tensor_operations",
     "naive_add_matrix_and_vector": "dl_ch2.tensor_operations",
     "naive_matrix_dot": "dl_ch2.tensor_operations",
@@ -129,7 +125,6 @@ __all__ = [
     "DivergenceError",
     "GradientTape",
     "History",
-    "MNISTError",
     "NaiveDense",
     "NaiveSequential",
     "NonFiniteLossError",
@@ -146,8 +141,6 @@ __all__ = [
     "glorot_uniform_",
     "keras_rmsprop",
     "keras_sgd_update",
-    "load_mnist",
-    "mnist_tensors",
     "naive_add",
     "naive_add_matrix_and_vector",
     "naive_matrix_dot",

@@ -1,6 +1,7 @@
 """The project's architecture, checked on its source (issue 11, items 2 and 4).
 
-1. No private torch or NumPy internals anywhere in ``dl_ch2/`` or ``conformance/``: no
+1. No private torch or NumPy internals anywhere in ``dl_ch2/``, ``dl_ch2_tools/`` or
+   ``conformance/``: no
    attribute access or import of a name starting with exactly one underscore from torch or
    NumPy (``torch._foreach_add_``, ``np._core``, ``from torch._dynamo import x``,
    ``getattr(torch, "_x")``), no ``torch.ops``, and no hook registries on any object
@@ -8,26 +9,19 @@
    Any torch or NumPy release may change those; the public API is the contract.
 
    The one exception is named in :data:`EXEMPTIONS`: the MNIST unpickler in
-   ``dl_ch2/tools/mnist.py`` must hand NumPy's array reconstructor to ``pickle`` (that is
+   ``dl_ch2_tools/mnist.py`` must hand NumPy's array reconstructor to ``pickle`` (that is
    what a pickled ``ndarray`` names), so it imports ``numpy._core.multiarray._reconstruct``
    (``numpy.core.multiarray._reconstruct`` before NumPy 2). Its allow-list spells those
    names as data strings, which the checker does not read; the two imports are exempt by
    file and by full name, nowhere else, and the exemption must stay in use.
 
-2. Layers: the chapter's modules (``dl_ch2/*.py``) import neither the conformance suite nor
-   ``dl_ch2.tools``; ``dl_ch2.tools`` imports the suite only inside functions; the suite
-   imports the port only through its torch adapter (and the torch-free
-   ``dl_ch2.tools.atomic``). ``import dl_ch2`` and every chapter module leaves no
-   ``conformance`` module loaded, checked in a fresh interpreter.
-
-   ``dl_ch2/__init__.py`` re-exports ``load_mnist``, ``mnist_tensors`` and ``MNISTError``
-   from ``dl_ch2.tools.mnist`` for the reader (the book's ``mnist.load_data()``): its
-   PEP 562 map names that module as a string and its ``if TYPE_CHECKING:`` block imports it
-   for type checkers only. Neither runs at import time (the subprocess test proves that
-   ``import dl_ch2`` loads no ``dl_ch2.tools`` module), so the package facade is allowed
-   those two mentions and no other; the chapter modules proper have none.
-   ``dl_ch2/__main__.py`` (``python -m dl_ch2``) is the CLI's entry point and may import
-   ``dl_ch2.tools.cli``; nothing imports it.
+2. Layers, three packages and one direction: the tooling (``dl_ch2_tools``) imports the
+   port (``dl_ch2``) and the suite (``conformance``); the suite imports the port only
+   through its torch adapter; the port imports neither. The tooling imports the suite at
+   import time only for ``conformance.atomic`` (the one atomic writer, standard library
+   only), and the rest of the suite only inside the functions that grade, train
+   ``--backend numpy`` or benchmark the reference. ``import dl_ch2`` and every chapter
+   module leaves no suite and no tooling module loaded, checked in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -48,8 +42,8 @@ PRIVATE_ROOTS = frozenset({"torch", "numpy"})
 #: (file relative to the repository root, the full dotted name) the checker lets through.
 EXEMPTIONS: frozenset[tuple[str, str]] = frozenset(
     {
-        ("dl_ch2/tools/mnist.py", "numpy._core.multiarray._reconstruct"),
-        ("dl_ch2/tools/mnist.py", "numpy.core.multiarray._reconstruct"),
+        ("dl_ch2_tools/mnist.py", "numpy._core.multiarray._reconstruct"),
+        ("dl_ch2_tools/mnist.py", "numpy.core.multiarray._reconstruct"),
     }
 )
 
@@ -298,23 +292,23 @@ def test_checker_passes_public_code() -> None:
 
 def test_the_mnist_exemption_is_by_file_and_full_name() -> None:
     src = "from numpy._core.multiarray import _reconstruct\n"
-    found = private_uses(src, "dl_ch2/tools/mnist.py")
+    found = private_uses(src, "dl_ch2_tools/mnist.py")
     assert [(v.path, v.name) for v in found] == [
-        ("dl_ch2/tools/mnist.py", "numpy._core.multiarray._reconstruct")
+        ("dl_ch2_tools/mnist.py", "numpy._core.multiarray._reconstruct")
     ]
     assert (found[0].path, found[0].name) in EXEMPTIONS
     for v in private_uses(src, "dl_ch2/training_loop.py"):
         assert (v.path, v.name) not in EXEMPTIONS
-    other = private_uses("from numpy._core.multiarray import scalar\n", "dl_ch2/tools/mnist.py")
+    other = private_uses("from numpy._core.multiarray import scalar\n", "dl_ch2_tools/mnist.py")
     assert [(v.path, v.name) in EXEMPTIONS for v in other] == [False]
 
 
 # --- the repository -------------------------------------------------------------------
 
 
-def test_no_private_torch_or_numpy_internals_in_dl_ch2_or_conformance() -> None:
+def test_no_private_torch_or_numpy_internals_in_any_package() -> None:
     found: list[Violation] = []
-    for path in _sources("dl_ch2", "conformance"):
+    for path in _sources("dl_ch2", "dl_ch2_tools", "conformance"):
         found += private_uses(path.read_text(encoding="utf-8"), _rel(path))
     used = {(v.path, v.name) for v in found} & EXEMPTIONS
     bad = [v for v in found if (v.path, v.name) not in EXEMPTIONS]
@@ -354,25 +348,20 @@ def _under(name: str, package: str) -> bool:
 
 
 def chapter_import_violations(path: str, source: str) -> list[str]:
-    """A chapter module (``dl_ch2/*.py``) importing the suite or the tools.
-
-    ``dl_ch2/__init__.py`` may import ``dl_ch2.tools`` under ``if TYPE_CHECKING:`` only;
-    ``dl_ch2/__main__.py`` is ``python -m dl_ch2``, the CLI's entry point, which nothing
-    imports: it may import the tools (never the suite).
-    """
-    tree = ast.parse(source)
-    entry_point = path.endswith("__main__.py")  # `python -m dl_ch2` runs the CLI
-    typing_only = _type_checking_blocks(tree) if path.endswith("__init__.py") else set()
+    """A port module (``dl_ch2/*.py``) importing the suite or the tooling."""
     return [
         f"{path}:{line}: imports {name}"
-        for line, name, node in _imports(tree)
-        if _under(name, "conformance")
-        or (_under(name, "dl_ch2.tools") and not entry_point and node not in typing_only)
+        for line, name, _ in _imports(ast.parse(source))
+        if _under(name, "conformance") or _under(name, "dl_ch2_tools")
     ]
 
 
+#: The one suite module the tooling may import at import time: the shared atomic writer.
+TOOLS_MAY_IMPORT = "conformance.atomic"
+
+
 def tools_import_violations(path: str, source: str) -> list[str]:
-    """A tool importing the suite outside a function body (at import time)."""
+    """A tool importing the suite, other than its atomic writer, at import time."""
     tree = ast.parse(source)
     in_functions = {
         n
@@ -383,61 +372,60 @@ def tools_import_violations(path: str, source: str) -> list[str]:
     return [
         f"{path}:{line}: imports {name} at import time"
         for line, name, node in _imports(tree)
-        if _under(name, "conformance") and node not in in_functions
+        if _under(name, "conformance")
+        and not _under(name, TOOLS_MAY_IMPORT)
+        and node not in in_functions
     ]
 
 
-#: The suite's one way into the port, and the torch-free writer it shares with the tools.
+#: The suite's one way into the port.
 SUITE_ADAPTER = "conformance/adapters/torch_port.py"
-SUITE_MAY_IMPORT = "dl_ch2.tools.atomic"
 
 
 def suite_import_violations(path: str, source: str) -> list[str]:
-    """A suite module other than the torch adapter importing the port."""
-    if path == SUITE_ADAPTER:
-        return []
+    """A suite module importing the tooling, or the port other than in the torch adapter."""
     return [
         f"{path}:{line}: imports {name}"
         for line, name, _ in _imports(ast.parse(source))
-        if _under(name, "dl_ch2") and not _under(name, SUITE_MAY_IMPORT)
+        if _under(name, "dl_ch2_tools") or (_under(name, "dl_ch2") and path != SUITE_ADAPTER)
     ]
 
 
 def test_layer_checks_flag_planted_imports() -> None:
-    planted = "import conformance.reference as ref\nfrom dl_ch2.tools import mnist\n"
+    planted = "import conformance.reference as ref\nfrom dl_ch2_tools import mnist\n"
     assert chapter_import_violations("dl_ch2/fit.py", planted) == [
         "dl_ch2/fit.py:1: imports conformance.reference",
-        "dl_ch2/fit.py:2: imports dl_ch2.tools.mnist",
-    ]
-    assert chapter_import_violations("dl_ch2/fit.py", "from .tools import cli\n") == [
-        "dl_ch2/fit.py:1: imports dl_ch2.tools.cli"
+        "dl_ch2/fit.py:2: imports dl_ch2_tools.mnist",
     ]
     facade = (
         "from typing import TYPE_CHECKING\n"
-        "if TYPE_CHECKING:\n    from dl_ch2.tools.mnist import load_mnist\n"
-        "_EXPORTS = {'load_mnist': 'dl_ch2.tools.mnist'}\n"
+        "if TYPE_CHECKING:\n    from dl_ch2_tools.mnist import load_mnist\n"
     )
-    assert chapter_import_violations("dl_ch2/__init__.py", facade) == []
-    assert chapter_import_violations("dl_ch2/__main__.py", planted) == [
-        "dl_ch2/__main__.py:1: imports conformance.reference"
-    ]
-    assert chapter_import_violations("dl_ch2/losses.py", facade) == [
-        "dl_ch2/losses.py:3: imports dl_ch2.tools.mnist.load_mnist"
+    assert chapter_import_violations("dl_ch2/__init__.py", facade) == [
+        "dl_ch2/__init__.py:3: imports dl_ch2_tools.mnist.load_mnist"
     ]
     tool = (
         "import conformance\n"
         "class A:\n    from conformance import reference\n"
         "def grade():\n    from conformance.__main__ import grade\n"
+        "from conformance.atomic import atomic_write\n"
+        "from conformance import atomic\n"
     )
-    assert tools_import_violations("dl_ch2/tools/cli.py", tool) == [
-        "dl_ch2/tools/cli.py:1: imports conformance at import time",
-        "dl_ch2/tools/cli.py:3: imports conformance.reference at import time",
+    assert tools_import_violations("dl_ch2_tools/cli.py", tool) == [
+        "dl_ch2_tools/cli.py:1: imports conformance at import time",
+        "dl_ch2_tools/cli.py:3: imports conformance.reference at import time",
     ]
-    suite = "import dl_ch2\nfrom dl_ch2.tools.atomic import atomic_write\n"
+    suite = (
+        "import dl_ch2\nfrom conformance.atomic import atomic_write\n"
+        "from dl_ch2_tools.mnist import load_mnist\n"
+    )
     assert suite_import_violations("conformance/plugin.py", suite) == [
-        "conformance/plugin.py:1: imports dl_ch2"
+        "conformance/plugin.py:1: imports dl_ch2",
+        "conformance/plugin.py:3: imports dl_ch2_tools.mnist.load_mnist",
     ]
-    assert suite_import_violations(SUITE_ADAPTER, suite) == []
+    assert suite_import_violations(SUITE_ADAPTER, suite) == [
+        f"{SUITE_ADAPTER}:3: imports dl_ch2_tools.mnist.load_mnist"
+    ]
 
 
 def _check_all(folder: str, check: Callable[[str, str], list[str]], pattern: str) -> list[str]:
@@ -451,41 +439,38 @@ def test_chapter_modules_import_neither_the_suite_nor_the_tools() -> None:
     assert not bad, "the chapter's modules must not import these:\n" + "\n".join(bad)
 
 
-def test_tools_import_the_suite_only_inside_functions() -> None:
-    bad = _check_all("dl_ch2/tools", tools_import_violations, "**/*.py")
+def test_tools_import_the_suite_only_inside_functions_but_its_atomic_writer() -> None:
+    bad = _check_all("dl_ch2_tools", tools_import_violations, "**/*.py")
     assert not bad, "\n".join(bad)
 
 
 def test_the_suite_reaches_the_port_only_through_its_adapter() -> None:
     bad = _check_all("conformance", suite_import_violations, "**/*.py")
-    assert not bad, "only the torch adapter may import dl_ch2:\n" + "\n".join(bad)
+    assert not bad, "only the torch adapter may import dl_ch2, nothing dl_ch2_tools:\n" + "\n".join(
+        bad
+    )
 
 
-def test_importing_the_port_and_the_tools_leaves_the_suite_unloaded() -> None:
+def test_importing_the_port_leaves_the_suite_and_the_tools_unloaded() -> None:
     """In a fresh interpreter: the package, then every chapter module, then every tool."""
-    chapter = sorted(
-        f"dl_ch2.{p.stem}" for p in (ROOT / "dl_ch2").glob("*.py") if p.stem != "__main__"
-    )
-    tools = sorted(
-        f"dl_ch2.tools.{p.stem}"
-        for p in (ROOT / "dl_ch2" / "tools").glob("*.py")
-        if p.stem != "__init__"
-    )
-    assert "dl_ch2.training_loop" in chapter and "dl_ch2.tools.cli" in tools
+    chapter = sorted(f"dl_ch2.{p.stem}" for p in (ROOT / "dl_ch2").glob("*.py"))
+    tools = sorted(f"dl_ch2_tools.{p.stem}" for p in (ROOT / "dl_ch2_tools").glob("*.py"))
+    tools.remove("dl_ch2_tools.__main__")  # running it is `python -m dl_ch2_tools`
+    assert "dl_ch2.training_loop" in chapter and "dl_ch2_tools.cli" in tools
     code = textwrap.dedent(
         f"""
         import importlib, sys
-        def loaded(prefixes):
-            return sorted(m for m in sys.modules if m.split('.')[0] == 'conformance'
-                          or any(m.startswith(p) for p in prefixes))
+        def loaded():
+            return sorted(m for m in sys.modules if m.split('.')[0] in
+                          ('conformance', 'dl_ch2_tools'))
         import dl_ch2
-        print(loaded(['dl_ch2.tools']))
+        print(loaded())
         for name in {chapter!r}:
             importlib.import_module(name)
-        print(loaded(['dl_ch2.tools']))
+        print(loaded())
         for name in {tools!r}:
             importlib.import_module(name)
-        print(loaded([]))
+        print([m for m in loaded() if m.startswith('conformance')])
         """
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -493,4 +478,7 @@ def test_importing_the_port_and_the_tools_leaves_the_suite_unloaded() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split("\n")[:3] == ["[]", "[]", "[]"], proc.stdout
+    lines = proc.stdout.split("\n")
+    assert lines[:2] == ["[]", "[]"], proc.stdout
+    # the tools load the suite's atomic writer, nothing else of it, until a function asks
+    assert lines[2] == "['conformance', 'conformance.atomic']", proc.stdout

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from test_figures_and_main_job import small_mnist
 
-from dl_ch2.tools import atomic, main_job
-from dl_ch2.tools.atomic import OutputPathError, atomic_path, atomic_write, ensure_writable_dir
+from conformance import atomic
+from conformance.atomic import OutputPathError, atomic_path, atomic_write, ensure_writable_dir
+from dl_ch2_tools import main_job
 
 
 def _what(fd: int) -> str:

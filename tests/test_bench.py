@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dl_ch2.tools import bench
-from dl_ch2.tools.cli import main
+from dl_ch2_tools import bench
+from dl_ch2_tools.cli import main
 
 # --- the arithmetic, on timings written by hand ----------------------------------------
 

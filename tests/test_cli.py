@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dl_ch2.tools.cli import main, synthetic_digits
+from dl_ch2_tools.cli import main, synthetic_digits
 
 
 def test_demo_runs_and_learns(capsys: pytest.CaptureFixture[str]) -> None:

@@ -396,7 +396,7 @@ def test_missing_adapter_file_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_dl_ch2_grade_is_the_same_command(tmp_path: Path) -> None:
-    from dl_ch2.tools.cli import main
+    from dl_ch2_tools.cli import main
 
     path = write_adapter(
         tmp_path,

@@ -1,7 +1,7 @@
 """Data-parallel training (issue 15): shards, exactness against one process, faults.
 
 The multi-process tests launch real ``torchrun`` jobs (gloo on CPU) running
-``tests/dist_worker.py`` or ``python -m dl_ch2 train``.
+``tests/dist_worker.py`` or ``python -m dl_ch2_tools train``.
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def test_a_hung_rank_times_out_within_the_configured_timeout(tmp_path: Path) -> 
 
 @pytest.fixture
 def mnist_present() -> None:
-    from dl_ch2.tools.mnist import MNISTError, load_mnist
+    from dl_ch2_tools.mnist import MNISTError, load_mnist
 
     try:
         load_mnist(download=False)
@@ -232,7 +232,7 @@ def test_train_cli_under_torchrun_dies_cleanly(tmp_path: Path) -> None:
     proc = torchrun(
         2,
         "-m",
-        "dl_ch2",
+        "dl_ch2_tools",
         "train",
         "--model",
         "naive",
@@ -252,7 +252,7 @@ def test_train_cli_under_torchrun_dies_cleanly(tmp_path: Path) -> None:
 def test_sigterm_under_torchrun_becomes_one_exception_then_is_ignored() -> None:
     # torchrun stops the surviving ranks with SIGTERM once one rank fails; Python's default
     # action would end rank 0 silently, before it reports the failure (issue 12's CI flake)
-    from dl_ch2.tools.main_job import StoppedBySignal, sigterm_raises
+    from dl_ch2_tools.main_job import StoppedBySignal, sigterm_raises
 
     previous = signal.getsignal(signal.SIGTERM)
     with sigterm_raises():
@@ -275,7 +275,7 @@ def test_train_cli_stopped_by_torchrun_reports_and_leaves_no_run_folder(tmp_path
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
     train = ["train", "--model", "naive", "--epochs", "3", "--no-figures", "--out", str(out)]
     agent = subprocess.Popen(
-        [*launcher, "2", "-m", "dl_ch2", *train],
+        [*launcher, "2", "-m", "dl_ch2_tools", *train],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -304,7 +304,7 @@ def test_train_cli_under_torchrun_completes_on_rank_0_only(tmp_path: Path) -> No
     proc = torchrun(
         2,
         "-m",
-        "dl_ch2",
+        "dl_ch2_tools",
         "train",
         "--model",
         "both",
@@ -351,7 +351,7 @@ def test_train_under_torchrun_refuses_compile_and_numpy_as_usage_errors(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from dl_ch2.tools.cli import main
+    from dl_ch2_tools.cli import main
 
     for key, value in {
         "RANK": "0",

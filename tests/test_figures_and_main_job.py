@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dl_ch2.tools import main_job
-from dl_ch2.tools.cli import main
+from dl_ch2_tools import main_job
+from dl_ch2_tools.cli import main
 
 plt = pytest.importorskip("matplotlib.pyplot", reason="matplotlib (the plot extra) not installed")
-from dl_ch2.tools import figures  # noqa: E402
+from dl_ch2_tools import figures  # noqa: E402
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -156,7 +156,7 @@ def test_grade_all_rejects_bad_jobs(tmp_path: Path) -> None:
 def test_cli_grade_all_on_a_missing_folder_is_a_one_line_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from dl_ch2.tools.cli import main
+    from dl_ch2_tools.cli import main
 
     code = main(["grade-all", str(tmp_path / "absent"), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()

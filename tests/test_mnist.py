@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dl_ch2.tools import mnist
-from dl_ch2.tools.mnist import (
+from dl_ch2_tools import mnist
+from dl_ch2_tools.mnist import (
     FILES,
     IdxFile,
     MNISTError,
@@ -303,10 +303,12 @@ def test_preprocess() -> None:
         mnist.preprocess(np.zeros((2, 784), dtype=np.uint8))
 
 
-def test_package_exports_load_mnist() -> None:
+def test_the_tools_share_the_ports_preprocess_and_the_port_has_no_loader() -> None:
     import dl_ch2
 
-    assert dl_ch2.load_mnist is mnist.load_mnist and dl_ch2.preprocess is mnist.preprocess
+    assert mnist.preprocess is dl_ch2.preprocess  # one §2.1 preprocessing, the port's
+    assert "load_mnist" in mnist.__all__
+    assert not hasattr(dl_ch2, "load_mnist")  # data loading is tooling (dl_ch2_tools)
 
 
 # --- issue 14: bad input and faults ----------------------------------------------------------
@@ -362,7 +364,7 @@ def test_an_incomplete_cache_in_a_read_only_folder_is_a_clear_error(
 def test_dl_ch2_data_pointing_at_a_file_is_one_clear_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from dl_ch2.tools.cli import main
+    from dl_ch2_tools.cli import main
 
     afile = tmp_path / "not-a-folder"
     afile.write_text("x")
@@ -378,7 +380,7 @@ def test_dl_ch2_data_pointing_at_a_file_is_one_clear_line(
 def test_root_option_pointing_at_a_file_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from dl_ch2.tools.cli import main
+    from dl_ch2_tools.cli import main
 
     afile = tmp_path / "f"
     afile.write_text("x")
@@ -390,7 +392,7 @@ def test_root_option_pointing_at_a_file_is_a_usage_error(
 _PARENT = """
 import sys
 from pathlib import Path
-from dl_ch2.tools import mnist
+from dl_ch2_tools import mnist
 
 wheels = Path(sys.argv[1])
 child = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)"

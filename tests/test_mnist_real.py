@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dl_ch2.tools.mnist import MNISTError, load_mnist, preprocess
+from dl_ch2_tools.mnist import MNISTError, load_mnist, preprocess
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_keras_load_data_shapes_and_labels(mnist) -> None:  # type: ignore[no-un
 @pytest.mark.mnist
 def test_torchvision_reads_the_real_files(mnist) -> None:  # type: ignore[no-untyped-def]
     tv = pytest.importorskip("torchvision.datasets", reason="torchvision not installed")
-    from dl_ch2.tools.mnist import default_root
+    from dl_ch2_tools.mnist import default_root
 
     (train_images, train_labels), _ = mnist
     ds = tv.MNIST(str(default_root()), train=True, download=False)

@@ -18,9 +18,9 @@ from test_figures_and_main_job import small_mnist
 
 from dl_ch2.first_example import build_first_example_model
 from dl_ch2.naive_model import build_naive_model
-from dl_ch2.tools import main_job, weights
-from dl_ch2.tools.cli import main
-from dl_ch2.tools.weights import WeightsError, load_weights, save_weights, sidecar_path
+from dl_ch2_tools import main_job, weights
+from dl_ch2_tools.cli import main
+from dl_ch2_tools.weights import WeightsError, load_weights, save_weights, sidecar_path
 
 
 def test_save_then_load_gives_the_same_tensors_and_an_honest_sidecar(tmp_path: Path) -> None:

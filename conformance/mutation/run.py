@@ -45,7 +45,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from dl_ch2.tools.atomic import atomic_write
+from conformance.atomic import atomic_write
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent

@@ -56,6 +56,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from conformance.atomic import atomic_write
 from dl_ch2 import __version__
 from dl_ch2._checks import resolve_device
 from dl_ch2.first_example import (
@@ -65,7 +66,6 @@ from dl_ch2.first_example import (
 )
 from dl_ch2.naive_model import build_naive_model
 from dl_ch2.tensor_operations import naive_add, naive_relu
-from dl_ch2.tools.atomic import atomic_write
 from dl_ch2.training_loop import fit
 
 N, D, H, C, BATCH = 60000, 784, 512, 10, 128
@@ -325,7 +325,7 @@ def peak_memory_of_train(
     pages a worker shares with its parent count in both.
     """
     try:
-        from dl_ch2.tools.mnist import fetch_mnist
+        from dl_ch2_tools.mnist import fetch_mnist
 
         fetch_mnist(download=False)
     except Exception as exc:

@@ -27,7 +27,7 @@ from safetensors.torch import load as _load_safetensors
 from safetensors.torch import save as _save_safetensors
 from torch import nn
 
-from dl_ch2.tools.atomic import atomic_write
+from conformance.atomic import atomic_write
 
 __all__ = [
     "WEIGHTS_FORMAT",

@@ -45,9 +45,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from conformance.atomic import atomic_write
 from dl_ch2._checks import DeviceLike, resolve_device
 from dl_ch2.first_example import preprocess
-from dl_ch2.tools.atomic import atomic_write
 
 __all__ = [
     "MNISTError",

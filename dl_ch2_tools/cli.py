@@ -26,10 +26,10 @@ from typing import Any, NoReturn
 
 import torch
 
+from conformance.atomic import OutputPathError, ensure_writable_dir
 from dl_ch2 import __version__
 from dl_ch2._checks import resolve_device
 from dl_ch2.naive_model import build_naive_model
-from dl_ch2.tools.atomic import OutputPathError, ensure_writable_dir
 from dl_ch2.training_loop import NonFiniteLossError, evaluate, fit
 
 #: The runtime errors the port and its tools raise; each becomes one line and exit 1.
@@ -171,7 +171,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from dl_ch2.tools.mnist import FILES, fetch_mnist, load_mnist
+    from dl_ch2_tools.mnist import FILES, fetch_mnist, load_mnist
 
     raw = fetch_mnist(args.root)
     (tx, ty), (sx, _sy) = load_mnist(args.root)
@@ -183,7 +183,7 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dl_ch2.tools.main_job import TrainConfig, run_train
+    from dl_ch2_tools.main_job import TrainConfig, run_train
 
     if args.compile and args.backend != "torch":
         raise UsageError("--compile", "needs --backend torch (torch.compile)")
@@ -222,7 +222,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from dl_ch2.tools.main_job import evaluate_weights
+    from dl_ch2_tools.main_job import evaluate_weights
 
     path = Path(args.weights)
     if not path.is_file():
@@ -239,8 +239,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _figures(args: argparse.Namespace) -> int:
-    from dl_ch2.tools import figures
-    from dl_ch2.tools.mnist import load_mnist
+    from dl_ch2_tools import figures
+    from dl_ch2_tools.mnist import load_mnist
 
     out = _writable_out("--out", args.out)
     (tx, ty), _ = load_mnist(args.root)
@@ -250,7 +250,7 @@ def _figures(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from dl_ch2.tools.bench import run_bench
+    from dl_ch2_tools.bench import run_bench
 
     for option in ("repeats", "epochs", "samples"):
         value = getattr(args, option)

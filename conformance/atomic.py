@@ -3,8 +3,9 @@
 Readers never see a half-written file, and a failure leaves the old file (if any) in place
 and no temp file behind. The temp file is fsynced before the rename, and the folder after
 it (POSIX), so a crash right after a write returns either the old file or the whole new
-one. Pure standard library, so the NumPy-only conformance suite can use it without
-importing torch.
+one. Pure standard library: the conformance suite's writers (report cards, golden files,
+bundles) and the tooling's (MNIST cache, weights, figures, run folders) share it, and
+importing it loads neither torch nor the rest of the suite.
 
 ``ensure_writable_dir`` is the matching check for output folders: commands call it before
 any work, so a run is never lost to an output location that cannot be written.

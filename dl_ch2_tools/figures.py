@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from conformance.atomic import atomic_path
 from dl_ch2.gradients import sgd_path
 from dl_ch2.momentum import local_global_curve, local_global_curve_grad
-from dl_ch2.tools.atomic import atomic_path
 
 __all__ = [
     "FIGURE_SIZE_PX",

@@ -55,13 +55,13 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
+from conformance.atomic import OutputPathError, atomic_write, ensure_writable_dir
 from dl_ch2 import __version__, distributed
 from dl_ch2._checks import resolve_device
 from dl_ch2.first_example import build_first_example_model, predict, preprocess, train_first_example
 from dl_ch2.naive_model import build_naive_model
-from dl_ch2.tools.atomic import OutputPathError, atomic_write, ensure_writable_dir
-from dl_ch2.tools.mnist import FILES, idx_bytes, load_mnist
 from dl_ch2.training_loop import evaluate, fit
+from dl_ch2_tools.mnist import FILES, idx_bytes, load_mnist
 
 __all__ = [
     "MAX_SEED",
@@ -247,7 +247,7 @@ def _save_trained(
 ) -> None:
     if not cfg.save_weights or out is None:  # out is None on data-parallel ranks but 0
         return
-    from dl_ch2.tools.weights import save_weights
+    from dl_ch2_tools.weights import save_weights
 
     path = out / f"{kind}.safetensors"
     save_weights(
@@ -427,7 +427,7 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     """
     validate_config(cfg)
     if cfg.save_weights:
-        import dl_ch2.tools.weights  # noqa: F401 - fail now, not after training
+        import dl_ch2_tools.weights  # noqa: F401 - fail now, not after training
     launched = distributed.launched_by_torchrun()
     if launched and cfg.backend != "torch":
         raise ValueError("--backend numpy runs in one process; launch it without torchrun")
@@ -593,7 +593,7 @@ def _run(
         return metrics
     if cfg.figures:
         try:
-            from dl_ch2.tools import figures
+            from dl_ch2_tools import figures
 
             written = figures.make_all(
                 out,
@@ -622,7 +622,7 @@ def evaluate_weights(
     are loaded into it (strictly), MNIST is loaded and checked against the md5s the run
     recorded, and the test accuracy is measured as the run measured it.
     """
-    from dl_ch2.tools.weights import WeightsError, load_weights
+    from dl_ch2_tools.weights import WeightsError, load_weights
 
     tensors, sidecar = load_weights(path)
     kind = sidecar.get("model")
