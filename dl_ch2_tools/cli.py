@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +32,7 @@ from dl_ch2 import __version__
 from dl_ch2._checks import resolve_device
 from dl_ch2.naive_model import build_naive_model
 from dl_ch2.training_loop import NonFiniteLossError, evaluate, fit
+from dl_ch2_tools.main_job import StoppedBySignal
 
 #: The runtime errors the port and its tools raise; each becomes one line and exit 1.
 #: (MNISTError is a ValueError; NonFiniteLossError and its subclasses are ArithmeticErrors.)
@@ -423,6 +425,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except StoppedBySignal as exc:  # SIGTERM during `train` (main_job.sigterm_raises)
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except RUNTIME_ERRORS as exc:
         if os.environ.get("DL_CH2_DEBUG"):
             raise

@@ -440,12 +440,12 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     rank0 = not launched or os.environ.get("RANK", "0") == "0"
     out, created = prepare_run_dir(cfg) if rank0 else (None, False)
     try:
-        if launched:
-            with sigterm_raises():
+        with sigterm_raises():
+            if launched:
                 distributed.init_from_env(timeout_s=cfg.dist_timeout)
                 metrics = _run_data_parallel(cfg, out)
-        else:
-            metrics = _run(cfg, resolve_device(cfg.device), out, None)
+            else:
+                metrics = _run(cfg, resolve_device(cfg.device), out, None)
     except BaseException:
         if created and out is not None:  # nothing kept: leave no empty run folder behind
             with contextlib.suppress(OSError):
@@ -457,18 +457,22 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 class StoppedBySignal(RuntimeError):
-    """This process got SIGTERM (under torchrun: a peer failed, or the job was stopped)."""
+    """This process got SIGTERM (under torchrun: a peer failed, or the job was stopped).
+
+    ``dl-ch2 train`` in one process reports it as ``stopped by SIGTERM``, exit 143.
+    """
 
 
 @contextlib.contextmanager
 def sigterm_raises() -> Iterator[None]:
     """Turn the first SIGTERM into ``StoppedBySignal``; ignore later ones; restore on exit.
 
-    torchrun stops the surviving ranks with SIGTERM as soon as one rank fails. Python's
-    default action ends the process on the spot, so rank 0 died silently (and left its
-    empty run folder) whenever the signal beat its own report of the dead peer. Only the
-    first SIGTERM raises, so none can interrupt the report of the failure; torchrun's
-    SIGKILL, 30 s later, still ends a rank stuck in a collective.
+    Python's default action ends the process on the spot: a scheduler's or ``timeout``'s
+    SIGTERM left an empty run folder behind, and under torchrun, which stops the surviving
+    ranks with SIGTERM as soon as one rank fails, rank 0 died silently whenever the signal
+    beat its own report of the dead peer. As an exception it reaches ``run_train``'s
+    cleanup and the one-line report. Only the first SIGTERM raises, so none can interrupt
+    the report; torchrun's SIGKILL, 30 s later, still ends a rank stuck in a collective.
     """
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread

@@ -44,3 +44,14 @@ def dtype(request: pytest.FixtureRequest) -> torch.dtype:
 
 def seeded(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture
+def mnist_present() -> None:
+    """Skip, with the reason, where the real MNIST files are not cached (`dl-ch2 data`)."""
+    from dl_ch2_tools.mnist import MNISTError, load_mnist
+
+    try:
+        load_mnist(download=False)
+    except (MNISTError, OSError) as exc:
+        pytest.skip(f"MNIST not available locally (run `dl-ch2 data`): {str(exc)[:120]}")

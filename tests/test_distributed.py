@@ -215,16 +215,6 @@ def test_a_hung_rank_times_out_within_the_configured_timeout(tmp_path: Path) -> 
     assert elapsed < 90  # gloo's default would wait 30 minutes
 
 
-@pytest.fixture
-def mnist_present() -> None:
-    from dl_ch2_tools.mnist import MNISTError, load_mnist
-
-    try:
-        load_mnist(download=False)
-    except (MNISTError, OSError) as exc:
-        pytest.skip(f"MNIST not available locally (run `dl-ch2 data`): {str(exc)[:120]}")
-
-
 @pytest.mark.mnist
 @pytest.mark.usefixtures("mnist_present")
 def test_train_cli_under_torchrun_dies_cleanly(tmp_path: Path) -> None:
