@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -55,3 +60,36 @@ def mnist_present() -> None:
         load_mnist(download=False)
     except (MNISTError, OSError) as exc:
         pytest.skip(f"MNIST not available locally (run `dl-ch2 data`): {str(exc)[:120]}")
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sigterm_once_training(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run ``python ARGV`` from the repository root; once it prints its first training loss
+    (``loss at batch 0:``), send it SIGTERM; return its exit status and stderr."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.Popen(
+        [sys.executable, *argv],
+        cwd=ROOT,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "loss at batch 0:" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    return proc.returncode, stderr
+
+
+@pytest.fixture
+def sigterm_once_training() -> Callable[..., tuple[int, str]]:
+    """``sigterm_once_training(argv, env=None) -> (status, stderr)``: SIGTERM mid-training."""
+    return _sigterm_once_training

@@ -9,10 +9,8 @@ from __future__ import annotations
 import ast
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -336,31 +334,14 @@ def test_grade_keeps_its_usage_exit_code_for_a_bad_adapter(
 
 @pytest.mark.mnist
 @pytest.mark.usefixtures("mnist_present")
-def test_train_stopped_by_sigterm_says_so_and_leaves_no_empty_run_folder(tmp_path: Path) -> None:
+def test_train_stopped_by_sigterm_says_so_and_leaves_no_empty_run_folder(
+    tmp_path: Path, sigterm_once_training: Callable[..., tuple[int, str]]
+) -> None:
     # a scheduler's or `timeout`'s SIGTERM: one line, exit 143 (128 + 15), and the run
     # folder made for this run is removed while nothing was saved in it
     out = tmp_path / "run"
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONUNBUFFERED": "1"}
     train = ["train", "--model", "naive", "--epochs", "3", "--no-figures", "--out", str(out)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dl_ch2_tools", *train],
-        cwd=root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:  # training has begun once the first loss is printed
-            if "loss at batch 0:" in line:
-                break
-        assert out.is_dir()
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 143, stderr
+    status, stderr = sigterm_once_training(["-m", "dl_ch2_tools", *train])
+    assert status == 143, stderr
     assert stderr.strip().splitlines() == ["dl-ch2 train: stopped by SIGTERM"]
     assert not out.exists()

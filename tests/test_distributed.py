@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -256,32 +257,18 @@ def test_sigterm_under_torchrun_becomes_one_exception_then_is_ignored() -> None:
 
 @pytest.mark.mnist
 @pytest.mark.usefixtures("mnist_present")
-def test_train_cli_stopped_by_torchrun_reports_and_leaves_no_run_folder(tmp_path: Path) -> None:
+def test_train_cli_stopped_by_torchrun_reports_and_leaves_no_run_folder(
+    tmp_path: Path, sigterm_once_training: Callable[..., tuple[int, str]]
+) -> None:
     # the race behind the flake, made certain: torchrun's SIGTERM reaches rank 0 while both
     # ranks are alive (here the agent is stopped), so rank 0 can only learn of it by signal
     out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-    env.pop(distributed.FAULT_ENV, None)
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node"]
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     train = ["train", "--model", "naive", "--epochs", "3", "--no-figures", "--out", str(out)]
-    agent = subprocess.Popen(
-        [*launcher, "2", "-m", "dl_ch2_tools", *train],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    status, stderr = sigterm_once_training(
+        [*launcher, "-m", "dl_ch2_tools", *train], env={distributed.FAULT_ENV: ""}
     )
-    try:
-        assert agent.stdout is not None
-        for line in agent.stdout:  # training has begun once the first loss is printed
-            if "loss at batch 0:" in line:
-                break
-        agent.send_signal(signal.SIGTERM)
-        _, stderr = agent.communicate(timeout=60)
-    finally:
-        agent.kill()
-    assert agent.returncode != 0
+    assert status != 0
     assert "dl-ch2: error: data-parallel training failed on rank 0 of 2 (StoppedBySignal" in stderr
     assert not out.exists()  # stopped before any weights: the empty run folder is removed
 
