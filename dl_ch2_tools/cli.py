@@ -32,7 +32,7 @@ from dl_ch2 import __version__
 from dl_ch2._checks import resolve_device
 from dl_ch2.naive_model import build_naive_model
 from dl_ch2.training_loop import NonFiniteLossError, evaluate, fit
-from dl_ch2_tools.main_job import StoppedBySignal
+from dl_ch2_tools.main_job import StoppedBySignal, TrainConfig, evaluate_weights, run_train
 
 #: The runtime errors the port and its tools raise; each becomes one line and exit 1.
 #: (MNISTError is a ValueError; NonFiniteLossError and its subclasses are ArithmeticErrors.)
@@ -185,8 +185,6 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dl_ch2_tools.main_job import TrainConfig, run_train
-
     if args.compile and args.backend != "torch":
         raise UsageError("--compile", "needs --backend torch (torch.compile)")
     from dl_ch2.distributed import launched_by_torchrun
@@ -224,8 +222,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from dl_ch2_tools.main_job import evaluate_weights
-
     path = Path(args.weights)
     if not path.is_file():
         raise UsageError("--weights", f"{args.weights} is not a file")
