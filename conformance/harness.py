@@ -18,6 +18,8 @@ from typing import Any, NoReturn
 import numpy as np
 import pytest
 
+from conformance.grading.client import RemoteError, WorkerLost
+
 __all__ = [
     "BROKEN_ERRORS",
     "TOLERANCES",
@@ -51,6 +53,31 @@ LITERAL_LIMIT = 4096
 
 def fail(message: str) -> NoReturn:
     pytest.fail(message, pytrace=False)
+
+
+def _kind(x: Any) -> str:
+    """What the implementation returned, by its own type's name (a handle says its kind)."""
+    return str(getattr(x, "kind", None) or type(x).__name__)
+
+
+def _type_name(exc: BaseException) -> str:
+    return str(getattr(exc, "type_name", None) or type(exc).__name__)
+
+
+def _is_broken(exc: BaseException) -> bool:
+    """An error meaning "not implemented or broken" (``BROKEN_ERRORS``), in the worker too."""
+    names = {c.__name__ for c in BROKEN_ERRORS}
+    mro = getattr(exc, "mro", None) or [c.__name__ for c in type(exc).__mro__]
+    return bool(names & set(mro))
+
+
+def _raised(verb: str, exc: BaseException) -> str:
+    if isinstance(exc, WorkerLost):
+        return f"{verb}(...): {exc}"
+    text = f"{verb}(...) raised {_type_name(exc)}: {exc}"
+    if isinstance(exc, RemoteError) and exc.ends_the_process:
+        text += " (the implementation must not end or interrupt the process)"
+    return text
 
 
 def _array_literal(x: np.ndarray) -> str:
@@ -202,7 +229,7 @@ class Impl:
             if out is not None and not isinstance(out, (list, tuple, str)):
                 self.calls[-1].result = var
             return out
-        fail(f"{verb}(...) raised {type(error).__name__}: {error}\n{self.repro()}")
+        fail(f"{_raised(verb, error)}\n{self.repro()}")
 
     def arr(self, x: Any, dtype: str | None = None, source: str | None = None) -> Any:
         """NumPy -> the implementation's array; float inputs take the suite's dtype.
@@ -226,17 +253,12 @@ class Impl:
         except Exception as exc:
             error = exc
         if error is not None:
-            fail(
-                f"to_numpy({what}) raised {type(error).__name__}: {error}; {what} was a "
-                f"{type(value).__name__}\n{self.repro()}"
-            )
+            fail(f"{_raised(f'to_numpy({what})', error)}; {what} was a {_kind(value)}\n{self.repro()}")
         if not isinstance(out, np.ndarray):
-            fail(
-                f"to_numpy({what}) returned {type(out).__name__}, not numpy.ndarray\n{self.repro()}"
-            )
+            fail(f"to_numpy({what}) returned {_kind(out)}, not numpy.ndarray\n{self.repro()}")
         if out.dtype.kind not in "biufc":
             fail(
-                f"{what} is a {type(value).__name__}, which converts to an array of dtype "
+                f"{what} is a {_kind(value)}, which converts to an array of dtype "
                 f"{out.dtype}, not numbers: wrong return type\n{self.repro()}"
             )
         return out
@@ -248,7 +270,7 @@ class Impl:
     def run_many(self, verb: str, *args: Any, **kwargs: Any) -> list[np.ndarray]:
         out = self.call(verb, *args, **kwargs)
         if not isinstance(out, (list, tuple)):
-            fail(f"{verb} must return a list or tuple, got {type(out).__name__}\n{self.repro()}")
+            fail(f"{verb} must return a list or tuple, got {_kind(out)}\n{self.repro()}")
         return [self.to_np(v, f"item {i} of {verb}'s result") for i, v in enumerate(out)]
 
     def scalar(self, verb: str, *args: Any, **kwargs: Any) -> float:
@@ -257,9 +279,11 @@ class Impl:
             return (
                 float(out) if isinstance(out, (int, float)) else float(self.adapter.to_numpy(out))
             )
+        except WorkerLost as exc:
+            fail(f"{_raised(verb, exc)}\n{self.repro()}")
         except Exception as exc:
             error = exc
-        fail(f"{verb} must return a number, got {type(out).__name__} ({error})\n{self.repro()}")
+        fail(f"{verb} must return a number, got {_kind(out)} ({error})\n{self.repro()}")
 
     def rejects(self, verb: str, *args: Any, **kwargs: Any) -> BaseException:
         """The verb must raise on this invalid input, where it succeeded on valid input.
@@ -280,18 +304,20 @@ class Impl:
             fail(f"the adapter {self.adapter.name!r} lacks the verb {verb!r}")
         try:
             out = fn(*args, **kwargs)
-        except BROKEN_ERRORS as exc:
+        except WorkerLost as exc:
+            fail(f"{_raised(verb, exc)}\n{self.repro()}")
+        except Exception as exc:
+            if not _is_broken(exc) and not getattr(exc, "ends_the_process", False):
+                return exc
             fail(
-                f"{verb} raised {type(exc).__name__}: {exc} on invalid input; that means "
+                f"{verb} raised {_type_name(exc)}: {exc} on invalid input; that means "
                 "not implemented or broken, not a rejection (raise ValueError, TypeError, "
                 f"or your library's error)\n{self.repro()}"
             )
-        except Exception as exc:
-            return exc
         try:
             got = f"an array of shape {np.shape(self.adapter.to_numpy(out))}"
         except Exception:
-            got = type(out).__name__
+            got = _kind(out)
         fail(f"{verb} accepted invalid input and returned {got}; it must raise\n{self.repro()}")
 
 

@@ -2,27 +2,21 @@
 
 A grade always ends, and always ends with a report whose totals equal the specs collected:
 
-- the adapter's metadata is read in a spawned child process first (``probe_metadata``), so a
-  bad adapter is a usage error (exit 2) naming the attribute, and the grading process never
-  imports the implementation;
-- the specs run under pytest-xdist (``-n 1`` at least): each worker is a fresh interpreter
-  started by execnet's ``popen`` gateway (``subprocess.Popen`` of ``python -c ...``: spawned,
-  not forked), with a memory cap (``RLIMIT_DATA``, which leaves CUDA's address-space
-  reservations alone, unlike ``RLIMIT_AS``) and a scratch working directory of its own. A
-  verb that ends its process (``os._exit``, a segfault) fails that spec; xdist starts a fresh
-  worker and grading goes on, up to ``--max-worker-restart`` crashes;
-- each spec has a timeout (pytest-timeout, ``thread`` method, which also stops hangs inside C
-  code by ending the worker); the whole grade has a budget, after which the run stops;
-- the pytest process runs in its own process group under this supervisor: past the budget
-  plus a grace period it is killed, and the last report snapshot it wrote is the report.
+- the adapter is loaded first in a worker process (``probe_metadata``): a bad adapter is a
+  usage error (exit 2) naming the attribute;
+- the specs run in a pytest process of the grader's (this supervisor's child), which never
+  imports the submission: the adapter runs in a worker process that serves its verbs over a
+  pipe, as an unprivileged user in namespaces of its own when the grader is root
+  (``conformance.grading.sandbox``). A verb that ends its process, a late reply (the
+  per-spec timeout, enforced from outside the worker) or a reply that breaks the protocol
+  fails that spec; the next one gets a fresh worker, up to ``--max-worker-restart`` losses;
+- the whole grade has a budget; the pytest process runs in its own process group under
+  this supervisor: past the budget plus a grace period it is killed, and the last report
+  snapshot it wrote is the report.
 
 Exit codes: 0 complete and every claimed spec passed; 1 complete with failures; 2 usage error
 (bad path, bad metadata, bad options); 3 incomplete (interrupted, out of budget, out of
 worker restarts; the report lists the specs not run and counts them as not passed).
-
-This isolates honest mistakes, not malicious code: the implementation runs with your user's
-rights, can read and write your files and reach the network. Grade untrusted code in a
-container or VM.
 """
 
 from __future__ import annotations
@@ -30,17 +24,27 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from conformance.adapter import AdapterLoadError
+from conformance.grading.client import AdapterMeta, plan, probe
+from conformance.grading.limits import (
+    DEFAULT_BUDGET,
+    DEFAULT_MAX_WORKER_RESTART,
+    DEFAULT_MEMORY_LIMIT_GIB,
+    DEFAULT_SLOW_SPEC_TIMEOUT,
+    DEFAULT_SPEC_TIMEOUT,
+)
+from conformance.grading.sandbox import Limits
+from conformance.report import SNAPSHOT_REASON, empty_report, report_markdown
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -63,60 +67,12 @@ EXIT_COMPLETE_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INCOMPLETE = 3
 
-#: Per-spec timeout in seconds. The slowest honest fast spec takes about 1.6 s on this 2-core
-#: machine (torch-cpu, first torch call included); 30 s leaves room for a loaded machine, a
-#: first CUDA call and a slower from-scratch implementation.
-DEFAULT_SPEC_TIMEOUT = 30.0
-#: Timeout of specs marked ``slow`` (training the first example on MNIST).
-DEFAULT_SLOW_SPEC_TIMEOUT = 900.0
-#: Budget of a whole grade, in seconds.
-DEFAULT_BUDGET = 1800.0
-#: Worker crashes tolerated before a grade stops (and is reported incomplete).
-DEFAULT_MAX_WORKER_RESTART = 10
-#: Memory cap of each worker (RLIMIT_DATA), in GiB; 0 disables it.
-DEFAULT_MEMORY_LIMIT_GIB = 8.0
 #: Seconds the supervisor waits past the budget before it interrupts, then kills, pytest.
 GRACE = 20.0
 PROBE_TIMEOUT = 120.0
 #: Seconds kept from the budget for pytest's wind-down (the report card, the exit).
 WIND_DOWN = 1.0
 _PROBE_MARK = "DL_CH2_ADAPTER_METADATA "
-
-
-@dataclass
-class AdapterMeta:
-    """The descriptive attributes of a validated adapter (what the grading process needs)."""
-
-    name: str
-    version: str
-    devices: list[str]
-    dtypes: list[str]
-    capabilities: list[str]
-    library_versions: dict[str, str] = field(default_factory=dict)
-    expectations_file: str | None = None
-
-    @classmethod
-    def of(cls, adapter: Any) -> AdapterMeta:
-        exp = getattr(adapter, "expectations_file", None)
-        return cls(
-            name=adapter.name,
-            version=adapter.version,
-            devices=list(adapter.devices),
-            dtypes=list(adapter.dtypes),
-            capabilities=sorted(adapter.capabilities),
-            library_versions={
-                str(k): str(v)
-                for k, v in (getattr(adapter, "library_versions", None) or {}).items()
-            },
-            expectations_file=None if exp is None else str(exp),
-        )
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> AdapterMeta:
-        return cls(**json.loads(text))
 
 
 def absolute_spec(spec: str) -> str:
@@ -127,59 +83,29 @@ def absolute_spec(spec: str) -> str:
     return spec
 
 
-def probe_metadata(spec: str, timeout: float = PROBE_TIMEOUT) -> AdapterMeta:
-    """Load and validate the adapter in a spawned child process; return its metadata.
+def probe_metadata(
+    spec: str,
+    timeout: float = PROBE_TIMEOUT,
+    *,
+    packages: Sequence[str] = ("numpy",),
+    folder: Path | None = None,
+) -> AdapterMeta:
+    """Load and validate the adapter in a worker process; return its metadata.
 
     Raises AdapterLoadError (naming the bad attribute) if the adapter cannot be loaded, its
     metadata is invalid, or loading it ends the process or takes longer than ``timeout``.
     """
-    from conformance.adapter import BUILTIN
-
-    spec = absolute_spec(spec)
-    target = BUILTIN.get(spec, spec).partition(":")[0]
-    if (target.endswith(".py")) and not Path(target).exists():
-        raise AdapterLoadError(f"adapter file {target} does not exist")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p
-        for p in [os.getcwd(), str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")]
-        if p
+    target, iso, paths = plan(
+        spec, packages=list(packages), hide=[], limits=Limits(), cwd=os.getcwd()
     )
+    grade_dir = Path(tempfile.mkdtemp(prefix="dl-ch2-probe-"))
+    os.chmod(grade_dir, 0o711)
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "conformance.runner", "probe", spec],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise AdapterLoadError(f"loading the adapter {spec} took more than {timeout:g} s") from exc
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(_PROBE_MARK)]
-    if proc.returncode == 0 and lines:
-        return AdapterMeta.from_json(lines[-1][len(_PROBE_MARK) :])
-    err = proc.stderr.strip().splitlines()
-    if proc.returncode == EXIT_USAGE and err:
-        raise AdapterLoadError(err[-1])
-    tail = f": {err[-1]}" if err else ""
-    raise AdapterLoadError(
-        f"loading the adapter {spec} ended its process with exit code {proc.returncode}{tail}"
-    )
+        return probe(target, iso, grade_dir, timeout=timeout, folder=folder, paths=paths)
+    finally:
+        import shutil
 
-
-def _probe_main(spec: str) -> int:
-    """Child side of ``probe_metadata``: load, validate, print the metadata as JSON."""
-    from conformance.adapter import load_adapter
-
-    try:
-        meta = AdapterMeta.of(load_adapter(spec))
-    except AdapterLoadError as exc:
-        print(str(exc).replace("\n", " "), file=sys.stderr)
-        return EXIT_USAGE
-    sys.stdout.write("\n" + _PROBE_MARK + meta.to_json() + "\n")
-    sys.stdout.flush()
-    return 0
+        shutil.rmtree(grade_dir, ignore_errors=True)
 
 
 def exit_code(report: dict[str, Any]) -> int:
@@ -189,10 +115,11 @@ def exit_code(report: dict[str, Any]) -> int:
     return EXIT_COMPLETE_FAILED if report["totals"]["failed"] else EXIT_COMPLETE_PASSED
 
 
-def _missing_plugins() -> list[str]:
+def _missing_plugins(jobs: int) -> list[str]:
     import importlib.util
 
-    return [m for m in ("xdist", "pytest_timeout") if importlib.util.find_spec(m) is None]
+    wanted = ("xdist",) if jobs > 1 else ()
+    return [m for m in wanted if importlib.util.find_spec(m) is None]
 
 
 def _usage(message: str) -> int:
@@ -220,8 +147,15 @@ def grade(
     budget: float | None = None,
     max_worker_restart: int | None = None,
     memory_limit_gib: float | None = None,
+    packages: Sequence[str] = ("numpy",),
+    hide: Sequence[str] = (),
+    folder: str | None = None,
 ) -> int:
-    """Grade ``adapter``; print the report card; return the exit code (module doc)."""
+    """Grade ``adapter``; print the report card; return the exit code (module doc).
+
+    ``packages``: what an unprivileged worker may import; ``hide``: more paths it must not
+    see; ``folder``: a folder submission holding the adapter file (copied whole).
+    """
     t0 = time.monotonic()
     wall0 = time.time()
     budget = DEFAULT_BUDGET if budget is None else budget
@@ -243,11 +177,16 @@ def grade(
             return _usage(
                 f"pytest option {arg!r} would undo the grade's isolation; use grade's own -n"
             )
-    missing = _missing_plugins()
+    missing = _missing_plugins(jobs or 1)
     if missing:
         return _usage(f"grading needs {', '.join(missing)}: pip install 'dl-ch2[conformance]'")
     try:
-        meta = probe_metadata(adapter, timeout=min(PROBE_TIMEOUT, budget))
+        meta = probe_metadata(
+            adapter,
+            timeout=min(PROBE_TIMEOUT, budget),
+            packages=packages,
+            folder=Path(folder) if folder else None,
+        )
     except AdapterLoadError as exc:
         return _usage(str(exc))
     except KeyboardInterrupt:
@@ -259,7 +198,9 @@ def grade(
             f"--dtype {dtype}: the adapter {meta.name} declares dtypes {meta.dtypes} only"
         )
     here = Path(__file__).resolve().parent
+    outputs = [str(Path(p).resolve().parent) for p in (report_json, report_md) if p]
     with tempfile.TemporaryDirectory(prefix="dl-ch2-grade-", ignore_cleanup_errors=True) as tmp:
+        os.chmod(tmp, 0o711)  # the worker reaches its own scratch folder in it, nothing else
         meta_path = Path(tmp) / "adapter-metadata.json"
         meta_path.write_text(meta.to_json())
         json_path = Path(tmp) / "report.json"
@@ -279,9 +220,7 @@ def grade(
             str(meta_path),
             "--grade-dir",
             tmp,
-            "-n",
-            str(jobs or 1),
-            "--max-worker-restart",
+            "--max-restarts",
             str(DEFAULT_MAX_WORKER_RESTART if max_worker_restart is None else max_worker_restart),
             "--budget",
             f"{budget:g}",
@@ -290,7 +229,15 @@ def grade(
             f"{wall0 + budget - WIND_DOWN:.3f}",
             "--report-json",
             str(json_path),
+            "--worker-packages",
+            ",".join(packages),
         ]
+        if (jobs or 1) > 1:
+            args += ["-n", str(jobs)]
+        for path in [*hide, *outputs]:
+            args += ["--hide", path]
+        if folder:
+            args += ["--submission-folder", str(Path(folder).resolve())]
         if spec_timeout is not None:
             args += ["--spec-timeout", str(spec_timeout)]
         if memory_limit_gib is not None:
@@ -298,10 +245,11 @@ def grade(
         if dtype:
             args += ["--dtype", dtype]
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in [os.getcwd(), str(here.parent), env.get("PYTHONPATH")] if p
-        )
-        proc = subprocess.Popen([*args, *extra], start_new_session=True, env=env)
+        # the grader imports only itself: never a module from the folder it was started in
+        env["PYTHONPATH"] = os.pathsep.join(p for p in [str(here.parent), env.get("PYTHONPATH")] if p)
+        env["DL_CH2_ORIGIN_CWD"] = os.getcwd()
+        env["DL_CH2_GRADE_SECRET"] = secrets.token_hex(16)  # fresh inputs no worker sees
+        proc = subprocess.Popen([*args, *extra], start_new_session=True, env=env, cwd=tmp)
         killed = None
         deadline = time.monotonic() + remaining + GRACE
         interrupted = False
@@ -345,8 +293,6 @@ def pytest_usage_error() -> int:
 
 
 def _interrupted_before_start(adapter: str, dtype: str | None) -> dict[str, Any]:
-    from conformance.plugin import empty_report
-
     report = empty_report(None, adapter, dtype or "float64", "cpu")
     report["incomplete_reason"] = "interrupted (Ctrl-C) before any spec was collected"
     return report
@@ -361,8 +307,6 @@ def _final_report(
     interrupted: bool,
 ) -> tuple[dict[str, Any], bool]:
     """The report pytest left (final, or its last snapshot), and whether it printed the card."""
-    from conformance.plugin import SNAPSHOT_REASON, empty_report
-
     report: dict[str, Any] | None = None
     if path.exists():
         try:
@@ -390,7 +334,6 @@ def _publish(
     report: dict[str, Any], report_json: str | None, report_md: str | None, *, printed: bool
 ) -> int:
     from conformance.atomic import atomic_write
-    from conformance.plugin import report_markdown
 
     md = report_markdown(report)
     if not printed:
@@ -417,10 +360,7 @@ def _publish(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) == 2 and args[0] == "probe":
-        return _probe_main(args[1])
-    print("usage: python -m conformance.runner probe ADAPTER", file=sys.stderr)
+    print("usage: python -m conformance grade ADAPTER", file=sys.stderr)
     return EXIT_USAGE
 
 

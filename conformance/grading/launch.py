@@ -1,0 +1,62 @@
+"""Root's last steps before a worker runs a submission: hide, limit, drop, exec.
+
+Run by the grader as root, as a script (``python -I launch.py CONFIG_JSON``), usually
+inside new network, PID and mount namespaces made by ``unshare``. In order:
+
+1. cover each path of ``hide`` with an empty, read-only tmpfs (only in a mount namespace
+   of its own: the grader's files, the answers, other submissions, the results);
+2. set the resource limits, soft and hard, so the worker cannot raise them;
+3. move to the scratch folder, drop every group and become the worker's uid/gid, with
+   ``no_new_privs`` set (no setuid binary can give rights back);
+4. exec the worker's interpreter with a scrubbed environment.
+
+Standard library only; nothing here reads what the submission wrote.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import resource
+import subprocess
+import sys
+
+_PR_SET_NO_NEW_PRIVS = 38
+
+
+def _hide(paths: list[str]) -> None:
+    for path in paths:
+        if os.path.exists(path):
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "ro,size=4k,mode=0", "dl-ch2-hidden", path],
+                check=True,
+            )
+
+
+def _limit(limits: dict[str, int]) -> None:
+    for name, value in limits.items():
+        resource.setrlimit(getattr(resource, name), (value, value))
+
+
+def _drop(uid: int, gid: int) -> None:
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+
+
+def main() -> None:
+    config = json.loads(sys.argv[1])
+    if config.get("mount_namespace"):
+        _hide(config["hide"])
+    os.chdir(config["cwd"])
+    _limit(config["limits"])
+    _drop(int(config["uid"]), int(config["gid"]))
+    argv = config["argv"]
+    os.execve(argv[0], argv, config["env"])
+
+
+if __name__ == "__main__":
+    main()

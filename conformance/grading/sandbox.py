@@ -1,0 +1,379 @@
+"""How a worker process is started, fenced in and ended.
+
+Two levels, chosen by who runs the grader:
+
+- **as root** (Gradescope, a container, CI) the submission's worker runs as an unprivileged
+  uid/gid with no supplementary groups (default ``nobody``, 65534), from a fresh scratch
+  folder it owns, with a scrubbed environment and hard resource limits (CPU seconds, open
+  files, processes, file size, data memory). Where the kernel allows (``unshare``), it also
+  gets a network namespace with no interface but a down loopback, a PID namespace (it sees
+  only its own processes, and when the worker's first process ends the kernel kills every
+  process left in it, double-forked daemons included) and a mount namespace in which the
+  grader's packages, the answers, the submissions folder and the results are covered by
+  empty tmpfs mounts. The interpreter runs isolated (``-I -S``), its imports limited to the
+  standard library, a copy of the assignment's allowed libraries (``worker_site``) and the
+  submission's own folder. Ending a grade kills the namespace and then every process of the
+  worker's uid.
+- **not root** (a TA's laptop) the worker is still its own process, in its own session, with
+  the same limits, but with the grader's own rights: it could read and write the grader's
+  files. The report says so (``Isolation.summary``).
+
+Built-in adapters (numpy, torch-cpu, torch-cuda) are the project's own code: they run in a
+worker over the same wire, as the grader's user, with the grader's interpreter and paths.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata as md
+import json
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Isolation", "Limits", "WorkerProcess", "isolation_for", "worker_site"]
+
+_HERE = Path(__file__).resolve().parent
+_SUITE = _HERE.parent
+#: Files copied into each grade's runtime folder: all a worker runs of ours.
+RUNTIME_FILES = (_HERE / "worker.py", _HERE / "wire.py", _SUITE / "curves.py")
+NOBODY = 65534
+_UNSHARE = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Hard resource limits of a worker (0: none)."""
+
+    cpu_s: int = 1800
+    memory_bytes: int = 8 * 2**30
+    nofile: int = 1024
+    nproc: int = 512  # threads count: torch starts one per core
+    fsize_bytes: int = 2**30
+
+    def rlimits(self) -> dict[str, int]:
+        table = {
+            "RLIMIT_CPU": self.cpu_s,
+            "RLIMIT_DATA": self.memory_bytes,
+            "RLIMIT_NOFILE": self.nofile,
+            "RLIMIT_NPROC": self.nproc,
+            "RLIMIT_FSIZE": self.fsize_bytes,
+            "RLIMIT_CORE": 0,
+        }
+        return {k: v for k, v in table.items() if v > 0 or k == "RLIMIT_CORE"}
+
+
+@dataclass
+class Isolation:
+    """What fences a worker in; ``summary`` is what the report says."""
+
+    trusted: bool  # a built-in adapter: the project's own code
+    uid: int | None = None  # None: the grader's own user
+    gid: int | None = None
+    namespaces: bool = False
+    python: str = sys.executable
+    site: list[str] = field(default_factory=list)
+    hide: list[str] = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
+    note: str = ""
+
+    @property
+    def privileged_grader(self) -> bool:
+        return self.uid is not None
+
+    def summary(self) -> dict[str, Any]:
+        if self.trusted:
+            level = "built-in adapter: the project's own code, in a worker process as the grader's user"
+        elif self.uid is not None:
+            level = f"unprivileged: uid {self.uid}, gid {self.gid}, no groups"
+        else:
+            level = (
+                "NOT ISOLATED FROM YOUR FILES: the submission ran in its own process but with "
+                "the grader's own rights (it could read or change your files and the answers). "
+                "For full isolation grade as root in a container, e.g. docker run --rm "
+                "--cap-add SYS_ADMIN -v $PWD:/work IMAGE dl-ch2 grade /work/adapter.py"
+            )
+        return {
+            "worker": "a separate process serving the adapter over a pipe (plain data only)",
+            "level": level,
+            "namespaces": (
+                "network, PID and mount (answers and results hidden)"
+                if self.namespaces
+                else f"none{': ' + self.note if self.note else ''}"
+            ),
+            "limits": self.limits.rlimits(),
+        }
+
+
+def _runnable_by_others(path: str) -> bool:
+    p = Path(os.path.realpath(path))
+    if not p.is_file() or not p.stat().st_mode & stat.S_IXOTH:
+        return False
+    return all(d.stat().st_mode & stat.S_IXOTH for d in p.parents)
+
+
+def worker_python() -> str:
+    """An interpreter of this Python version that an unprivileged user can run."""
+    given = os.environ.get("DL_CH2_WORKER_PYTHON")
+    if given:
+        return given
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    candidates = [sys.executable, getattr(sys, "_base_executable", sys.executable)]
+    candidates += [f"{d}/{version}" for d in ("/usr/local/bin", "/usr/bin")]
+    for c in candidates:
+        if c and _runnable_by_others(c) and version in os.path.basename(os.path.realpath(c)):
+            return os.path.realpath(c)
+    raise RuntimeError(
+        f"no {version} that an unprivileged user can run was found (the grader's is "
+        f"{sys.executable}); set DL_CH2_WORKER_PYTHON"
+    )
+
+
+def _distribution_closure(names: list[str]) -> list[md.Distribution]:
+    seen: dict[str, md.Distribution] = {}
+    todo = list(names)
+    while todo:
+        name = re.sub(r"[-_.]+", "-", todo.pop()).lower()
+        if name in seen:
+            continue
+        try:
+            dist = md.distribution(name)
+        except md.PackageNotFoundError:
+            continue
+        seen[name] = dist
+        for req in dist.requires or []:
+            if "extra ==" not in req:
+                todo.append(re.split(r"[\s;<>=!~\[(]", req, maxsplit=1)[0])
+    return list(seen.values())
+
+
+def worker_site(packages: list[str], cache: Path | None = None) -> str:
+    """A folder holding a copy of ``packages`` (and what they need), readable by anyone.
+
+    The worker imports from it alone, so a submission sees numpy (and torch when the
+    assignment uses it) but not the grader's other packages. Cached by content.
+    """
+    given = os.environ.get("DL_CH2_WORKER_SITE")
+    if given:
+        return given
+    dists = _distribution_closure(packages)
+    key = hashlib.sha256(
+        json.dumps(sorted(f"{d.metadata['Name']}=={d.version}" for d in dists)).encode()
+    ).hexdigest()[:16]
+    root = cache or Path(os.environ.get("DL_CH2_WORKER_CACHE", "/var/tmp"))
+    dest = root / f"dl-ch2-worker-site-{key}"
+    if dest.is_dir():
+        return str(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=".dl-ch2-site-", dir=root))
+    for dist in dists:
+        for f in dist.files or []:
+            src = Path(str(dist.locate_file(f)))
+            if not src.is_file() or "__pycache__" in f.parts or f.parts[0] == "..":
+                continue
+            target = tmp / f
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+    for d, _dirs, files in os.walk(tmp):
+        os.chmod(d, 0o755)
+        for name in files:
+            mode = os.stat(os.path.join(d, name)).st_mode
+            os.chmod(os.path.join(d, name), 0o755 if mode & stat.S_IXUSR else 0o644)
+    try:
+        tmp.rename(dest)
+    except OSError:  # another grade built it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(dest)
+
+
+def namespaces_work() -> tuple[bool, str]:
+    """Whether ``unshare`` can give a worker new network, PID and mount namespaces."""
+    if shutil.which("unshare") is None:
+        return False, "the unshare command is missing"
+    try:
+        proc = subprocess.run([*_UNSHARE, "true"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return False, f"unshare failed: {exc}"
+    if proc.returncode != 0:
+        return False, f"the kernel refused unshare: {proc.stderr.strip()[:200]}"
+    return True, ""
+
+
+def hidden_paths(extra: list[str]) -> list[str]:
+    """What a worker must not see: the grader's packages, their checkout, and ``extra``."""
+    paths = {str(_SUITE)}
+    for pkg in ("dl_ch2", "dl_ch2_tools"):
+        with contextlib.suppress(ImportError, AttributeError, TypeError):
+            spec = __import__("importlib.util").util.find_spec(pkg)
+            if spec is not None and spec.origin:
+                paths.add(str(Path(spec.origin).parent))
+    checkout = _SUITE.parent
+    if (checkout / "pyproject.toml").exists():
+        paths.add(str(checkout))
+    for p in extra:
+        if p:
+            paths.add(str(Path(p).resolve()))
+    return sorted(paths)
+
+
+def isolation_for(trusted: bool, *, packages: list[str], hide: list[str], limits: Limits) -> Isolation:
+    """The strongest isolation this process can give a worker."""
+    if trusted:
+        return Isolation(trusted=True, limits=limits)
+    if os.geteuid() != 0:
+        return Isolation(trusted=False, limits=limits, note="the grader is not root")
+    uid = int(os.environ.get("DL_CH2_WORKER_UID", NOBODY))
+    gid = int(os.environ.get("DL_CH2_WORKER_GID", uid))
+    ok, why = namespaces_work()
+    return Isolation(
+        trusted=False,
+        uid=uid,
+        gid=gid,
+        namespaces=ok,
+        python=worker_python(),
+        site=[worker_site(packages)],
+        hide=hidden_paths(hide) if ok else [],
+        limits=limits,
+        note=why,
+    )
+
+
+def _set_limits(limits: dict[str, int]) -> None:
+    import resource
+
+    for name, value in limits.items():
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(getattr(resource, name), (value, value))
+
+
+class WorkerProcess:
+    """One running worker: its pipes and how to end it, with everything it started."""
+
+    def __init__(
+        self, iso: Isolation, runtime: Path, scratch: Path, target: str, log: Any,
+        paths: list[str] | None = None,
+    ) -> None:  # fmt: skip
+        self.iso = iso
+        req_r, self.req_w = os.pipe()
+        self.rep_r, rep_w = os.pipe()
+        fds = ["--in", str(req_r), "--out", str(rep_w), "--adapter", target]
+        fds += [a for p in paths or [] for a in ("--path", p)]
+        script = str(runtime / "worker.py")
+        if iso.trusted or iso.uid is None:
+            flags = ["-s"] if iso.trusted else ["-I"]
+            argv = [iso.python, *flags, script, *fds]
+            env = dict(os.environ)
+            if iso.trusted:
+                env["PYTHONPATH"] = os.pathsep.join(
+                    p for p in (str(_SUITE.parent), env.get("PYTHONPATH")) if p
+                )
+            self.proc = subprocess.Popen(
+                argv, cwd=scratch, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                pass_fds=(req_r, rep_w), start_new_session=True,
+                preexec_fn=None if iso.trusted else lambda: _set_limits(iso.limits.rlimits()),
+            )  # fmt: skip
+        else:
+            sites = [a for s in iso.site for a in ("--site", s)]
+            config = {
+                "argv": [iso.python, "-I", "-S", script, *fds, *sites],
+                "env": {"PATH": "/usr/bin:/bin", "HOME": str(scratch), "TMPDIR": str(scratch),
+                        "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"},
+                "cwd": str(scratch), "uid": iso.uid, "gid": iso.gid, "hide": iso.hide,
+                "limits": iso.limits.rlimits(), "mount_namespace": iso.namespaces,
+            }  # fmt: skip
+            launcher = [sys.executable, "-I", str(runtime / "launch.py"), json.dumps(config)]
+            argv = [*_UNSHARE, "--", *launcher] if iso.namespaces else launcher
+            self.proc = subprocess.Popen(
+                argv, cwd=scratch, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                pass_fds=(req_r, rep_w), start_new_session=True, env={"PATH": "/usr/bin:/bin"},
+            )  # fmt: skip
+        os.close(req_r)
+        os.close(rep_w)
+
+    def status(self) -> str:
+        """How the process ended ("exit code N", "killed by SIGSEGV"), or "running"."""
+        code = self.proc.poll()
+        if code is None:
+            return "running"
+        if code < 0:
+            return f"killed by {signal.Signals(-code).name}"
+        if code > 128 and self.iso.namespaces:  # unshare reports a signal as 128 + N
+            with contextlib.suppress(ValueError):
+                return f"killed by {signal.Signals(code - 128).name}"
+        return f"exit code {code}"
+
+    def kill(self) -> None:
+        """End the worker and everything it started; close the pipes."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        if self.iso.uid is not None:
+            kill_uid(self.iso.uid, self.iso.gid or self.iso.uid)
+        else:
+            _kill_orphans()
+        for fd in (self.req_w, self.rep_r):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def kill_uid(uid: int, gid: int) -> None:
+    """Kill every process of ``uid`` (daemons that left the worker's namespace or session):
+    a child that becomes ``uid`` and sends SIGKILL to all it may signal, until none is left."""
+    for _ in range(5):
+        pid = os.fork()
+        if pid == 0:  # the child: syscalls only, then _exit
+            try:
+                os.setgroups([])
+                os.setresgid(gid, gid, gid)
+                os.setresuid(uid, uid, uid)
+                os.kill(-1, signal.SIGKILL)
+                os._exit(0)
+            except BaseException:
+                os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:  # ESRCH: nothing left of uid
+            return
+        time.sleep(0.01)
+
+
+def become_subreaper() -> None:
+    """Orphans of a worker (double-forked daemons) become this process's children, so
+    ``_kill_orphans`` can end them when the grader is not root (Linux; a no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def _kill_orphans() -> None:
+    me = os.getpid()
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == me and _is_worker_orphan(int(entry.name)):
+                os.kill(int(entry.name), signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
+def _is_worker_orphan(pid: int) -> bool:
+    """A child of this process that is not a Popen it started itself (they are waited)."""
+    return Path(f"/proc/{pid}/environ").exists()

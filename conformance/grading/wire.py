@@ -1,0 +1,255 @@
+"""The wire between the grader and the worker that runs a submission: plain data only.
+
+A message is a 4-byte big-endian length, a JSON header, then the raw bytes of the NumPy
+arrays the header names. What it can carry: ``None``, ``bool``, ``int``, ``float`` (NaN and
+infinities included), ``str``, lists, tuples, dicts with string keys, sets of those,
+``slice`` and ``Ellipsis`` (indices for ``getitem``), numeric NumPy arrays and scalars
+(dtypes of kind b, i, u, f, c only: never object, void or structured), *handles* (an id
+naming an object that stays in the worker) and *curves* (the name of one of the 1-D
+gradient functions of ``conformance/curves.py``, which the worker has its own copy of).
+
+Decoding never unpickles or evaluates anything: it parses JSON and rebuilds each array as a
+fresh, writable, base ``np.ndarray`` from bytes, after checking dtype, shape and length.
+This module is standard library plus NumPy, so the worker can run it from a copy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import select
+import struct
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "MAX_HEADER_BYTES",
+    "Handle",
+    "WireError",
+    "decode",
+    "encode",
+    "read_message",
+    "write_message",
+]
+
+#: The JSON header of one message may not exceed this (the arrays come after it).
+MAX_HEADER_BYTES = 16 * 2**20
+_LEN = struct.Struct(">I")
+_DTYPE = re.compile(r"^[<>|=]?[biufc][1-9][0-9]?$")
+_MAX_DEPTH = 64
+
+
+class WireError(ValueError):
+    """A message that breaks the protocol: malformed, oversized, late, or cut short."""
+
+
+@dataclass(frozen=True)
+class Handle:
+    """An object that stays in the worker, named by ``id``; ``kind`` is its type's name."""
+
+    id: int
+    kind: str
+
+
+def _check_dtype(text: Any) -> np.dtype[Any]:
+    if not isinstance(text, str) or not _DTYPE.match(text):
+        raise WireError(f"array dtype {text!r} is not a plain numeric dtype")
+    dtype = np.dtype(text)
+    if dtype.kind not in "biufc" or dtype.fields is not None:
+        raise WireError(f"array dtype {text!r} is not a plain numeric dtype")
+    return dtype
+
+
+def encode(obj: Any, buffers: list[bytes], *, to_handle: Any = None, depth: int = 0) -> Any:
+    """``obj`` as JSON-able data; array bytes are appended to ``buffers``.
+
+    ``to_handle(obj) -> Handle`` turns what cannot be sent (a tensor, a model) into a handle;
+    without it such an object is a WireError.
+    """
+    if depth > _MAX_DEPTH:
+        raise WireError("data nested too deeply")
+    t = type(obj)
+    if obj is None or t in (bool, int, str):
+        return obj
+    if t is float:
+        return obj if math.isfinite(obj) else {"x": repr(obj)}
+    if t is list:
+        return [encode(v, buffers, to_handle=to_handle, depth=depth + 1) for v in obj]
+    if t in (tuple, set, frozenset):
+        tag = "t" if t is tuple else "S"
+        items = obj if t is tuple else sorted(obj, key=repr)
+        return {tag: [encode(v, buffers, to_handle=to_handle, depth=depth + 1) for v in items]}
+    if t is dict:
+        if not all(type(k) is str for k in obj):
+            raise WireError("dict keys must be strings")
+        return {"d": [[k, encode(v, buffers, to_handle=to_handle, depth=depth + 1)] for k, v in obj.items()]}
+    if t is slice:
+        parts = (obj.start, obj.stop, obj.step)
+        return {"s": [encode(v, buffers, to_handle=to_handle, depth=depth + 1) for v in parts]}
+    if obj is Ellipsis:
+        return {"e": 1}
+    if t is Handle:
+        return {"h": obj.id}
+    if isinstance(obj, np.ndarray) and to_handle is None:
+        return _encode_array(obj, buffers, scalar=False)
+    if isinstance(obj, np.generic) and to_handle is None:
+        return _encode_array(np.asarray(obj), buffers, scalar=True)
+    curve = getattr(obj, "__dl_ch2_curve__", None)
+    if isinstance(curve, str) and to_handle is None:
+        return {"f": curve}
+    if to_handle is not None:
+        return {"h": to_handle(obj).id, "k": type(obj).__name__}
+    raise WireError(f"cannot send a {type(obj).__name__}")
+
+
+def _encode_array(a: np.ndarray, buffers: list[bytes], *, scalar: bool) -> Any:
+    base = np.asarray(a).view(np.ndarray)  # ascontiguousarray would make a 0-d array 1-d
+    if not base.flags.c_contiguous:
+        base = base.copy(order="C")
+    dtype = _check_dtype(base.dtype.str)
+    buffers.append(base.tobytes())
+    out = {"a": len(buffers) - 1, "dtype": dtype.str, "shape": list(base.shape)}
+    if scalar:
+        out["scalar"] = True
+    return out
+
+
+def encode_array(a: np.ndarray, buffers: list[bytes]) -> Any:
+    """An array sent as data even where other objects become handles (``to_numpy``)."""
+    return _encode_array(a, buffers, scalar=False)
+
+
+def decode(data: Any, buffers: list[bytes], *, resolve: Any = None, curves: Any = None) -> Any:
+    """Rebuild what ``encode`` made. ``resolve(id, kind)`` gives the object of a handle
+    (default: a ``Handle``); ``curves(name)`` gives a curve's function."""
+    return _decode(data, buffers, resolve, curves, 0)
+
+
+def _decode(data: Any, buffers: list[bytes], resolve: Any, curves: Any, depth: int) -> Any:
+    if depth > _MAX_DEPTH:
+        raise WireError("data nested too deeply")
+    if data is None or type(data) in (bool, int, float, str):
+        return data
+    if type(data) is list:
+        return [_decode(v, buffers, resolve, curves, depth + 1) for v in data]
+    if type(data) is not dict or len(data) == 0:
+        raise WireError(f"unexpected {type(data).__name__} in a message")
+    rec = lambda v: _decode(v, buffers, resolve, curves, depth + 1)  # noqa: E731
+    if "x" in data:
+        value = float(str(data["x"]))
+        if math.isfinite(value):
+            raise WireError("a non-finite float marker holds a finite number")
+        return value
+    if "t" in data:
+        return tuple(rec(v) for v in _list(data["t"]))
+    if "S" in data:
+        return frozenset(rec(v) for v in _list(data["S"]))
+    if "d" in data:
+        out = {}
+        for pair in _list(data["d"]):
+            if type(pair) is not list or len(pair) != 2 or type(pair[0]) is not str:
+                raise WireError("malformed dict entry")
+            out[pair[0]] = rec(pair[1])
+        return out
+    if "s" in data:
+        parts = _list(data["s"])
+        if len(parts) != 3:
+            raise WireError("malformed slice")
+        return slice(*(rec(v) for v in parts))
+    if "e" in data:
+        return Ellipsis
+    if "h" in data:
+        hid, kind = data["h"], data.get("k", "object")
+        if type(hid) is not int or type(kind) is not str:
+            raise WireError("malformed handle")
+        return resolve(hid, kind) if resolve is not None else Handle(hid, kind[:100])
+    if "f" in data:
+        if curves is None or type(data["f"]) is not str:
+            raise WireError("a curve where none is expected")
+        return curves(data["f"])
+    if "a" in data:
+        return _decode_array(data, buffers)
+    raise WireError(f"unknown tag in {sorted(data)[:3]}")
+
+
+def _list(v: Any) -> list[Any]:
+    if type(v) is not list:
+        raise WireError("malformed container")
+    return v
+
+
+def _decode_array(data: dict[str, Any], buffers: list[bytes]) -> Any:
+    index, shape = data["a"], data.get("shape")
+    dtype = _check_dtype(data.get("dtype"))
+    if type(index) is not int or not 0 <= index < len(buffers):
+        raise WireError("array refers to a missing buffer")
+    if type(shape) is not list or not all(type(n) is int and n >= 0 for n in shape):
+        raise WireError(f"malformed array shape {shape!r}")
+    if len(shape) > 32:
+        raise WireError("array of more than 32 dimensions")
+    raw = buffers[index]
+    if math.prod(shape) * dtype.itemsize != len(raw):
+        raise WireError(f"array of shape {tuple(shape)} {dtype} does not match its {len(raw)} bytes")
+    arr = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+    return arr[()] if data.get("scalar") else arr
+
+
+# -- framing ------------------------------------------------------------------------------
+
+
+def pack(header: Any, buffers: list[bytes]) -> bytes:
+    head = dict(header)
+    head["buffers"] = [len(b) for b in buffers]
+    text = json.dumps(head, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    return b"".join([_LEN.pack(len(text)), text, *buffers])
+
+
+def write_message(fd: int, header: Any, buffers: list[bytes]) -> None:
+    data = memoryview(pack(header, buffers))
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
+
+
+def _read_exact(fd: int, n: int, deadline: float | None) -> bytes:
+    chunks, left = [], n
+    while left:
+        if deadline is not None:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                raise TimeoutError
+            ready, _, _ = select.select([fd], [], [], wait)
+            if not ready:
+                raise TimeoutError
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_message(
+    fd: int, *, deadline: float | None = None, max_bytes: int = 2**31
+) -> tuple[dict[str, Any], list[bytes]]:
+    """One message from ``fd``: (header, buffers). Raises TimeoutError past ``deadline``
+    (a ``time.monotonic()`` value), EOFError if the other end closed, WireError if the
+    message is malformed or larger than ``max_bytes``."""
+    (size,) = _LEN.unpack(_read_exact(fd, _LEN.size, deadline))
+    if size > min(MAX_HEADER_BYTES, max_bytes):
+        raise WireError(f"a message header of {size} bytes is over the limit")
+    try:
+        header = json.loads(_read_exact(fd, size, deadline).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise WireError(f"a message header is not JSON: {exc}") from None
+    lengths = header.get("buffers") if type(header) is dict else None
+    if type(lengths) is not list or not all(type(n) is int and n >= 0 for n in lengths):
+        raise WireError("a message header without a valid buffer list")
+    if size + sum(lengths) > max_bytes:
+        raise WireError(f"a message of {size + sum(lengths)} bytes is over {max_bytes}")
+    return header, [_read_exact(fd, n, deadline) for n in lengths]
