@@ -511,6 +511,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if props.get("verbs"):
         verbs = [v for v in props["verbs"] if v not in _CONVERSIONS]
         rec["verb"] = verbs[0] if verbs else props["verbs"][0]
+        rec["verbs"] = list(props["verbs"])
     crashed = report.when not in ("setup", "call", "teardown")
     if crashed and report.failed:
         rec["outcome"] = "failed"
