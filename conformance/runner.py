@@ -43,7 +43,7 @@ from conformance.grading.limits import (
     DEFAULT_SLOW_SPEC_TIMEOUT,
     DEFAULT_SPEC_TIMEOUT,
 )
-from conformance.grading.sandbox import Limits
+from conformance.grading.sandbox import Limits, release_uids
 from conformance.report import SNAPSHOT_REASON, empty_report, report_markdown
 
 __all__ = [
@@ -106,6 +106,7 @@ def probe_metadata(
         import shutil
 
         shutil.rmtree(grade_dir, ignore_errors=True)
+        release_uids()  # the grade's own process takes it next
 
 
 def exit_code(report: dict[str, Any]) -> int:

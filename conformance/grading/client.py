@@ -229,7 +229,7 @@ class Connection:
             with contextlib.suppress(Exception):
                 self.worker.proc.wait(timeout=2)
             status = self.worker.status()
-        return f"{why} ({status}){self._log_tail()}"
+        return f"{why} ({status}){self._log_tail()}".replace("  (", " (")
 
     def close(self) -> None:
         if self.worker is not None:

@@ -234,7 +234,7 @@ def isolation_for(trusted: bool, *, packages: list[str], hide: list[str], limits
         return Isolation(trusted=False, limits=limits, note="DL_CH2_ISOLATION=process was set")
     if os.geteuid() != 0:
         return Isolation(trusted=False, limits=limits, note="the grader is not root")
-    uid = int(os.environ.get("DL_CH2_WORKER_UID", NOBODY))
+    uid = lease_uid(int(os.environ.get("DL_CH2_WORKER_UID", NOBODY)))
     gid = int(os.environ.get("DL_CH2_WORKER_GID", uid))
     ok, why = namespaces_work()
     return Isolation(
@@ -248,6 +248,42 @@ def isolation_for(trusted: bool, *, packages: list[str], hide: list[str], limits
         limits=limits,
         note=why,
     )
+
+
+_LEASES: dict[int, Any] = {}
+#: Where concurrent grades take their uids (root only); spare uids have no passwd entry.
+LEASE_DIR = Path("/run/dl-ch2-workers")
+SPARE_UIDS = range(61000, 62000)
+
+
+def lease_uid(preferred: int) -> int:
+    """A worker uid no other grade on this machine is using, held until this process ends.
+
+    Ending a grade kills every process of its uid, so two grades at once (grade-all's jobs,
+    parallel test runs) must not share one: the first takes ``preferred`` (nobody), the next
+    a spare uid."""
+    import fcntl
+
+    if _LEASES:
+        return next(iter(_LEASES))
+    LEASE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for uid in (preferred, *SPARE_UIDS):
+        f = open(LEASE_DIR / f"{uid}.lock", "w")  # noqa: SIM115 - held open: the lease
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            continue
+        _LEASES[uid] = f
+        return uid
+    raise RuntimeError("no free worker uid: over 1000 grades at once on this machine")
+
+
+def release_uids() -> None:
+    """Give back this process's uid lease (after its last worker has ended)."""
+    for f in _LEASES.values():
+        f.close()
+    _LEASES.clear()
 
 
 def _set_limits(limits: dict[str, int]) -> None:
