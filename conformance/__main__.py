@@ -1,9 +1,10 @@
 """``python -m conformance grade ADAPTER [options] [-- pytest args]``: grade an implementation.
 
-Runs the specs shipped in this package with pytest under pytest-xdist (the implementation
-runs in spawned worker processes; see conformance/runner.py); needs no clone and no torch
-(unless the adapter itself uses it). ``ADAPTER`` is numpy, torch-cpu, torch-cuda, a
-module[:attr] or a path/to/adapter.py.
+Runs the specs shipped in this package with pytest; the implementation runs in a worker
+process of its own, unprivileged when the grader is root (see conformance/runner.py and
+conformance/grading/); needs no clone and no torch (unless the adapter itself uses it).
+``ADAPTER`` is numpy, torch-cpu, torch-cuda, a module[:attr], a path/to/adapter.py, or a
+submission folder (its adapter found as on Gradescope; the folder is on its import path).
 
 Exit codes: 0 complete and every claimed spec passed; 1 complete with failures; 2 usage error
 (bad path, bad adapter metadata, bad option); 3 incomplete (interrupted, out of budget or out
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from conformance.runner import (
     DEFAULT_BUDGET,
@@ -29,12 +31,18 @@ __all__ = ["add_grade_arguments", "grade", "grade_from_args", "main"]
 
 def add_grade_arguments(g: argparse.ArgumentParser) -> None:
     """The options of ``grade``, shared with ``dl-ch2 grade``."""
-    g.add_argument("adapter", help="numpy, torch-cpu, torch-cuda, module[:attr] or file.py")
+    g.add_argument(
+        "adapter", help="numpy, torch-cpu, torch-cuda, module[:attr], file.py or a folder"
+    )
     g.add_argument("--dtype", choices=["float32", "float64"])
     g.add_argument("--report-json", help="write the report card as JSON here")
     g.add_argument("--report-md", help="write the Markdown summary here")
     g.add_argument(
-        "-n", "--jobs", type=int, default=1, help="worker processes (pytest-xdist; default 1)"
+        "-n",
+        "--jobs",
+        type=int,
+        default=1,
+        help="grading processes, each with a worker of its own (pytest-xdist; default 1)",
     )
     g.add_argument(
         "--spec-timeout",
@@ -52,7 +60,21 @@ def add_grade_arguments(g: argparse.ArgumentParser) -> None:
         "--max-worker-restart",
         type=int,
         default=DEFAULT_MAX_WORKER_RESTART,
-        help=f"worker crashes tolerated (default {DEFAULT_MAX_WORKER_RESTART})",
+        help=f"worker losses (crashes, timeouts) tolerated (default {DEFAULT_MAX_WORKER_RESTART})",
+    )
+    g.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="PACKAGE",
+        help="a library the submission may import besides numpy (e.g. torch; repeatable)",
+    )
+    g.add_argument(
+        "--hide",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="a path the submission must not see (repeatable; as root)",
     )
     g.add_argument(
         "--memory-limit",
@@ -68,8 +90,17 @@ def grade_from_args(args: argparse.Namespace, rest: Sequence[str] = ()) -> int:
     extra = [*args.pytest_args, *rest]
     if "--" in extra:
         extra.remove("--")
+    adapter, folder = args.adapter, None
+    if Path(adapter).is_dir():  # a submission folder, as on Gradescope
+        from conformance.gradescope import find_adapter
+
+        try:
+            adapter, folder = str(find_adapter(Path(adapter))), adapter
+        except ValueError as exc:
+            print(f"conformance grade: error: {exc}", file=sys.stderr)
+            return 2
     return grade(
-        args.adapter,
+        adapter,
         args.dtype,
         args.report_json,
         args.report_md,
@@ -79,6 +110,9 @@ def grade_from_args(args: argparse.Namespace, rest: Sequence[str] = ()) -> int:
         budget=args.budget,
         max_worker_restart=args.max_worker_restart,
         memory_limit_gib=args.memory_limit,
+        packages=["numpy", *args.allow],
+        hide=args.hide,
+        folder=folder,
     )
 
 

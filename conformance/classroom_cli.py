@@ -62,18 +62,41 @@ def _bundle(args: argparse.Namespace) -> int:
 
 
 def _grade_all(args: argparse.Namespace) -> int:
-    from conformance.grade_all import grade_all
+    import signal
+
+    from conformance.grade_all import BatchStopped, grade_all
     from conformance.rubric import load_rubric
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"grade-all: error: --out {out} is a file, not a folder", file=sys.stderr)
+        return 2
     rubric = load_rubric(args.rubric)
-    rows = grade_all(
-        Path(args.submissions),
-        Path(args.out),
-        rubric,
-        jobs=args.jobs,
-        progress=not args.no_progress,
-        hard_timeout_s=args.hard_timeout,
-    )
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the gradebook is being written
+        raise BatchStopped("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        rows = grade_all(
+            Path(args.submissions),
+            out,
+            rubric,
+            jobs=args.jobs,
+            progress=not args.no_progress,
+            hard_timeout_s=args.hard_timeout,
+        )
+    except KeyboardInterrupt as exc:
+        how = "SIGTERM" if isinstance(exc, BatchStopped) else "Ctrl-C"
+        print(
+            f"grade-all: stopped by {how}; {out / 'gradebook.csv'} holds the submissions "
+            "graded so far, the rest marked not graded",
+            file=sys.stderr,
+        )
+        return 143 if isinstance(exc, BatchStopped) else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     bad = sum(1 for r in rows if r.status != "ok")
     reused = sum(1 for r in rows if r.reused)
     print(

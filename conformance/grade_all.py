@@ -36,7 +36,7 @@ from typing import Any
 
 from conformance import __version__ as SUITE_VERSION
 from conformance.atomic import atomic_path, atomic_write
-from conformance.gradescope import GradeRun, find_adapter, run_grade
+from conformance.gradescope import GradeRun, find_adapter, run_grade, stop_running_grades
 from conformance.rubric import Rubric, score_report
 
 __all__ = [
@@ -75,21 +75,61 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+#: A submission larger than this (a file, or a folder's files together) is not graded.
+MAX_SUBMISSION_BYTES = 50 * 2**20
+
+
 def discover(folder: Path) -> list[Path]:
     """The submissions in ``folder``: its .py files and sub-folders, sorted by name."""
+    return [p for p, problem in triage(folder) if problem is None]
+
+
+def display_name(name: str) -> str:
+    """A file name as the gradebook shows it: a name that is not UTF-8 is escaped."""
+    raw = name.encode("utf-8", "surrogateescape")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def triage(folder: Path) -> list[tuple[Path, str | None]]:
+    """Every entry of ``folder`` (but hidden ones) with why it cannot be graded, or None."""
     if not folder.is_dir():
         raise ValueError(f"submissions folder {folder} does not exist or is not a folder")
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if not p.name.startswith((".", "_")) and (p.is_dir() or (p.is_file() and p.suffix == ".py"))
-    )
+    out: list[tuple[Path, str | None]] = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith((".", "_")):
+            continue
+        out.append((p, _problem(p)))
+    return out
+
+
+def _problem(p: Path) -> str | None:
+    if p.is_symlink():
+        return "not gradable: a symbolic link (submissions are copied, never followed)"
+    if not (p.is_dir() or (p.is_file() and p.suffix == ".py")):
+        return "not gradable: not a .py file or a folder"
+    if not os.access(p, os.R_OK | (os.X_OK if p.is_dir() else 0)):
+        return "not gradable: unreadable"
+    try:
+        size = _size(p)
+    except OSError as exc:
+        return f"not gradable: unreadable ({exc.strerror or exc})"
+    if size > MAX_SUBMISSION_BYTES:
+        return f"not gradable: {size} bytes, over the {MAX_SUBMISSION_BYTES} byte limit"
+    return None
 
 
 def _hash_files(h: Any, root: Path, files: Sequence[Path]) -> None:
     for f in files:
-        h.update(str(f.relative_to(root)).encode("utf-8") + b"\0")
-        h.update(f.read_bytes())
+        h.update(str(f.relative_to(root)).encode("utf-8", "surrogateescape") + b"\0")
+        with open(f, "rb") as stream:  # streamed: memory stays flat whatever the size
+            for chunk in iter(lambda: stream.read(1 << 20), b""):
+                h.update(chunk)
         h.update(b"\0")
 
 
@@ -112,7 +152,7 @@ def submission_key(submission: Path, suite: str, rubric: Rubric) -> str:
     h = hashlib.sha256()
     h.update(f"{suite}\0{rubric.digest}\0".encode())
     if submission.is_file():
-        h.update(submission.read_bytes())
+        _hash_files(h, submission.parent, [submission])
     else:
         files = sorted(
             p
@@ -158,11 +198,13 @@ def _grade_one(
     grade_jobs: int,
     python: str,
     hard_timeout_s: float | None,
+    hide: Sequence[str],
 ) -> Row:
+    name = display_name(submission.name)
     try:
         adapter = find_adapter(submission, rubric.adapter)
     except ValueError as exc:
-        row = Row(submission.name, 0.0, None, {}, "error", str(exc))
+        row = Row(name, 0.0, None, {}, "error", str(exc))
     else:
         run = run_grade(
             str(adapter.resolve()),
@@ -171,9 +213,11 @@ def _grade_one(
             python=python,
             jobs=grade_jobs,
             hard_timeout_s=hard_timeout_s,
+            folder=submission.resolve() if submission.is_dir() else None,
+            hide=hide,
         )
         atomic_write(slot_dir / "grade.log", run.log)
-        row = row_from_run(submission.name, run, rubric)
+        row = row_from_run(name, run, rubric)
     row.key = key
     atomic_write(slot_dir / "meta.json", json.dumps(asdict(row), indent=1) + "\n")
     return row
@@ -282,6 +326,10 @@ def write_histogram(path: Path, rows: Sequence[Row]) -> bool:
     return True
 
 
+class BatchStopped(KeyboardInterrupt):
+    """SIGTERM (or Ctrl-C) stopped the batch: the gradebook holds what finished."""
+
+
 def grade_all(
     submissions: Path,
     out: Path,
@@ -294,22 +342,31 @@ def grade_all(
     hard_timeout_s: float | None = None,
     on_row: Callable[[Row], None] | None = None,
 ) -> list[Row]:
-    """Grade every submission in ``submissions`` into ``out``; returns the gradebook rows."""
+    """Grade every submission in ``submissions`` into ``out``; returns the gradebook rows.
+
+    Every entry gets a row: graded, an error with its reason, or not gradable. A Ctrl-C or
+    SIGTERM stops the batch, ends the grades running, writes the gradebook of what finished
+    (the rest: "not graded: the batch was stopped") and re-raises.
+    """
     if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     if grade_jobs < 1:
         raise ValueError(f"grade_jobs must be >= 1, got {grade_jobs}")
-    subs = discover(submissions)
+    entries = triage(submissions)
     out.mkdir(parents=True, exist_ok=True)
     suite = suite_fingerprint()
-    rows: dict[str, Row] = {}
+    hide = [str(submissions.resolve()), str(out.resolve())]
+    rows: dict[Path, Row] = {}
     todo: list[tuple[Path, Path, str]] = []
-    for sub in subs:
+    for sub, problem in entries:
+        if problem is not None:
+            rows[sub] = Row(display_name(sub.name), 0.0, None, {}, "error", problem)
+            continue
         slot_dir = out / "submissions" / _slot(sub)
         key = submission_key(sub, suite, rubric)
         cached = _load_meta(slot_dir, key)
         if cached is not None:
-            rows[sub.name] = cached
+            rows[sub] = cached
         else:
             slot_dir.mkdir(parents=True, exist_ok=True)
             todo.append((sub, slot_dir, key))
@@ -317,33 +374,47 @@ def grade_all(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(subs), initial=len(rows), unit="submission", file=sys.stderr)
+        bar = tqdm(total=len(entries), initial=len(rows), unit="submission", file=sys.stderr)
+    pool = ThreadPoolExecutor(max_workers=jobs or default_jobs())
+    stopped: BaseException | None = None
     try:
-        with ThreadPoolExecutor(max_workers=jobs or default_jobs()) as pool:
-            futures = {
-                pool.submit(
-                    _grade_one, sub, slot, rubric, key, grade_jobs, python, hard_timeout_s
-                ): sub
-                for sub, slot, key in todo
-            }
-            for fut in as_completed(futures):
-                sub = futures[fut]
-                try:
-                    row = fut.result()
-                except Exception as exc:  # the batch never stops for one submission
-                    row = Row(sub.name, 0.0, None, {}, "error", f"{type(exc).__name__}: {exc}")
-                rows[sub.name] = row
-                if on_row is not None:
-                    on_row(row)
-                if bar is not None:
-                    bar.update(1)
+        futures = {
+            pool.submit(
+                _grade_one, sub, slot, rubric, key, grade_jobs, python, hard_timeout_s, hide
+            ): sub
+            for sub, slot, key in todo
+        }
+        for fut in as_completed(futures):
+            sub = futures[fut]
+            try:
+                row = fut.result()
+            except Exception as exc:  # the batch never stops for one submission
+                row = Row(display_name(sub.name), 0.0, None, {}, "error", f"{type(exc).__name__}: {exc}")
+            rows[sub] = row
+            if on_row is not None:
+                on_row(row)
+            if bar is not None:
+                bar.update(1)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into BatchStopped
+        stopped = exc
+        pool.shutdown(wait=False, cancel_futures=True)
+        stop_running_grades()
     finally:
+        pool.shutdown(wait=True)
         if bar is not None:
             bar.close()
-    ordered = [rows[s.name] for s in subs if s.name in rows]
+    for fut, sub in futures.items():  # grades that finished while the batch stopped
+        if sub not in rows and fut.done() and not fut.cancelled() and fut.exception() is None:
+            rows[sub] = fut.result()
+    why = "not graded: the batch was stopped (Ctrl-C or SIGTERM) before it finished"
+    ordered = [
+        rows.get(s) or Row(display_name(s.name), 0.0, None, {}, "error", why) for s, _ in entries
+    ]
     atomic_write(out / "gradebook.csv", gradebook_csv(ordered))
     has_png = write_histogram(out / "histogram.png", ordered)
     atomic_write(
         out / "summary.md", summary_markdown(ordered, "histogram.png" if has_png else None)
     )
+    if stopped is not None:
+        raise stopped
     return ordered

@@ -16,6 +16,7 @@ Field reference: https://gradescope-autograders.readthedocs.io/en/latest/specs/
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import signal
@@ -74,9 +75,15 @@ def grade_command(
     *,
     python: str = sys.executable,
     jobs: int | None = None,
+    hide: Sequence[str] = (),
+    folder: Path | None = None,
 ) -> list[str]:
-    """The ``python -m conformance grade`` command line for one adapter under ``rubric``."""
-    cmd = [python, "-m", "conformance", "grade", adapter]
+    """The ``python -m conformance grade`` command line for one adapter under ``rubric``.
+
+    ``folder``: a folder submission, graded as a folder (its own modules importable);
+    ``hide``: paths the submission's worker must not see (other submissions, the results).
+    """
+    cmd = [python, "-m", "conformance", "grade", str(folder) if folder else adapter]
     cmd += ["--report-json", str(report_json), "--report-md", str(report_md)]
     if rubric.dtype:
         cmd += ["--dtype", rubric.dtype]
@@ -86,6 +93,10 @@ def grade_command(
     n = jobs if jobs is not None else rubric.jobs
     if n is not None:
         cmd += ["-n", str(n)]
+    if rubric.uses_torch:
+        cmd += ["--allow", "torch"]
+    for path in hide:
+        cmd += ["--hide", str(path)]
     return cmd
 
 
@@ -111,6 +122,8 @@ def run_grade(
     jobs: int | None = None,
     hard_timeout_s: float | None = None,
     env: Mapping[str, str] | None = None,
+    hide: Sequence[str] = (),
+    folder: Path | None = None,
 ) -> GradeRun:
     """Grade ``adapter`` in a child process whose working directory is ``workdir``.
 
@@ -123,9 +136,11 @@ def run_grade(
     for stale in (report_json, report_md):
         stale.unlink(missing_ok=True)
     target, sep, attr = adapter.partition(":")
-    if target.endswith(".py"):  # the child runs elsewhere: make a file path absolute
+    if target.endswith(".py") or Path(target).is_dir():  # the child runs elsewhere
         adapter = str(Path(target).resolve()) + sep + attr
-    cmd = grade_command(adapter, report_json, report_md, rubric, python=python, jobs=jobs)
+    cmd = grade_command(
+        adapter, report_json, report_md, rubric, python=python, jobs=jobs, hide=hide, folder=folder
+    )
     if hard_timeout_s is None:
         hard_timeout_s = _budget(rubric) + KILL_GRACE_S
     child_env = dict(os.environ if env is None else env)
@@ -146,12 +161,15 @@ def run_grade(
             env=child_env,
             start_new_session=True,
         )
+        _RUNNING.add(proc)
         returncode: int | None
         try:
             returncode = proc.wait(timeout=hard_timeout_s)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             returncode = None
+        finally:
+            _RUNNING.discard(proc)
         out.seek(0)
         log = out.read()
     elapsed = time.perf_counter() - start
@@ -172,6 +190,24 @@ def run_grade(
             error = f"the grader exited with code {returncode} and no report: {_error_line(log)}"
     card = report_md.read_text(encoding="utf-8") if report_md.exists() else ""
     return GradeRun(returncode, report, card, elapsed, error, log)
+
+
+#: The grades running now (their child processes), so a stopped batch can end them.
+_RUNNING: set[subprocess.Popen[Any]] = set()
+
+
+def stop_running_grades(grace: float = 30.0) -> None:
+    """SIGTERM every running grade (each writes its report, incomplete), SIGKILL after grace."""
+    procs = list(_RUNNING)
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
 
 
 def _kill_group(proc: subprocess.Popen[Any]) -> None:
@@ -348,7 +384,11 @@ def run_autograder(root: Path | None = None, rubric_path: Path | None = None) ->
         print(f"run_autograder: {exc}", file=sys.stderr)
         return 0
     with tempfile.TemporaryDirectory(prefix="dl-ch2-autograder-") as scratch:
-        run = run_grade(str(adapter), Path(scratch), rubric)
+        # the whole submission folder is copied for the worker (its own modules import);
+        # the worker sees nothing of /autograder: the grader, the rubric, the results
+        run = run_grade(
+            str(adapter), Path(scratch), rubric, folder=root / "submission", hide=[str(root)]
+        )
     sys.stdout.write(run.log)
     write_gradescope(results_path, gradescope_results(run, rubric))
     return 0

@@ -154,9 +154,16 @@ def grade(
 ) -> int:
     """Grade ``adapter``; print the report card; return the exit code (module doc).
 
+    A SIGTERM (a batch being stopped, a scheduler) is handled as Ctrl-C: the grade stops,
+    incomplete, with its report.
+
     ``packages``: what an unprivileged worker may import; ``hide``: more paths it must not
     see; ``folder``: a folder submission holding the adapter file (copied whole).
     """
+    import threading
+
+    if hasattr(signal, "SIGTERM") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     t0 = time.monotonic()
     wall0 = time.time()
     budget = DEFAULT_BUDGET if budget is None else budget

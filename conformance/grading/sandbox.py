@@ -286,9 +286,14 @@ def release_uids() -> None:
     _LEASES.clear()
 
 
-def _set_limits(limits: dict[str, int]) -> None:
+def _child_setup(limits: dict[str, int]) -> None:
+    """In the child, before exec: die with the grader (PR_SET_PDEATHSIG), then the limits.
+    (With namespaces, unshare's --kill-child passes the death on to the worker.)"""
+    import ctypes
     import resource
 
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
     for name, value in limits.items():
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(getattr(resource, name), (value, value))
@@ -315,10 +320,11 @@ class WorkerProcess:
                 env["PYTHONPATH"] = os.pathsep.join(
                     p for p in (str(_SUITE.parent), env.get("PYTHONPATH")) if p
                 )
+            limits = {} if iso.trusted else iso.limits.rlimits()
             self.proc = subprocess.Popen(
                 argv, cwd=scratch, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 pass_fds=(req_r, rep_w), start_new_session=True,
-                preexec_fn=None if iso.trusted else lambda: _set_limits(iso.limits.rlimits()),
+                preexec_fn=lambda: _child_setup(limits),
             )  # fmt: skip
         else:
             sites = [a for s in iso.site for a in ("--site", s)]
@@ -334,6 +340,7 @@ class WorkerProcess:
             self.proc = subprocess.Popen(
                 argv, cwd=scratch, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 pass_fds=(req_r, rep_w), start_new_session=True, env={"PATH": "/usr/bin:/bin"},
+                preexec_fn=lambda: _child_setup({}),
             )  # fmt: skip
         os.close(req_r)
         os.close(rep_w)

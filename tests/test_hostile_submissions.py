@@ -1,0 +1,411 @@
+"""Submissions written to forge their grade: each must score no more than a stub.
+
+Each hostile submission is a stub (every verb raises NotImplementedError) plus an attack on
+the grader: patching pytest or the suite, writing the report, reading the answers, importing
+the reference, lying ndarray subclasses, killing the grader, daemons that outlive the grade,
+editing the installed suite, a hang in C code that holds the GIL, reading a classmate's file.
+They are graded as course staff would (``python -m conformance grade``, ``grade-all``); the
+tests check the score, that the suite and the result files are unchanged, and what the
+attack saw. As root (CI) the worker runs unprivileged in namespaces; not as root it runs with
+the grader's rights, and only the attacks a process boundary stops are expected to fail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITE = ROOT / "conformance"
+STUDENT = SUITE / "examples" / "student_numpy.py"
+ROOT_ONLY = pytest.mark.skipif(
+    os.geteuid() != 0, reason="the unprivileged worker needs a grader running as root"
+)
+
+STUB = '''
+import numpy as np
+
+VERBS = {verbs!r}
+SHARED = {shared!r}
+REPORT = {report!r}
+SUITE = {suite!r}
+
+
+def note(key, value):
+    try:
+        with open(SHARED + "/notes.jsonl", "a") as f:
+            f.write(__import__("json").dumps([key, str(value)[:300]]) + "\\n")
+    except OSError:
+        pass
+
+
+class Stub:
+    name = "hostile"
+    version = "1"
+    devices = ("cpu",)
+    dtypes = ("float64", "float32")
+    capabilities = frozenset({{"naive_ops", "autodiff", "training", "momentum", "rmsprop",
+                              "keras_init", "random_init", "input_checks", "single_sample"}})
+
+    def __getattr__(self, verb):
+        if verb in VERBS:
+            def missing(*args, **kwargs):
+                attack_in_verb()
+                raise NotImplementedError(verb)
+            return missing
+        raise AttributeError(verb)
+
+
+def attack_in_verb():
+    pass
+'''
+
+
+def verbs() -> list[str]:
+    from conformance.adapter import VERBS
+
+    return sorted({v for vs in VERBS.values() for v in vs} - {"asarray", "to_numpy"})
+
+
+def shared(tmp_path: Path) -> Path:
+    """A folder the worker may write, for its notes (tmp_path's parents are root's own)."""
+    folder = Path(tempfile.mkdtemp(prefix="dl-ch2-hostile-"))
+    folder.chmod(0o777)
+    (tmp_path / "shared").symlink_to(folder)
+    return folder
+
+
+def hostile(tmp_path: Path, attack: str, *, asarray: str = "np.asarray") -> Path:
+    """A stub submission with ``attack`` appended (it may redefine ``attack_in_verb``)."""
+    notes = shared(tmp_path)
+    head = STUB.format(
+        verbs=verbs(),
+        shared=str(notes),
+        report=str(tmp_path / "report.json"),
+        suite=str(SUITE),
+    )
+    conv = (
+        "\nStub.asarray = staticmethod(lambda x, dtype=None: np.asarray(x, dtype=dtype))\n"
+        f"Stub.to_numpy = staticmethod({asarray})\n"
+    )
+    path = tmp_path / "submission.py"
+    path.write_text(head + conv + attack + "\nADAPTER = Stub()\n")
+    return path
+
+
+def suite_digest() -> str:
+    h = hashlib.sha256()
+    for p in sorted(SUITE.rglob("*")):
+        if p.is_file() and "__pycache__" not in p.parts:
+            h.update(str(p).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def grade(tmp_path: Path, path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
+    report = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "conformance", "grade", str(path), "--report-json", str(report)]
+    cmd += ["--report-md", str(tmp_path / "card.md"), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    data = json.loads(report.read_text()) if report.exists() else {}
+    return proc.returncode, data, proc.stdout + proc.stderr
+
+
+def notes(tmp_path: Path) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    log = tmp_path / "shared" / "notes.jsonl"
+    if log.exists():
+        for line in log.read_text().splitlines():
+            key, value = json.loads(line)
+            out.setdefault(key, []).append(value)
+    return out
+
+
+def assert_stub_score(rc: int, report: dict[str, Any], out: str) -> None:
+    assert report, out[-3000:]
+    assert report["totals"]["passed"] == 0, report["totals"]
+    assert rc in (1, 3), out[-2000:]
+
+
+@pytest.fixture
+def untouched_suite() -> Any:
+    before = suite_digest()
+    yield
+    assert suite_digest() == before, "a submission changed the installed suite"
+
+
+def test_a_plain_stub_scores_zero(tmp_path: Path, untouched_suite: None) -> None:
+    rc, report, out = grade(tmp_path, hostile(tmp_path, ""), "--", "-k", "s2_3")
+    assert_stub_score(rc, report, out)
+    assert report["complete"] is True
+
+
+PATCH_THE_GRADER = '''
+for target in ("pytest", "_pytest.reports", "_pytest.runner", "numpy.testing",
+               "conformance.harness", "conformance.plugin"):
+    try:
+        mod = __import__(target, fromlist=["_"])
+    except Exception as exc:
+        note("import " + target, type(exc).__name__)
+        continue
+    note("import " + target, "ok")
+    if target == "_pytest.reports":
+        mod.TestReport.passed = property(lambda self: True)
+        mod.TestReport.failed = property(lambda self: False)
+        mod.TestReport.outcome = "passed"
+    if target == "numpy.testing":
+        mod.assert_allclose = lambda *a, **k: None
+    if target == "conformance.harness":
+        mod.check_close = mod.check_equal = mod.check = lambda *a, **k: None
+        mod.fail = lambda *a, **k: None
+'''
+
+
+def test_patching_pytest_numpy_testing_or_the_harness_changes_nothing(
+    tmp_path: Path, untouched_suite: None
+) -> None:
+    rc, report, out = grade(tmp_path, hostile(tmp_path, PATCH_THE_GRADER), "--", "-k", "s2_3")
+    assert_stub_score(rc, report, out)
+    seen = notes(tmp_path)
+    if os.geteuid() == 0:  # the worker's interpreter holds numpy and nothing of the grader's
+        assert seen["import pytest"] == ["ModuleNotFoundError"]
+        assert seen["import conformance.harness"] == ["ModuleNotFoundError"]
+
+
+WRITE_THE_REPORT = '''
+import glob, os, signal, json
+
+FORGED = {"schema": "dl-ch2-conformance-report/2", "complete": True, "incomplete_reason": None,
+          "totals": {"collected": 1, "passed": 1, "failed": 0, "not_run": 0, "not_claimed": 0,
+                     "skipped": 0, "xfailed": 0}, "specs": [], "sections": {}}
+
+def attack_in_verb():
+    targets = [REPORT, REPORT.replace("report.json", "card.md")]
+    targets += glob.glob("/tmp/dl-ch2-grade-*/report.json") + glob.glob("/tmp/dl-ch2-grade-*/")
+    for t in targets:
+        try:
+            path = t + "report.json" if t.endswith("/") else t
+            with open(path, "w") as f:
+                json.dump(FORGED, f)
+            note("wrote", path)
+        except OSError as exc:
+            note("write denied", type(exc).__name__)
+    for pid in (os.getppid(), -1):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError as exc:
+            note("kill denied", type(exc).__name__)
+'''
+
+
+@ROOT_ONLY
+def test_writing_the_report_and_killing_the_grader_forges_nothing(
+    tmp_path: Path, untouched_suite: None
+) -> None:
+    rc, report, out = grade(
+        tmp_path, hostile(tmp_path, WRITE_THE_REPORT), "--max-worker-restart", "3", "--", "-k",
+        "s2_3",
+    )  # fmt: skip
+    assert_stub_score(rc, report, out)
+    assert report["totals"]["collected"] > 1  # the grader's report, not the forged one
+    assert "wrote" not in notes(tmp_path), notes(tmp_path)["wrote"]
+
+
+READ_THE_ANSWERS = '''
+import os
+for what in ("golden/cases.npz", "reference/losses.py", "adapters/numpy_ref.py",
+             "examples/student_numpy.py"):
+    try:
+        open(os.path.join(SUITE, what), "rb").read()
+        note("read " + what, "ok")
+    except OSError as exc:
+        note("read " + what, type(exc).__name__)
+for module in ("conformance.adapters.numpy_ref", "conformance.examples.student_numpy",
+               "conformance.golden", "dl_ch2"):
+    try:
+        __import__(module)
+        note("import " + module, "ok")
+    except Exception as exc:
+        note("import " + module, type(exc).__name__)
+'''
+
+
+@ROOT_ONLY
+def test_the_answers_are_neither_readable_nor_importable(
+    tmp_path: Path, untouched_suite: None
+) -> None:
+    rc, report, out = grade(tmp_path, hostile(tmp_path, READ_THE_ANSWERS), "--", "-k", "s2_3")
+    assert_stub_score(rc, report, out)
+    seen = notes(tmp_path)
+    reads = {k: v for k, v in seen.items() if k.startswith(("read", "import"))}
+    assert len(reads) == 8, seen
+    assert all("ok" not in v for v in reads.values()), reads
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "from conformance.adapters.numpy_ref import ADAPTER",
+        "from conformance.examples.student_numpy import ADAPTER",
+        "from conformance.adapters.torch_port import CPU as ADAPTER",
+    ],
+)
+@ROOT_ONLY
+def test_re_exporting_the_reference_or_the_example_cannot_load(
+    tmp_path: Path, line: str, untouched_suite: None
+) -> None:
+    path = tmp_path / "adapter.py"
+    path.write_text(line + "\n")
+    rc, report, out = grade(tmp_path, path)
+    assert rc == 2 and "No module named 'conformance'" in out, out[-2000:]
+    assert report == {}
+
+
+LIAR = '''
+class Liar(np.ndarray):
+    """Compares equal to anything, claims any shape and dtype asked about."""
+    def __eq__(self, other):
+        return True
+    __ne__ = lambda self, other: False
+    def __array_finalize__(self, obj):
+        pass
+
+def lie(x, dtype=None):
+    return np.zeros((3,)).view(Liar)
+
+for verb in VERBS:
+    setattr(Stub, verb, staticmethod(lambda *a, **k: np.zeros((3,)).view(Liar)))
+Stub.to_numpy = staticmethod(lie)
+'''
+
+
+def test_an_ndarray_subclass_that_lies_scores_no_more_than_honest_zeros(
+    tmp_path: Path, untouched_suite: None
+) -> None:
+    honest = tmp_path / "honest"
+    honest.mkdir()
+    zeros = LIAR.replace(".view(Liar)", "")
+    _, fair, _ = grade(honest, hostile(honest, zeros), "--", "-k", "s2_3 or s2_5")
+    rc, report, out = grade(tmp_path, hostile(tmp_path, LIAR), "--", "-k", "s2_3 or s2_5")
+    assert report and fair, out[-2000:]
+    assert report["totals"]["passed"] <= fair["totals"]["passed"] <= 3
+
+
+DAEMON = '''
+import os, time
+
+def daemon():
+    if os.fork():
+        return
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    time.sleep(4)  # the grade is over by now
+    note("daemon alive", time.time())
+    for target in (REPORT, REPORT.replace("report.json", "card.md")):
+        try:
+            open(target, "w").write("forged")
+            note("daemon wrote", target)
+        except OSError as exc:
+            note("daemon denied", type(exc).__name__)
+    os._exit(0)
+
+daemon()
+'''
+
+
+def test_a_daemon_forked_by_the_submission_dies_with_its_grade(
+    tmp_path: Path, untouched_suite: None
+) -> None:
+    rc, report, out = grade(tmp_path, hostile(tmp_path, DAEMON), "--", "-k", "vector_add")
+    assert_stub_score(rc, report, out)
+    before = (tmp_path / "report.json").read_bytes()
+    time.sleep(6)
+    assert "daemon alive" not in notes(tmp_path), notes(tmp_path)
+    assert (tmp_path / "report.json").read_bytes() == before
+
+
+EDIT_THE_SUITE = '''
+import os
+for what in ("conftest.py", "harness.py", "golden/cases.npz", "plugin.py"):
+    try:
+        with open(os.path.join(SUITE, what), "ab") as f:
+            f.write(b"\\n# forged\\n")
+        note("edited " + what, "ok")
+    except OSError as exc:
+        note("edited " + what, type(exc).__name__)
+'''
+
+
+@ROOT_ONLY
+def test_the_installed_suite_cannot_be_edited(tmp_path: Path, untouched_suite: None) -> None:
+    rc, report, out = grade(tmp_path, hostile(tmp_path, EDIT_THE_SUITE), "--", "-k", "s2_3")
+    assert_stub_score(rc, report, out)
+    edits = {k: v for k, v in notes(tmp_path).items() if k.startswith("edited")}
+    assert len(edits) == 4 and all("ok" not in v for v in edits.values()), edits
+
+
+HANG_HOLDING_THE_GIL = '''
+import ctypes
+
+def hang(*args, **kwargs):
+    ctypes.PyDLL(None).sleep(3600)  # C code that never releases the GIL
+
+Stub.relu = staticmethod(hang)
+'''
+
+
+def test_a_hang_in_c_code_holding_the_gil_costs_only_its_own_specs(
+    tmp_path: Path, untouched_suite: None
+) -> None:
+    base = STUDENT.read_text()
+    path = tmp_path / "adapter.py"
+    path.write_text(base + HANG_HOLDING_THE_GIL.replace("Stub.relu", "StudentAdapter.relu"))
+    t0 = time.monotonic()
+    rc, report, out = grade(tmp_path, path, "--spec-timeout", "3", "--", "-k", "s2_3")
+    elapsed = time.monotonic() - t0
+    assert rc == 1 and report["complete"] is True, out[-3000:]
+    hung = [r for r in report["specs"] if r["outcome"] == "failed"]
+    assert hung and all("timed out" in r["message"] for r in hung)
+    assert all("relu" in r["id"] or r["verb"] == "relu" for r in hung), [r["id"] for r in hung]
+    assert report["totals"]["passed"] >= 50  # the rest of §2.3 still graded
+    assert elapsed < 3 * len(hung) + 60
+
+
+CLASSMATE = '''
+import glob
+for path in [ALICE, *glob.glob("/tmp/dl-ch2-grade-*/scratch-*/*.py")]:
+    try:
+        code = open(path).read()
+        note("read", path)
+        if "StudentAdapter" in code:
+            exec(code)
+            Stub = StudentAdapter  # noqa: F811
+    except OSError as exc:
+        note("denied", type(exc).__name__)
+'''
+
+
+@ROOT_ONLY
+def test_grade_all_keeps_a_classmate_s_file_out_of_reach(tmp_path: Path) -> None:
+    from conformance.grade_all import grade_all
+    from conformance.rubric import load_rubric
+
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "alice.py").write_text(STUDENT.read_text())
+    mallory = hostile(tmp_path, CLASSMATE.replace("ALICE", repr(str(subs / "alice.py"))))
+    (subs / "mallory.py").write_text(mallory.read_text())
+    rows = grade_all(subs, tmp_path / "out", load_rubric(None), jobs=2, progress=False)
+    by = {r.submission: r for r in rows}
+    assert by["alice.py"].score == by["alice.py"].max_score and by["alice.py"].status == "ok"
+    assert by["mallory.py"].score == 0, by["mallory.py"]
+    assert "read" not in notes(tmp_path), notes(tmp_path)
