@@ -48,6 +48,7 @@ SETUP_SH = """\
 set -euo pipefail
 ROOT="${DL_CH2_AUTOGRADER_ROOT:-/autograder}"
 SOURCE="$ROOT/source"
+cd "$ROOT"  # never import a package from wherever this was started (-I below, too)
 PYTHON="${DL_CH2_PYTHON:-python3}"
 if ! "$PYTHON" -c "import venv, ensurepip" >/dev/null 2>&1 && command -v apt-get >/dev/null; then
     apt-get update && apt-get install -y python3-venv python3-pip
@@ -59,7 +60,13 @@ VPY="$ROOT/venv/bin/python"
 "$VPY" -m pip install --disable-pip-version-check ${DL_CH2_PIP_ARGS:-} -r "$SOURCE/requirements.txt"
 # dl-ch2 itself is on no index: its wheel is in the bundle; --no-deps keeps torch out
 "$VPY" -m pip install --disable-pip-version-check --no-index --no-deps "$SOURCE"/dl_ch2-*.whl
-"$VPY" -c "import conformance.plugin, conformance.gradescope; print('dl-ch2 grader ready')"
+# the worked student example is an answer: not part of the grading install
+"$VPY" -I -c "import conformance, pathlib, shutil; shutil.rmtree(pathlib.Path(conformance.__file__).parent / 'examples', ignore_errors=True)"
+# the submission's interpreter sees the allowed libraries only: a copy, readable by anyone
+# (outside /autograder, which the grader and its answers keep to root)
+"$VPY" -I -c "from conformance.grading.sandbox import worker_site; print('worker site:', worker_site($ALLOWED))"
+chmod 700 "$ROOT/venv" "$SOURCE"
+"$VPY" -I -c "import conformance.plugin, conformance.gradescope; print('dl-ch2 grader ready')"
 """
 
 RUN_AUTOGRADER = """\
@@ -69,8 +76,10 @@ set -uo pipefail
 ROOT="${DL_CH2_AUTOGRADER_ROOT:-/autograder}"
 export DL_CH2_AUTOGRADER_ROOT="$ROOT"
 mkdir -p "$ROOT/results"
+# root's own: the submission runs as an unprivileged user on a copy, never on these
+chmod 700 "$ROOT/results" "$ROOT/submission" 2>/dev/null || true
 cd "$ROOT"
-exec "$ROOT/venv/bin/python" -m conformance gradescope-run --root "$ROOT" \\
+exec "$ROOT/venv/bin/python" -I -m conformance gradescope-run --root "$ROOT" \\
     --rubric "$ROOT/source/rubric.toml"
 """
 
@@ -171,7 +180,10 @@ def build_bundle(
         elif not wheel.is_file() or not wheel.name.startswith("dl_ch2-"):
             raise ValueError(f"--wheel {wheel}: not a dl_ch2 wheel file")
         members = {
-            "setup.sh": (SETUP_SH.encode(), True),
+            "setup.sh": (
+                SETUP_SH.replace("$ALLOWED", repr(["numpy", "torch"] if rubric.uses_torch else ["numpy"])).encode(),
+                True,
+            ),
             "run_autograder": (RUN_AUTOGRADER.encode(), True),
             "requirements.txt": (requirements.encode(), False),
             "rubric.toml": (rubric.text.encode("utf-8"), False),

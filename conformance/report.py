@@ -138,6 +138,9 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"python {report['python']}, numpy {report['numpy']}",
         "",
     ]
+    level = (report.get("isolation") or {}).get("level")
+    if level:
+        lines += [f"isolation: {level}", ""]
     if not report.get("complete", False):
         lines += [
             f"**INCOMPLETE**: {report.get('incomplete_reason')}; "

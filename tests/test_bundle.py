@@ -176,6 +176,15 @@ def test_bundle_end_to_end_grades_a_numpy_submission_without_torch(tmp_path: Pat
     assert results["score"] == len(statuses)
     # graded by the installed wheel, not this checkout
     assert str(ROOT) not in run.stdout
+    if os.geteuid() == 0:  # as on Gradescope: the submission ran as someone else
+        assert "isolation: unprivileged" in results["output"], results["output"][:2000]
+    examples = subprocess.run(
+        [str(vpy), "-I", "-c", "import conformance, pathlib; c = pathlib.Path(conformance.__file__)"
+         "; print(c.parent.parent.name, (c.parent / 'examples').exists())"],
+        env=env, capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert examples.stdout.split() == ["site-packages", "False"], examples.stdout
+    assert STUDENT.exists()  # the checkout's own copy is untouched
     # the NumPy reference itself grades in that torch-free environment
     ref = subprocess.run(
         [
