@@ -2,7 +2,7 @@
 
 Makes N submissions (copies of the NumPy reference adapter, of the student example and of
 the mutants, each with a unique comment so none is skipped as already graded), grades them
-with ``conformance.grade_all.grade_all`` (``--jobs`` at a time, one xdist worker per grade),
+with ``conformance.grading.grade_all.grade_all`` (``--jobs`` at a time, one xdist worker per grade),
 and reports the wall time, the time per submission, the core-seconds per submission (CPU time
 of all child processes), and where a grade's time goes: interpreter starts, imports, specs.
 The target (issue 13): 200 submissions in <= 20 minutes on 2 cores, about 12 core-s each.
@@ -26,15 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from conformance.atomic import atomic_write
-from conformance.grade_all import default_jobs, grade_all
+from conformance.grading.grade_all import default_jobs, grade_all
 from conformance.mutants import MUTANTS
-from conformance.rubric import load_rubric
+from conformance.grading.rubric import load_rubric
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "conformance" / "adapters" / "numpy_ref.py"
 STUDENT = ROOT / "conformance" / "examples" / "student_numpy.py"
 #: Interpreters one grade starts: the ``python -m conformance grade`` process, the spawned
-#: metadata probe, the pytest controller and one xdist worker (see conformance/runner.py).
+#: metadata probe, the pytest controller and one xdist worker (see conformance/grading/runner.py).
 INTERPRETERS_PER_GRADE = 4
 #: Of those, the ones that import the full grader stack (pytest, xdist, hypothesis, the
 #: plugin, NumPy): the controller and the worker; the other two import the adapter module

@@ -1,7 +1,7 @@
 """``python -m conformance grade ADAPTER [options] [-- pytest args]``: grade an implementation.
 
 Runs the specs shipped in this package with pytest; the implementation runs in a worker
-process of its own, unprivileged when the grader is root (see conformance/runner.py and
+process of its own, unprivileged when the grader is root (see conformance/grading/runner.py and
 conformance/grading/); needs no clone and no torch (unless the adapter itself uses it).
 ``ADAPTER`` is numpy, torch-cpu, torch-cuda, a module[:attr], a path/to/adapter.py, or a
 submission folder (its adapter found as on Gradescope; the folder is on its import path).
@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from conformance.runner import (
+from conformance.grading.runner import (
     DEFAULT_BUDGET,
     DEFAULT_MAX_WORKER_RESTART,
     DEFAULT_MEMORY_LIMIT_GIB,
@@ -92,7 +92,7 @@ def grade_from_args(args: argparse.Namespace, rest: Sequence[str] = ()) -> int:
         extra.remove("--")
     adapter, folder = args.adapter, None
     if Path(adapter).is_dir():  # a submission folder, as on Gradescope
-        from conformance.gradescope import find_adapter
+        from conformance.grading.gradescope import find_adapter
 
         try:
             adapter, folder = str(find_adapter(Path(adapter))), adapter
@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     g = sub.add_parser("grade", help="grade an implementation")
     add_grade_arguments(g)
     sub.add_parser("mutants", help="run the negative controls (the kill matrix)")
-    from conformance import classroom_cli  # course staff: --gradescope, bundle, grade-all
+    from conformance.grading import cli as classroom_cli  # course staff: --gradescope, bundle, grade-all
 
     classroom_cli.add_gradescope_options(g)
     classroom_cli.register(sub)

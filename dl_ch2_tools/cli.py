@@ -389,14 +389,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _classroom(args: argparse.Namespace) -> int:
-    from conformance.classroom_cli import dispatch  # i13: course-staff subcommands
+    from conformance.grading.cli import dispatch  # i13: course-staff subcommands
 
     return int(dispatch(args) or 0)
 
 
 def _add_classroom_commands(sub: Any, grade: argparse.ArgumentParser) -> None:
     """i13: ``grade --gradescope``, ``gradescope-bundle``, ``grade-all`` (conformance's)."""
-    from conformance import classroom_cli
+    from conformance.grading import cli as classroom_cli
 
     classroom_cli.add_gradescope_options(grade)
     classroom_cli.register(sub)

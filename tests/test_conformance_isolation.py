@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from conformance.adapter import AdapterLoadError, load_adapter
-from conformance.runner import exit_code
+from conformance.grading.runner import exit_code
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -459,7 +459,7 @@ def test_exit_codes_and_totals_from_the_report() -> None:
 def test_a_killed_grade_reports_its_last_snapshot(tmp_path: Path) -> None:
     from conformance.grading.client import AdapterMeta
     from conformance.report import SNAPSHOT_REASON
-    from conformance.runner import _final_report
+    from conformance.grading.runner import _final_report
 
     meta = AdapterMeta("x", "1", ["cpu"], ["float64"], [])
     snapshot = _report(["passed", "failed", "not run"], complete=False)

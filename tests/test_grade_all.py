@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance.grade_all import (
+from conformance.grading.grade_all import (
     Row,
     discover,
     grade_all,
@@ -17,7 +17,7 @@ from conformance.grade_all import (
     submission_key,
     summary_markdown,
 )
-from conformance.rubric import load_rubric, parse_rubric
+from conformance.grading.rubric import load_rubric, parse_rubric
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDENT = ROOT / "conformance" / "examples" / "student_numpy.py"

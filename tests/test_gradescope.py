@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from gradescope_schema import errors, load_schema
 
-from conformance.gradescope import GradeRun, find_adapter, gradescope_results
-from conformance.rubric import load_rubric, parse_rubric, score_report
+from conformance.grading.gradescope import GradeRun, find_adapter, gradescope_results
+from conformance.grading.rubric import load_rubric, parse_rubric, score_report
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDENT = ROOT / "conformance" / "examples" / "student_numpy.py"

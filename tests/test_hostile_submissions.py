@@ -396,8 +396,8 @@ for path in [ALICE, *glob.glob("/tmp/dl-ch2-grade-*/scratch-*/*.py")]:
 
 @ROOT_ONLY
 def test_grade_all_keeps_a_classmate_s_file_out_of_reach(tmp_path: Path) -> None:
-    from conformance.grade_all import grade_all
-    from conformance.rubric import load_rubric
+    from conformance.grading.grade_all import grade_all
+    from conformance.grading.rubric import load_rubric
 
     subs = tmp_path / "subs"
     subs.mkdir()

@@ -7,7 +7,7 @@ The zip holds what Gradescope expects at its root, plus what they need:
   then dl-ch2's own wheel (it is on no package index) with ``--no-deps``, so a NumPy
   assignment never installs torch (unless the rubric's ``uses_torch`` is true);
 - ``run_autograder``: grades the adapter found in ``/autograder/submission`` with the rubric
-  and writes ``/autograder/results/results.json`` (``conformance.gradescope.run_autograder``);
+  and writes ``/autograder/results/results.json`` (``conformance.grading.gradescope.run_autograder``);
 - ``rubric.toml``, ``requirements.txt`` and ``dl_ch2-<version>-py3-none-any.whl``.
 
 Both scripts read ``$DL_CH2_AUTOGRADER_ROOT`` (default ``/autograder``), setup.sh also
@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from conformance.atomic import atomic_path
-from conformance.rubric import Rubric, load_rubric
+from conformance.grading.rubric import Rubric, load_rubric
 
 __all__ = ["GRADER_REQUIREMENTS", "build_bundle", "build_wheel", "pinned_requirements"]
 
@@ -66,7 +66,7 @@ VPY="$ROOT/venv/bin/python"
 # (outside /autograder, which the grader and its answers keep to root)
 "$VPY" -I -c "from conformance.grading.sandbox import worker_site; print('worker site:', worker_site($ALLOWED))"
 chmod 700 "$ROOT/venv" "$SOURCE"
-"$VPY" -I -c "import conformance.plugin, conformance.gradescope; print('dl-ch2 grader ready')"
+"$VPY" -I -c "import conformance.plugin, conformance.grading.gradescope; print('dl-ch2 grader ready')"
 """
 
 RUN_AUTOGRADER = """\
@@ -133,7 +133,7 @@ def pinned_requirements(top: Iterable[str]) -> list[str]:
 
 def repo_root() -> Path | None:
     """The source checkout holding this package, if it is one (it has a pyproject.toml)."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     return root if (root / "pyproject.toml").is_file() else None
 
 

@@ -31,8 +31,8 @@ def add_gradescope_options(grade: argparse.ArgumentParser) -> None:
 
 def run_gradescope_grade(args: argparse.Namespace) -> int:
     """``grade ADAPTER --gradescope PATH``: grade in a child process, write results.json."""
-    from conformance.gradescope import grade_to_gradescope
-    from conformance.rubric import load_rubric
+    from conformance.grading.gradescope import grade_to_gradescope
+    from conformance.grading.rubric import load_rubric
 
     rubric = load_rubric(args.rubric)
     if getattr(args, "dtype", None):
@@ -50,7 +50,7 @@ def run_gradescope_grade(args: argparse.Namespace) -> int:
 
 
 def _bundle(args: argparse.Namespace) -> int:
-    from conformance.bundle import build_bundle
+    from conformance.grading.bundle import build_bundle
 
     names = build_bundle(
         Path(args.output),
@@ -64,8 +64,8 @@ def _bundle(args: argparse.Namespace) -> int:
 def _grade_all(args: argparse.Namespace) -> int:
     import signal
 
-    from conformance.grade_all import BatchStopped, grade_all
-    from conformance.rubric import load_rubric
+    from conformance.grading.grade_all import BatchStopped, grade_all
+    from conformance.grading.rubric import load_rubric
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -107,7 +107,7 @@ def _grade_all(args: argparse.Namespace) -> int:
 
 
 def _gradescope_run(args: argparse.Namespace) -> int:
-    from conformance.gradescope import run_autograder
+    from conformance.grading.gradescope import run_autograder
 
     return run_autograder(
         Path(args.root) if args.root else None, Path(args.rubric) if args.rubric else None

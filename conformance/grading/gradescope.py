@@ -2,7 +2,7 @@
 
 - ``run_grade`` grades one adapter in a child process (``python -m conformance grade``, with
   the single grade's timeouts) and returns its report, or why there is none;
-- ``gradescope_results`` turns a report and a rubric (``conformance.rubric``) into the
+- ``gradescope_results`` turns a report and a rubric (``conformance.grading.rubric``) into the
   document Gradescope reads from ``/autograder/results/results.json``: ``score``,
   ``execution_time``, ``output`` (the Markdown card), ``tests[]`` with ``name``, ``number``,
   ``score``, ``max_score``, ``status``, ``output``, ``tags`` and ``visibility``;
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.atomic import atomic_write
-from conformance.rubric import Rubric, load_rubric, score_report
+from conformance.grading.rubric import Rubric, load_rubric, score_report
 
 __all__ = [
     "AUTOGRADER_ROOT_ENV",
@@ -146,7 +146,7 @@ def run_grade(
     child_env = dict(os.environ if env is None else env)
     child_env.setdefault("PYTHONWARNINGS", "ignore")
     # the child must import the installed (or this checkout's) conformance, not the submission's
-    here = str(Path(__file__).resolve().parent.parent)
+    here = str(Path(__file__).resolve().parents[2])
     child_env["PYTHONPATH"] = os.pathsep.join(
         p for p in (here, child_env.get("PYTHONPATH", "")) if p
     )

@@ -205,7 +205,7 @@ def grade(
         return _usage(
             f"--dtype {dtype}: the adapter {meta.name} declares dtypes {meta.dtypes} only"
         )
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # the suite
     outputs = [str(Path(p).resolve().parent) for p in (report_json, report_md) if p]
     with tempfile.TemporaryDirectory(prefix="dl-ch2-grade-", ignore_cleanup_errors=True) as tmp:
         os.chmod(tmp, 0o711)  # the worker reaches its own scratch folder in it, nothing else

@@ -1,8 +1,8 @@
 """Grade a folder of submissions: ``dl-ch2 grade-all SUBMISSIONS --out DIR``.
 
 A submission is one ``.py`` file or one folder (its adapter found as on Gradescope, see
-``conformance.gradescope.find_adapter``) directly inside SUBMISSIONS. Each is graded in its own
-child process with the single grade's timeouts (``conformance.gradescope.run_grade``),
+``conformance.grading.gradescope.find_adapter``) directly inside SUBMISSIONS. Each is graded in its own
+child process with the single grade's timeouts (``conformance.grading.gradescope.run_grade``),
 ``--jobs`` at a time (default: the cores; each grade itself runs one worker, so the cores
 are not oversubscribed). A submission that does not import, crashes or hangs gets its row
 with the reason; it never stops the batch.
@@ -36,8 +36,8 @@ from typing import Any
 
 from conformance import __version__ as SUITE_VERSION
 from conformance.atomic import atomic_path, atomic_write
-from conformance.gradescope import GradeRun, find_adapter, run_grade, stop_running_grades
-from conformance.rubric import Rubric, score_report
+from conformance.grading.gradescope import GradeRun, find_adapter, run_grade, stop_running_grades
+from conformance.grading.rubric import Rubric, score_report
 
 __all__ = [
     "Row",
@@ -48,7 +48,7 @@ __all__ = [
     "suite_fingerprint",
 ]
 
-_SUITE_DIR = Path(__file__).parent
+_SUITE_DIR = Path(__file__).resolve().parents[1]
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,80}$")
 
 
