@@ -27,8 +27,8 @@ from typing import Any
 
 from conformance.atomic import atomic_write
 from conformance.grading.grade_all import default_jobs, grade_all
-from conformance.mutants import MUTANTS
 from conformance.grading.rubric import load_rubric
+from conformance.mutants import MUTANTS
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "conformance" / "adapters" / "numpy_ref.py"

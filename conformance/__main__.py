@@ -126,7 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     g = sub.add_parser("grade", help="grade an implementation")
     add_grade_arguments(g)
     sub.add_parser("mutants", help="run the negative controls (the kill matrix)")
-    from conformance.grading import cli as classroom_cli  # course staff: --gradescope, bundle, grade-all
+    from conformance.grading import (
+        cli as classroom_cli,
+    )  # course staff: --gradescope, bundle, grade-all
 
     classroom_cli.add_gradescope_options(g)
     classroom_cli.register(sub)

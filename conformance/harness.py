@@ -253,7 +253,8 @@ class Impl:
         except Exception as exc:
             error = exc
         if error is not None:
-            fail(f"{_raised(f'to_numpy({what})', error)}; {what} was a {_kind(value)}\n{self.repro()}")
+            raised = _raised(f"to_numpy({what})", error)
+            fail(f"{raised}; {what} was a {_kind(value)}\n{self.repro()}")
         if not isinstance(out, np.ndarray):
             fail(f"to_numpy({what}) returned {_kind(out)}, not numpy.ndarray\n{self.repro()}")
         if out.dtype.kind not in "biufc":

@@ -131,7 +131,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--deadline", type=float, default=None, help=argparse_suppress())
 
 
-
 def argparse_suppress() -> str:
     import argparse
 
@@ -163,7 +162,9 @@ class State:
     timer: threading.Timer | None = None
     last_snapshot: float = 0.0
     # relative paths given are from the folder the grade was started in
-    origin_cwd: Path = field(default_factory=lambda: Path(os.environ.get("DL_CH2_ORIGIN_CWD") or os.getcwd()))
+    origin_cwd: Path = field(
+        default_factory=lambda: Path(os.environ.get("DL_CH2_ORIGIN_CWD") or os.getcwd())
+    )
     isolation: dict[str, Any] = field(default_factory=dict)
 
 

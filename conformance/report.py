@@ -42,6 +42,7 @@ SECTIONS = {
     "2.5": "§2.5 The first example, from scratch",
 }
 
+
 def _git_sha() -> str | None:
     try:
         out = subprocess.run(

@@ -15,7 +15,12 @@ from pathlib import Path
 import pytest
 from gradescope_schema import errors, load_schema
 
-from conformance.grading.bundle import GRADER_REQUIREMENTS, build_bundle, build_wheel, pinned_requirements
+from conformance.grading.bundle import (
+    GRADER_REQUIREMENTS,
+    build_bundle,
+    build_wheel,
+    pinned_requirements,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDENT = ROOT / "conformance" / "examples" / "student_numpy.py"

@@ -30,7 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 STUDENT = (ROOT / "conformance" / "examples" / "student_numpy.py").read_text()
 
-HEADER = STUDENT + """
+HEADER = (
+    STUDENT
+    + """
 import os, sys, time
 
 NumpyAdapter = StudentAdapter
@@ -45,6 +47,7 @@ def first_time(what):
     os.close(fd)
     return True
 """
+)
 
 
 def shared_dir(tmp_path: Path) -> Path:
@@ -458,8 +461,8 @@ def test_exit_codes_and_totals_from_the_report() -> None:
 
 def test_a_killed_grade_reports_its_last_snapshot(tmp_path: Path) -> None:
     from conformance.grading.client import AdapterMeta
-    from conformance.report import SNAPSHOT_REASON
     from conformance.grading.runner import _final_report
+    from conformance.report import SNAPSHOT_REASON
 
     meta = AdapterMeta("x", "1", ["cpu"], ["float64"], [])
     snapshot = _report(["passed", "failed", "not run"], complete=False)

@@ -31,7 +31,7 @@ ROOT_ONLY = pytest.mark.skipif(
     os.geteuid() != 0, reason="the unprivileged worker needs a grader running as root"
 )
 
-STUB = '''
+STUB = """
 import numpy as np
 
 VERBS = {verbs!r}
@@ -67,7 +67,7 @@ class Stub:
 
 def attack_in_verb():
     pass
-'''
+"""
 
 
 def verbs() -> list[str]:
@@ -148,7 +148,7 @@ def test_a_plain_stub_scores_zero(tmp_path: Path, untouched_suite: None) -> None
     assert report["complete"] is True
 
 
-PATCH_THE_GRADER = '''
+PATCH_THE_GRADER = """
 for target in ("pytest", "_pytest.reports", "_pytest.runner", "numpy.testing",
                "conformance.harness", "conformance.plugin"):
     try:
@@ -166,7 +166,7 @@ for target in ("pytest", "_pytest.reports", "_pytest.runner", "numpy.testing",
     if target == "conformance.harness":
         mod.check_close = mod.check_equal = mod.check = lambda *a, **k: None
         mod.fail = lambda *a, **k: None
-'''
+"""
 
 
 def test_patching_pytest_numpy_testing_or_the_harness_changes_nothing(
@@ -180,7 +180,7 @@ def test_patching_pytest_numpy_testing_or_the_harness_changes_nothing(
         assert seen["import conformance.harness"] == ["ModuleNotFoundError"]
 
 
-WRITE_THE_REPORT = '''
+WRITE_THE_REPORT = """
 import glob, os, signal, json
 
 FORGED = {"schema": "dl-ch2-conformance-report/2", "complete": True, "incomplete_reason": None,
@@ -203,7 +203,7 @@ def attack_in_verb():
             os.kill(pid, signal.SIGKILL)
         except OSError as exc:
             note("kill denied", type(exc).__name__)
-'''
+"""
 
 
 @ROOT_ONLY
@@ -219,7 +219,7 @@ def test_writing_the_report_and_killing_the_grader_forges_nothing(
     assert "wrote" not in notes(tmp_path), notes(tmp_path)["wrote"]
 
 
-READ_THE_ANSWERS = '''
+READ_THE_ANSWERS = """
 import os
 for what in ("golden/cases.npz", "reference/losses.py", "adapters/numpy_ref.py",
              "examples/student_numpy.py"):
@@ -235,7 +235,7 @@ for module in ("conformance.adapters.numpy_ref", "conformance.examples.student_n
         note("import " + module, "ok")
     except Exception as exc:
         note("import " + module, type(exc).__name__)
-'''
+"""
 
 
 @ROOT_ONLY
@@ -294,12 +294,12 @@ def test_an_ndarray_subclass_that_lies_scores_no_more_than_honest_zeros(
     honest.mkdir()
     zeros = LIAR.replace(".view(Liar)", "")
     _, fair, _ = grade(honest, hostile(honest, zeros), "--", "-k", "s2_3 or s2_5")
-    rc, report, out = grade(tmp_path, hostile(tmp_path, LIAR), "--", "-k", "s2_3 or s2_5")
+    _, report, out = grade(tmp_path, hostile(tmp_path, LIAR), "--", "-k", "s2_3 or s2_5")
     assert report and fair, out[-2000:]
     assert report["totals"]["passed"] <= fair["totals"]["passed"] <= 3
 
 
-DAEMON = '''
+DAEMON = """
 import os, time
 
 def daemon():
@@ -319,7 +319,7 @@ def daemon():
     os._exit(0)
 
 daemon()
-'''
+"""
 
 
 def test_a_daemon_forked_by_the_submission_dies_with_its_grade(
@@ -333,7 +333,7 @@ def test_a_daemon_forked_by_the_submission_dies_with_its_grade(
     assert (tmp_path / "report.json").read_bytes() == before
 
 
-EDIT_THE_SUITE = '''
+EDIT_THE_SUITE = """
 import os
 for what in ("conftest.py", "harness.py", "golden/cases.npz", "plugin.py"):
     try:
@@ -342,7 +342,7 @@ for what in ("conftest.py", "harness.py", "golden/cases.npz", "plugin.py"):
         note("edited " + what, "ok")
     except OSError as exc:
         note("edited " + what, type(exc).__name__)
-'''
+"""
 
 
 @ROOT_ONLY
@@ -353,14 +353,14 @@ def test_the_installed_suite_cannot_be_edited(tmp_path: Path, untouched_suite: N
     assert len(edits) == 4 and all("ok" not in v for v in edits.values()), edits
 
 
-HANG_HOLDING_THE_GIL = '''
+HANG_HOLDING_THE_GIL = """
 import ctypes
 
 def hang(*args, **kwargs):
     ctypes.PyDLL(None).sleep(3600)  # C code that never releases the GIL
 
 Stub.relu = staticmethod(hang)
-'''
+"""
 
 
 def test_a_hang_in_c_code_holding_the_gil_costs_only_its_own_specs(
@@ -380,7 +380,7 @@ def test_a_hang_in_c_code_holding_the_gil_costs_only_its_own_specs(
     assert elapsed < 3 * len(hung) + 60
 
 
-CLASSMATE = '''
+CLASSMATE = """
 import glob
 for path in [ALICE, *glob.glob("/tmp/dl-ch2-grade-*/scratch-*/*.py")]:
     try:
@@ -391,7 +391,7 @@ for path in [ALICE, *glob.glob("/tmp/dl-ch2-grade-*/scratch-*/*.py")]:
             Stub = StudentAdapter  # noqa: F811
     except OSError as exc:
         note("denied", type(exc).__name__)
-'''
+"""
 
 
 @ROOT_ONLY
@@ -411,7 +411,7 @@ def test_grade_all_keeps_a_classmate_s_file_out_of_reach(tmp_path: Path) -> None
     assert "read" not in notes(tmp_path), notes(tmp_path)
 
 
-MEMORISER = '''
+MEMORISER = """
 import hashlib
 
 ANSWERS = {answers!r}
@@ -419,13 +419,14 @@ ANSWERS = {answers!r}
 class Memoriser(StudentAdapter):
     name = "memoriser"
     def dot(self, x, y):
-        key = hashlib.sha256(np.ascontiguousarray(x).tobytes() + np.ascontiguousarray(y).tobytes()).hexdigest()
+        raw = np.ascontiguousarray(x).tobytes() + np.ascontiguousarray(y).tobytes()
+        key = hashlib.sha256(raw).hexdigest()
         if key in ANSWERS:  # a golden case recognised: the answer from memory
             return np.array(ANSWERS[key], dtype=x.dtype)
         return np.zeros(x.shape[:-1] + y.shape[:-2] + y.shape[-1:], dtype=x.dtype)
 
 ADAPTER = Memoriser()
-'''
+"""
 
 
 def test_answers_memorised_from_the_golden_cases_fail_the_fresh_inputs(tmp_path: Path) -> None:

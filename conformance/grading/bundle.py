@@ -7,7 +7,8 @@ The zip holds what Gradescope expects at its root, plus what they need:
   then dl-ch2's own wheel (it is on no package index) with ``--no-deps``, so a NumPy
   assignment never installs torch (unless the rubric's ``uses_torch`` is true);
 - ``run_autograder``: grades the adapter found in ``/autograder/submission`` with the rubric
-  and writes ``/autograder/results/results.json`` (``conformance.grading.gradescope.run_autograder``);
+  and writes ``/autograder/results/results.json``
+  (``conformance.grading.gradescope.run_autograder``);
 - ``rubric.toml``, ``requirements.txt`` and ``dl_ch2-<version>-py3-none-any.whl``.
 
 Both scripts read ``$DL_CH2_AUTOGRADER_ROOT`` (default ``/autograder``), setup.sh also
@@ -61,12 +62,15 @@ VPY="$ROOT/venv/bin/python"
 # dl-ch2 itself is on no index: its wheel is in the bundle; --no-deps keeps torch out
 "$VPY" -m pip install --disable-pip-version-check --no-index --no-deps "$SOURCE"/dl_ch2-*.whl
 # the worked student example is an answer: not part of the grading install
-"$VPY" -I -c "import conformance, pathlib, shutil; shutil.rmtree(pathlib.Path(conformance.__file__).parent / 'examples', ignore_errors=True)"
+"$VPY" -I -c "import conformance, pathlib, shutil; \\
+    shutil.rmtree(pathlib.Path(conformance.__file__).parent / 'examples', ignore_errors=True)"
 # the submission's interpreter sees the allowed libraries only: a copy, readable by anyone
 # (outside /autograder, which the grader and its answers keep to root)
-"$VPY" -I -c "from conformance.grading.sandbox import worker_site; print('worker site:', worker_site($ALLOWED))"
+"$VPY" -I -c "from conformance.grading.sandbox import worker_site; \\
+    print('worker site:', worker_site($ALLOWED))"
 chmod 700 "$ROOT/venv" "$SOURCE"
-"$VPY" -I -c "import conformance.plugin, conformance.grading.gradescope; print('dl-ch2 grader ready')"
+"$VPY" -I -c "import conformance.plugin, conformance.grading.gradescope; \\
+    print('dl-ch2 grader ready')"
 """
 
 RUN_AUTOGRADER = """\
@@ -181,7 +185,9 @@ def build_bundle(
             raise ValueError(f"--wheel {wheel}: not a dl_ch2 wheel file")
         members = {
             "setup.sh": (
-                SETUP_SH.replace("$ALLOWED", repr(["numpy", "torch"] if rubric.uses_torch else ["numpy"])).encode(),
+                SETUP_SH.replace(
+                    "$ALLOWED", repr(["numpy", "torch"] if rubric.uses_torch else ["numpy"])
+                ).encode(),
                 True,
             ),
             "run_autograder": (RUN_AUTOGRADER.encode(), True),

@@ -36,7 +36,11 @@ from conformance.grading.sandbox import (
 
 __all__ = [
     "AdapterMeta",
-    "Connection", "RemoteAdapter", "RemoteError", "RemoteValue", "WorkerLost",
+    "Connection",
+    "RemoteAdapter",
+    "RemoteError",
+    "RemoteValue",
+    "WorkerLost",
     "probe",
 ]
 
@@ -155,9 +159,7 @@ class Connection:
 
     # -- lifecycle ------------------------------------------------------------------------
     def _scratch(self) -> Path:
-        scratch = Path(
-            __import__("tempfile").mkdtemp(prefix="scratch-", dir=self.grade_dir)
-        )
+        scratch = Path(__import__("tempfile").mkdtemp(prefix="scratch-", dir=self.grade_dir))
         if self.iso.uid is not None:
             os.chown(scratch, self.iso.uid, self.iso.gid or self.iso.uid)
         return scratch
@@ -186,7 +188,9 @@ class Connection:
             raise AdapterLoadError(f"loading the adapter {text}") from None
         if "load_error" in header:
             self.close()
-            raise AdapterLoadError(f"importing the adapter raised {str(header['load_error'])[:2000]}")
+            raise AdapterLoadError(
+                f"importing the adapter raised {str(header['load_error'])[:2000]}"
+            )
         try:
             meta = wire.decode(header.get("hello"), [])
         except wire.WireError as exc:

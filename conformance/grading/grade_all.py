@@ -1,8 +1,9 @@
 """Grade a folder of submissions: ``dl-ch2 grade-all SUBMISSIONS --out DIR``.
 
 A submission is one ``.py`` file or one folder (its adapter found as on Gradescope, see
-``conformance.grading.gradescope.find_adapter``) directly inside SUBMISSIONS. Each is graded in its own
-child process with the single grade's timeouts (``conformance.grading.gradescope.run_grade``),
+``conformance.grading.gradescope.find_adapter``) directly inside SUBMISSIONS. Each is graded in
+its own child process with the single grade's timeouts
+(``conformance.grading.gradescope.run_grade``),
 ``--jobs`` at a time (default: the cores; each grade itself runs one worker, so the cores
 are not oversubscribed). A submission that does not import, crashes or hangs gets its row
 with the reason; it never stops the batch.
@@ -389,7 +390,9 @@ def grade_all(
             try:
                 row = fut.result()
             except Exception as exc:  # the batch never stops for one submission
-                row = Row(display_name(sub.name), 0.0, None, {}, "error", f"{type(exc).__name__}: {exc}")
+                row = Row(
+                    display_name(sub.name), 0.0, None, {}, "error", f"{type(exc).__name__}: {exc}"
+                )
             rows[sub] = row
             if on_row is not None:
                 on_row(row)

@@ -28,8 +28,8 @@ every spec 1 point and requires no capability)::
     visibility = "after_due_date"
 
 ``score_report`` turns a grader report (JSON schema ``dl-ch2-conformance-report/*``) into
-scored entries; ``conformance.grading.gradescope`` and ``conformance.grading.grade_all`` both use it, so a
-submission gets the same score on Gradescope and in a folder grade.
+scored entries; ``conformance.grading.gradescope`` and ``conformance.grading.grade_all`` both use
+it, so a submission gets the same score on Gradescope and in a folder grade.
 """
 
 from __future__ import annotations

@@ -254,7 +254,9 @@ def grade(
             args += ["--dtype", dtype]
         env = dict(os.environ)
         # the grader imports only itself: never a module from the folder it was started in
-        env["PYTHONPATH"] = os.pathsep.join(p for p in [str(here.parent), env.get("PYTHONPATH")] if p)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in [str(here.parent), env.get("PYTHONPATH")] if p
+        )
         env["DL_CH2_ORIGIN_CWD"] = os.getcwd()
         env["DL_CH2_GRADE_SECRET"] = secrets.token_hex(16)  # fresh inputs no worker sees
         proc = subprocess.Popen([*args, *extra], start_new_session=True, env=env, cwd=tmp)

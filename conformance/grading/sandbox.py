@@ -94,7 +94,9 @@ class Isolation:
 
     def summary(self) -> dict[str, Any]:
         if self.trusted:
-            level = "built-in adapter: the project's own code, in a worker process as the grader's user"
+            level = (
+                "built-in adapter: the project's own code, in a worker process as the grader's user"
+            )
         elif self.uid is not None:
             level = f"unprivileged: uid {self.uid}, gid {self.gid}, no groups"
         else:
@@ -226,7 +228,9 @@ def hidden_paths(extra: list[str]) -> list[str]:
     return sorted(paths)
 
 
-def isolation_for(trusted: bool, *, packages: list[str], hide: list[str], limits: Limits) -> Isolation:
+def isolation_for(
+    trusted: bool, *, packages: list[str], hide: list[str], limits: Limits
+) -> Isolation:
     """The strongest isolation this process can give a worker."""
     if trusted:
         return Isolation(trusted=True, limits=limits)

@@ -87,7 +87,12 @@ def encode(obj: Any, buffers: list[bytes], *, to_handle: Any = None, depth: int 
     if t is dict:
         if not all(type(k) is str for k in obj):
             raise WireError("dict keys must be strings")
-        return {"d": [[k, encode(v, buffers, to_handle=to_handle, depth=depth + 1)] for k, v in obj.items()]}
+        return {
+            "d": [
+                [k, encode(v, buffers, to_handle=to_handle, depth=depth + 1)]
+                for k, v in obj.items()
+            ]
+        }
     if t is slice:
         parts = (obj.start, obj.stop, obj.step)
         return {"s": [encode(v, buffers, to_handle=to_handle, depth=depth + 1) for v in parts]}
@@ -139,7 +144,10 @@ def _decode(data: Any, buffers: list[bytes], resolve: Any, curves: Any, depth: i
         return [_decode(v, buffers, resolve, curves, depth + 1) for v in data]
     if type(data) is not dict or len(data) == 0:
         raise WireError(f"unexpected {type(data).__name__} in a message")
-    rec = lambda v: _decode(v, buffers, resolve, curves, depth + 1)  # noqa: E731
+
+    def rec(v: Any) -> Any:
+        return _decode(v, buffers, resolve, curves, depth + 1)
+
     if "x" in data:
         value = float(str(data["x"]))
         if math.isfinite(value):
@@ -194,7 +202,9 @@ def _decode_array(data: dict[str, Any], buffers: list[bytes]) -> Any:
         raise WireError("array of more than 32 dimensions")
     raw = buffers[index]
     if math.prod(shape) * dtype.itemsize != len(raw):
-        raise WireError(f"array of shape {tuple(shape)} {dtype} does not match its {len(raw)} bytes")
+        raise WireError(
+            f"array of shape {tuple(shape)} {dtype} does not match its {len(raw)} bytes"
+        )
     arr = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
     return arr[()] if data.get("scalar") else arr
 

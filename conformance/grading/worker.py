@@ -36,12 +36,12 @@ if __package__:
 else:  # run as a script from a copied folder
     sys.path.insert(0, str(_HERE))
     # the allowed libraries (--site) and a module adapter's folder (--path), before numpy
-    _extra = [v for k, v in zip(sys.argv, sys.argv[1:]) if k in ("--site", "--path")]
+    _extra = [v for k, v in zip(sys.argv, sys.argv[1:], strict=False) if k in ("--site", "--path")]
     sys.path[1:1] = _extra
     import curves  # type: ignore[no-redef]
     import wire  # type: ignore[no-redef]
 
-import numpy as np
+import numpy as np  # noqa: E402 - after the allowed libraries are on the path
 
 _META = ("name", "version", "devices", "dtypes", "capabilities", "library_versions")
 _MAX_TEXT = 8000
