@@ -450,3 +450,42 @@ def test_answers_memorised_from_the_golden_cases_fail_the_fresh_inputs(tmp_path:
     assert memorised and all(outcomes[k] == "passed" for k in memorised), outcomes
     assert outcomes["test_fresh_inputs[dot]"] == "failed", out[-2000:]
     assert rc == 1
+
+
+@ROOT_ONLY
+def test_a_grader_that_is_not_root_still_keeps_the_submission_in_its_own_process(
+    tmp_path: Path,
+) -> None:
+    """The TA's-laptop path, for real: the whole grader runs as nobody (from copies of the
+    suite and its libraries), so the worker runs with the grader's own rights."""
+    import shutil
+
+    from conformance.grading.sandbox import worker_python, worker_site
+
+    site = worker_site(["numpy", "pytest", "hypothesis", "pytest-timeout"])
+    home = Path(tempfile.mkdtemp(prefix="dl-ch2-nonroot-"))
+    shutil.copytree(SUITE, home / "conformance", ignore=shutil.ignore_patterns("__pycache__"))
+    sub = home / "submission.py"
+    sub.write_text(hostile(tmp_path, PATCH_THE_GRADER + DAEMON).read_text())
+    for d, _dirs, files in os.walk(home):
+        os.chmod(d, 0o777)
+        for f in files:
+            os.chmod(os.path.join(d, f), 0o666)
+    code = (
+        "import sys; from conformance.__main__ import main; "
+        f"sys.exit(main(['grade', {str(sub)!r}, '--report-json', {str(home / 'r.json')!r}, "
+        "'--', '-k', 'vector_add']))"
+    )
+    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    cmd += [worker_python(), "-S", "-c", code]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "PYTHONPATH": f"{home}:{site}"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=home, timeout=300, env=env)
+    report = json.loads((home / "r.json").read_text()) if (home / "r.json").exists() else {}
+    assert_stub_score(proc.returncode, report, proc.stdout + proc.stderr)
+    assert "NOT ISOLATED" in report.get("isolation", {}).get("level", ""), proc.stdout[-3000:]
+    assert "grade as root in a container" in report["isolation"]["level"]
+    before = (home / "r.json").read_bytes()
+    time.sleep(6)
+    assert "daemon alive" not in notes(tmp_path), notes(tmp_path)  # the subreaper ended it
+    assert (home / "r.json").read_bytes() == before
+    shutil.rmtree(home, ignore_errors=True)

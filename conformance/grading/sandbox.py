@@ -103,8 +103,9 @@ class Isolation:
             level = (
                 "NOT ISOLATED FROM YOUR FILES: the submission ran in its own process but with "
                 "the grader's own rights (it could read or change your files and the answers). "
-                "For full isolation grade as root in a container, e.g. docker run --rm "
-                "--cap-add SYS_ADMIN -v $PWD:/work IMAGE dl-ch2 grade /work/adapter.py"
+                "For full isolation grade as root in a container, e.g. docker run --rm --cap-add "
+                "SYS_ADMIN --security-opt seccomp=unconfined -v $PWD:/work IMAGE dl-ch2 grade "
+                "/work/adapter.py (see conformance/README.md, threat model)"
             )
         return {
             "worker": "a separate process serving the adapter over a pipe (plain data only)",
@@ -198,6 +199,21 @@ def worker_site(packages: list[str], cache: Path | None = None) -> str:
     return str(dest)
 
 
+def _package_dirs(packages: list[str]) -> list[str]:
+    """Where this interpreter imports ``packages`` from (a worker at the process level uses
+    the grader's own copies)."""
+    import importlib.util
+
+    dirs: list[str] = []
+    for name in packages:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin:
+            folder = str(Path(spec.origin).resolve().parents[1])
+            if folder not in dirs:
+                dirs.append(folder)
+    return dirs
+
+
 def namespaces_work() -> tuple[bool, str]:
     """Whether ``unshare`` can give a worker new network, PID and mount namespaces."""
     if shutil.which("unshare") is None:
@@ -234,10 +250,11 @@ def isolation_for(
     """The strongest isolation this process can give a worker."""
     if trusted:
         return Isolation(trusted=True, limits=limits)
+    process = {"trusted": False, "limits": limits, "site": _package_dirs(packages)}
     if os.environ.get("DL_CH2_ISOLATION") == "process":
-        return Isolation(trusted=False, limits=limits, note="DL_CH2_ISOLATION=process was set")
+        return Isolation(**process, note="DL_CH2_ISOLATION=process was set")  # type: ignore[arg-type]
     if os.geteuid() != 0:
-        return Isolation(trusted=False, limits=limits, note="the grader is not root")
+        return Isolation(**process, note="the grader is not root")  # type: ignore[arg-type]
     uid = lease_uid(int(os.environ.get("DL_CH2_WORKER_UID", NOBODY)))
     gid = int(os.environ.get("DL_CH2_WORKER_GID", uid))
     ok, why = namespaces_work()
@@ -318,7 +335,8 @@ class WorkerProcess:
         script = str(runtime / "worker.py")
         if iso.trusted or iso.uid is None:
             flags = ["-s"] if iso.trusted else ["-I"]
-            argv = [iso.python, *flags, script, *fds]
+            sites = [a for s in iso.site for a in ("--site", s)]
+            argv = [iso.python, *flags, script, *fds, *sites]
             env = dict(os.environ)
             if iso.trusted:
                 env["PYTHONPATH"] = os.pathsep.join(
