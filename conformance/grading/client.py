@@ -244,7 +244,7 @@ class Connection:
     def encode(self, value: Any) -> Any:
         return self._encode(value, [])
 
-    def _encode(self, value: Any, buffers: list[bytes]) -> Any:
+    def _encode(self, value: Any, buffers: list[Any]) -> Any:
         def swap(v: Any) -> Any:
             if isinstance(v, RemoteValue):
                 if v.generation != self.generation:
@@ -261,7 +261,7 @@ class Connection:
 
         return wire.encode(swap(value), buffers)
 
-    def request(self, header: dict[str, Any], buffers: list[bytes] | None = None) -> Any:
+    def request(self, header: dict[str, Any], buffers: list[Any] | None = None) -> Any:
         """Send one request; return the decoded ``ok`` value or raise RemoteError/WorkerLost."""
         if self.worker is None:
             self._restart()
@@ -346,7 +346,7 @@ class RemoteAdapter:
         return _Verb(self._conn, verb)
 
     def to_numpy(self, value: Any) -> Any:
-        buffers: list[bytes] = []
+        buffers: list[Any] = []
         data = self._conn._encode(value, buffers)
         return self._conn.request({"op": "to_numpy", "value": data}, buffers)
 
@@ -359,7 +359,7 @@ class _Verb:
         self.conn, self.verb = conn, verb
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        buffers: list[bytes] = []
+        buffers: list[Any] = []
         header = {
             "op": "call",
             "verb": self.verb,

@@ -3,7 +3,8 @@
 Two levels, chosen by who runs the grader:
 
 - **as root** (Gradescope, a container, CI) the submission's worker runs as an unprivileged
-  uid/gid with no supplementary groups (default ``nobody``, 65534), from a fresh scratch
+  uid/gid with no supplementary groups (a spare uid from 61000 up, one per concurrent grade,
+  or ``$DL_CH2_WORKER_UID``), from a fresh scratch
   folder it owns, with a scrubbed environment and hard resource limits (CPU seconds, open
   files, processes, file size, data memory). Where the kernel allows (``unshare``), it also
   gets a network namespace with no interface but a down loopback, a PID namespace (it sees
@@ -48,7 +49,6 @@ _HERE = Path(__file__).resolve().parent
 _SUITE = _HERE.parent
 #: Files copied into each grade's runtime folder: all a worker runs of ours.
 RUNTIME_FILES = (_HERE / "worker.py", _HERE / "wire.py", _SUITE / "curves.py")
-NOBODY = 65534
 _UNSHARE = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc"]
 
 
@@ -255,7 +255,8 @@ def isolation_for(
         return Isolation(**process, note="DL_CH2_ISOLATION=process was set")  # type: ignore[arg-type]
     if os.geteuid() != 0:
         return Isolation(**process, note="the grader is not root")  # type: ignore[arg-type]
-    uid = lease_uid(int(os.environ.get("DL_CH2_WORKER_UID", NOBODY)))
+    given = os.environ.get("DL_CH2_WORKER_UID")
+    uid = lease_uid(int(given) if given else None)
     gid = int(os.environ.get("DL_CH2_WORKER_GID", uid))
     ok, why = namespaces_work()
     return Isolation(
@@ -277,18 +278,19 @@ LEASE_DIR = Path("/run/dl-ch2-workers")
 SPARE_UIDS = range(61000, 62000)
 
 
-def lease_uid(preferred: int) -> int:
+def lease_uid(preferred: int | None = None) -> int:
     """A worker uid no other grade on this machine is using, held until this process ends.
 
     Ending a grade kills every process of its uid, so two grades at once (grade-all's jobs,
-    parallel test runs) must not share one: the first takes ``preferred`` (nobody), the next
-    a spare uid."""
+    parallel test runs) must not share one, and the uid must be no one else's: not nobody,
+    which system services may run as, but a spare uid with no passwd entry (61000 up),
+    unless ``preferred`` (``$DL_CH2_WORKER_UID``) names a dedicated user."""
     import fcntl
 
     if _LEASES:
         return next(iter(_LEASES))
     LEASE_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for uid in (preferred, *SPARE_UIDS):
+    for uid in [preferred, *SPARE_UIDS] if preferred is not None else SPARE_UIDS:
         f = open(LEASE_DIR / f"{uid}.lock", "w")  # noqa: SIM115 - held open: the lease
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)

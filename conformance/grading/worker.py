@@ -72,10 +72,10 @@ class Server:
             raise wire.WireError(f"unknown curve {name!r}")
         return self.curves[name]
 
-    def decode(self, data: Any, buffers: list[bytes]) -> Any:
+    def decode(self, data: Any, buffers: list[Any]) -> Any:
         return wire.decode(data, buffers, resolve=self.resolve, curves=self.curve)
 
-    def handle(self, header: dict[str, Any], buffers: list[bytes]) -> tuple[Any, list[bytes]]:
+    def handle(self, header: dict[str, Any], buffers: list[Any]) -> tuple[Any, list[Any]]:
         op, out = header.get("op"), []  # type: ignore[var-annotated]
         if op == "release":
             self.objects.clear()
@@ -170,12 +170,10 @@ def serve(fd_in: int, fd_out: int, target: str) -> int:
             return 0
         try:
             reply, out = server.handle(header, buffers)
-            data = wire.pack(reply, out)
+            parts = wire.pack(reply, out)
         except BaseException as exc:
-            data = wire.pack(_error(exc), [])
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd_out, view) :]
+            parts = wire.pack(_error(exc), [])
+        wire.write_parts(fd_out, parts)
 
 
 def main(argv: list[str] | None = None) -> int:
