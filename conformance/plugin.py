@@ -44,7 +44,7 @@ from conformance.grading.limits import (
     DEFAULT_SLOW_SPEC_TIMEOUT,
     DEFAULT_SPEC_TIMEOUT,
 )
-from conformance.grading.sandbox import Limits, become_subreaper
+from conformance.grading.sandbox import Limits
 from conformance.harness import Impl
 from conformance.report import (
     NOT_CLAIMED,
@@ -204,8 +204,6 @@ def _connect(config: pytest.Config, state: State) -> None:
         limits=limits,
         cwd=str(state.origin_cwd),
     )
-    if iso.uid is None and not iso.trusted:
-        become_subreaper()
     assert state.grade_dir is not None  # noqa: S101 - set just before
     folder = config.getoption("--submission-folder", None)
     conn = Connection(

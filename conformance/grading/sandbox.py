@@ -336,6 +336,8 @@ class WorkerProcess:
         fds += [a for p in paths or [] for a in ("--path", p)]
         script = str(runtime / "worker.py")
         if iso.trusted or iso.uid is None:
+            if not iso.trusted:
+                become_subreaper()  # its daemons become our children, killed with it
             flags = ["-s"] if iso.trusted else ["-I"]
             sites = [a for s in iso.site for a in ("--site", s)]
             argv = [iso.python, *flags, script, *fds, *sites]
