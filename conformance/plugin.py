@@ -216,6 +216,7 @@ def _connect(config: pytest.Config, state: State) -> None:
     )
     state.conn = conn
     state.adapter = RemoteAdapter(conn, conn.start(), state.spec)
+    state.unmatched += [f"notebook: dropped {note} (not Python)" for note in conn.notes]
     state.meta = AdapterMeta.of(state.adapter)
     state.isolation = iso.summary()
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from conformance.adapter import BUILTIN, AdapterLoadError, validate_metadata
 from conformance.grading import wire
+from conformance.grading.notebook import notebook_source
 from conformance.grading.sandbox import (
     RUNTIME_FILES,
     Isolation,
@@ -108,7 +109,7 @@ def plan(spec: str, *, packages: list[str], hide: list[str], limits: Limits,
     path, sep, attr = target.partition(":")
     trusted, paths = is_trusted(spec), []
     hide = list(hide)
-    if path.endswith(".py"):
+    if path.endswith((".py", ".ipynb")):
         file = Path(cwd, path).resolve()
         if not file.is_file():
             raise AdapterLoadError(f"adapter file {file} does not exist")
@@ -144,6 +145,7 @@ class Connection:
         paths: list[str] | None = None,
     ) -> None:
         self.paths = list(paths or [])
+        self.notes: list[str] = []  # what a notebook lost on its way to a .py file
         self.target, self.iso, self.grade_dir = target, iso, grade_dir
         self.folder = folder  # a folder submission: copied whole, on the import path
         self.max_restarts = max_restarts
@@ -203,7 +205,7 @@ class Connection:
         """A file submission is copied into the scratch folder (the worker cannot read the
         original's folder); built-in and module adapters are named as they are."""
         path, sep, attr = self.target.partition(":")
-        if self.iso.trusted or not path.endswith(".py"):
+        if self.iso.trusted or not path.endswith((".py", ".ipynb")):
             return self.target
         src = Path(path)
         if self.folder is not None:
@@ -213,6 +215,10 @@ class Connection:
         else:
             copied = scratch / src.name
             shutil.copyfile(src, copied)
+        if copied.suffix == ".ipynb":  # its code cells, as the .py file it stands for
+            source, self.notes = notebook_source(copied)
+            copied = copied.with_suffix(".py")
+            copied.write_text(source)
         if self.iso.uid is not None:
             for d, _dirs, files in os.walk(scratch):
                 os.chown(d, self.iso.uid, self.iso.gid or self.iso.uid)

@@ -112,8 +112,8 @@ def triage(folder: Path) -> list[tuple[Path, str | None]]:
 def _problem(p: Path) -> str | None:
     if p.is_symlink():
         return "not gradable: a symbolic link (submissions are copied, never followed)"
-    if not (p.is_dir() or (p.is_file() and p.suffix == ".py")):
-        return "not gradable: not a .py file or a folder"
+    if not (p.is_dir() or (p.is_file() and p.suffix in (".py", ".ipynb"))):
+        return "not gradable: not a .py file, a notebook or a folder"
     if not os.access(p, os.R_OK | (os.X_OK if p.is_dir() else 0)):
         return "not gradable: unreadable"
     try:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.atomic import atomic_write
+from conformance.grading.notebook import notebook_source
 from conformance.grading.rubric import Rubric, load_rubric, score_report
 
 __all__ = [
@@ -278,7 +279,11 @@ def write_gradescope(path: str | Path, results: Mapping[str, Any]) -> Path:
 
 def _assigns_adapter(path: Path) -> bool:
     try:
-        tree = ast.parse(path.read_bytes(), filename=str(path))
+        if path.suffix == ".ipynb":
+            source: str | bytes = notebook_source(path)[0]
+        else:
+            source = path.read_bytes()
+        tree = ast.parse(source, filename=str(path))
     except (SyntaxError, ValueError, OSError):
         return False
     for node in tree.body:
@@ -299,7 +304,7 @@ def _assigns_adapter(path: Path) -> bool:
 def _python_files(folder: Path) -> list[Path]:
     return sorted(
         p
-        for p in folder.rglob("*.py")
+        for p in [*folder.rglob("*.py"), *folder.rglob("*.ipynb")]
         if p.is_file()
         and not any(
             part.startswith(".") or part == "__pycache__" for part in p.relative_to(folder).parts
@@ -311,16 +316,20 @@ def find_adapter(submission: Path, name: str = "adapter.py") -> Path:
     """The adapter file of a submission (a .py file, or a folder); ValueError if none/ambiguous.
 
     In a folder: the file called ``name`` (at any depth, if exactly one), else the single .py
-    file that assigns ``ADAPTER`` at module level (found by parsing, never importing).
+    file or notebook that assigns ``ADAPTER`` at module level (found by parsing, never
+    importing). A notebook stands for the Python file of its code cells.
     """
     if submission.is_file():
-        if submission.suffix != ".py":
-            raise ValueError(f"submission {submission.name}: not a .py file or a folder")
+        if submission.suffix not in (".py", ".ipynb"):
+            raise ValueError(
+                f"submission {submission.name}: not a .py file, a notebook or a folder"
+            )
         return submission
     if not submission.is_dir():
         raise ValueError(f"submission {submission}: does not exist")
     files = _python_files(submission)
-    named = [p for p in files if p.name == name]
+    stem = Path(name).stem
+    named = [p for p in files if p.name == name or p.name == f"{stem}.ipynb"]
     if len(named) == 1:
         return named[0]
     candidates = [p for p in (named or files) if _assigns_adapter(p)]

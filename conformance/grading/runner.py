@@ -78,7 +78,7 @@ _PROBE_MARK = "DL_CH2_ADAPTER_METADATA "
 def absolute_spec(spec: str) -> str:
     """``spec`` with a file adapter's path made absolute (workers run in a scratch folder)."""
     target, sep, attr = spec.partition(":")
-    if spec.endswith(".py") or ".py:" in spec:
+    if target.endswith((".py", ".ipynb")):
         return str(Path(target).resolve()) + sep + attr
     return spec
 
