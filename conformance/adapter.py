@@ -26,6 +26,8 @@ import numpy as np
 __all__ = [
     "CAPABILITIES",
     "CAPABILITY_PROTOCOLS",
+    "CHAPTER_CAPABILITIES",
+    "OPT_IN_CAPABILITIES",
     "VERBS",
     "Adapter",
     "AdapterInfo",
@@ -61,7 +63,20 @@ CAPABILITIES: dict[str, str] = {
         "non-finite loss in fit, and fit's divergence rule (README)"
     ),
     "single_sample": "predict of one sample given as a vector (input,) gives its (classes,) row",
+    "dtype_preservation": (
+        "float32 operands stay float32 where the chapter's code would promote them: the naive "
+        "loops' output buffers and accumulators, and rotate's matrix, follow the operands' dtype"
+    ),
 }
+
+#: Capabilities the chapter does not ask a student to build (a library's extras, and the slow
+#: MNIST training): an assignment covers them only when its rubric names them.
+OPT_IN_CAPABILITIES: frozenset[str] = frozenset(
+    {"mnist_training", "input_checks", "single_sample", "dtype_preservation"}
+)
+
+#: What a course assignment covers by default: the chapter's own capabilities.
+CHAPTER_CAPABILITIES: tuple[str, ...] = tuple(c for c in CAPABILITIES if c not in OPT_IN_CAPABILITIES)
 
 Array = Any
 """The implementation's own array type (a torch.Tensor, a jax.Array, a NumPy array, ...)."""
@@ -294,8 +309,9 @@ class FullAdapter(
     """An adapter claiming every capability (the built-in ones)."""
 
 
-#: The Protocol declaring each capability's verbs (``random_init``, ``input_checks`` and
-#: ``single_sample`` add none: they ask more of verbs declared elsewhere).
+#: The Protocol declaring each capability's verbs (``random_init``, ``input_checks``,
+#: ``single_sample`` and ``dtype_preservation`` add none: they ask more of verbs declared
+#: elsewhere).
 CAPABILITY_PROTOCOLS: dict[str, type] = {
     "naive_ops": NaiveOpsVerbs,
     "autodiff": AutodiffVerbs,
@@ -307,6 +323,7 @@ CAPABILITY_PROTOCOLS: dict[str, type] = {
     "mnist_training": MnistTrainingVerbs,
     "input_checks": object,
     "single_sample": object,
+    "dtype_preservation": object,
 }
 
 

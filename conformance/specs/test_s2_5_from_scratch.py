@@ -201,13 +201,6 @@ def test_loss_rejects_labels_out_of_range_and_unequal_lengths(impl: Impl) -> Non
     impl.rejects("sparse_categorical_crossentropy", impl.arr(np.array([0, 1, 2]), "int64"), p)
 
 
-def test_loss_rejects_float_labels(impl: Impl) -> None:
-    # labels 0.0 and 2.0 cast to integers would give a loss: class indices must be integers
-    p = impl.arr(np.full((2, 3), 1 / 3))
-    impl.run("sparse_categorical_crossentropy", impl.arr(np.array([0, 2]), "int64"), p)
-    impl.rejects("sparse_categorical_crossentropy", impl.arr(np.array([0.0, 2.0]), "float64"), p)
-
-
 def test_predict_softmax_of_large_logits_and_identity_layer(impl: Impl) -> None:
     W = np.array([[1000.0, -1000.0, 0.0], [0.5, 0.25, -0.125]])
     b = np.array([0.0, 1.0, -1.0])
@@ -360,7 +353,6 @@ def test_update_weights_subtracts_lr_times_gradient_from_the_weights_given(impl:
             c[f"g{i}"].astype(impl.dtype),
             what=f"gradients[{i}] unchanged",
         )
-    impl.rejects("update_weights", grads[:3], impl.call("model_weights", model), 0.25)
 
 
 def _fit(impl: Impl, c, x, y, epochs: int, batch_size: int):  # type: ignore[no-untyped-def]
