@@ -220,6 +220,8 @@ class Impl:
 
     def to_np(self, value: Any, what: str = "the result") -> np.ndarray:
         """The implementation's array -> NumPy, failing readably on a wrong type."""
+        if value is None:  # a missing return, not "an array of shape ()" of dtype object
+            fail(f"{what} is None, not an array (a missing return?)\n{self.repro()}")
         error: Exception | None = None
         try:
             out = self.adapter.to_numpy(value)
@@ -276,6 +278,8 @@ class Impl:
             )
         fn = getattr(self.adapter, verb, None)
         self._record(verb, args, kwargs, "  # must raise")
+        call = self.calls[-1].line.removesuffix("  # must raise")
+        nth = sum(1 for c in self.calls if c.line.endswith("# must raise"))
         if fn is None:
             fail(f"the adapter {self.adapter.name!r} lacks the verb {verb!r}")
         try:
@@ -288,11 +292,25 @@ class Impl:
             )
         except Exception as exc:
             return exc
+        shown = call if len(call) <= 300 else call[:297] + "..."
+        fail(
+            f"{verb} accepted invalid input (must-raise call {nth} of this spec: {shown}) and "
+            f"returned {self._describe(out)}; it must raise\n{self.repro()}"
+        )
+
+    def _describe(self, out: Any) -> str:
+        """What a verb returned, in words: None, a tuple of n items, an array of shape s."""
+        if out is None:
+            return "None"
+        if isinstance(out, (tuple, list)):
+            return f"a {type(out).__name__} of {len(out)} item(s)"
         try:
-            got = f"an array of shape {np.shape(self.adapter.to_numpy(out))}"
+            arr = self.adapter.to_numpy(out)
         except Exception:
-            got = type(out).__name__
-        fail(f"{verb} accepted invalid input and returned {got}; it must raise\n{self.repro()}")
+            return f"a {type(out).__name__}"
+        if not isinstance(arr, np.ndarray):
+            return f"a {type(out).__name__}"
+        return f"an array of shape {arr.shape} and dtype {arr.dtype}"
 
 
 def _where(idx: tuple[Any, ...]) -> str:
