@@ -76,7 +76,9 @@ OPT_IN_CAPABILITIES: frozenset[str] = frozenset(
 )
 
 #: What a course assignment covers by default: the chapter's own capabilities.
-CHAPTER_CAPABILITIES: tuple[str, ...] = tuple(c for c in CAPABILITIES if c not in OPT_IN_CAPABILITIES)
+CHAPTER_CAPABILITIES: tuple[str, ...] = tuple(
+    c for c in CAPABILITIES if c not in OPT_IN_CAPABILITIES
+)
 
 Array = Any
 """The implementation's own array type (a torch.Tensor, a jax.Array, a NumPy array, ...)."""
@@ -113,7 +115,9 @@ class CoreVerbs(Protocol):
     def add(self, x: Array, y: Array) -> Array:
         """Element-wise ``x + y`` with broadcasting."""
 
-    def relu(self, x: Array) -> Array: ...
+    def relu(self, x: Array) -> Array:
+        """§2.3.1 element-wise ``max(x, 0)``; x itself is left unchanged."""
+
     def maximum(self, x: Array, y: Array) -> Array:
         """Element-wise maximum with broadcasting (``np.maximum``)."""
 
@@ -123,11 +127,15 @@ class CoreVerbs(Protocol):
     def dot(self, x: Array, y: Array) -> Array:
         """``np.dot``: contract x's last axis with y's only / second-to-last axis."""
 
-    def reshape(self, x: Array, shape: tuple[int, ...]) -> Array: ...
+    def reshape(self, x: Array, shape: tuple[int, ...]) -> Array:
+        """§2.3.4 the same coefficients in row-major order, in ``shape`` (one -1 inferred)."""
+
     def transpose(self, x: Array) -> Array:
         """The transpose of a matrix."""
 
-    def expand_dims(self, x: Array, axis: int) -> Array: ...
+    def expand_dims(self, x: Array, axis: int) -> Array:
+        """``np.expand_dims``: a new axis of size 1 at ``axis`` (negative counts from the end)."""
+
     def getitem(self, x: Array, index: Any) -> Array:
         """``x[index]``: slices, integers and integer arrays."""
 
@@ -181,13 +189,26 @@ class CoreVerbs(Protocol):
 class NaiveOpsVerbs(Protocol):
     """Capability ``naive_ops``: the book's loop functions of §2.3; bad shapes raise."""
 
-    def naive_relu(self, x: Array) -> Array: ...
-    def naive_add(self, x: Array, y: Array) -> Array: ...
-    def naive_add_matrix_and_vector(self, x: Array, y: Array) -> Array: ...
-    def naive_vector_dot(self, x: Array, y: Array) -> Array: ...
-    def naive_matrix_vector_dot(self, x: Array, y: Array) -> Array: ...
-    def naive_matrix_vector_dot_via_vector_dot(self, x: Array, y: Array) -> Array: ...
-    def naive_matrix_dot(self, x: Array, y: Array) -> Array: ...
+    def naive_relu(self, x: Array) -> Array:
+        """§2.3.1 relu of a rank-2 x with two loops; other ranks raise; x is not changed."""
+
+    def naive_add(self, x: Array, y: Array) -> Array:
+        """§2.3.1 x + y for rank-2 x and y of the same shape, with loops; else raise."""
+
+    def naive_add_matrix_and_vector(self, x: Array, y: Array) -> Array:
+        """§2.3.2 y (columns,) added to every row of a rank-2 x, with loops; else raise."""
+
+    def naive_vector_dot(self, x: Array, y: Array) -> Array:
+        """§2.3.3 the dot product of two vectors of equal length, with a loop; else raise."""
+
+    def naive_matrix_vector_dot(self, x: Array, y: Array) -> Array:
+        """§2.3.3 x (rows, n) . y (n,) -> (rows,), with loops; else raise."""
+
+    def naive_matrix_vector_dot_via_vector_dot(self, x: Array, y: Array) -> Array:
+        """§2.3.3 the same, each row through ``naive_vector_dot``; else raise."""
+
+    def naive_matrix_dot(self, x: Array, y: Array) -> Array:
+        """§2.3.3 x (m, n) . y (n, p) -> (m, p), each entry a ``naive_vector_dot``; else raise."""
 
 
 class AutodiffVerbs(Protocol):
@@ -272,7 +293,9 @@ class RMSpropVerbs(Protocol):
         learning_rate: float = 1e-3,
         rho: float = 0.9,
         epsilon: float = 1e-7,
-    ) -> tuple[Array, Array]: ...
+    ) -> tuple[Array, Array]:
+        """One step; returns ``(w, state)``: s = rho s + (1 - rho) g**2,
+        w - lr g / (sqrt(s) + epsilon) (epsilon outside the square root, as Keras)."""
 
 
 class KerasInitVerbs(Protocol):
@@ -287,7 +310,8 @@ class MnistTrainingVerbs(Protocol):
 
     def train_first_example(
         self, images: Array, labels: Array, epochs: int, batch_size: int, seed: int
-    ) -> Model: ...
+    ) -> Model:
+        """§2.1's model (784-512 relu, 10 softmax, Keras init, RMSprop) trained on the data."""
 
 
 @runtime_checkable

@@ -71,8 +71,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 __all__ = [
     "CREDITS",
     "DEFAULT_RUBRIC",
-    "Objective",
     "VISIBILITIES",
+    "Objective",
     "Rubric",
     "Rule",
     "ScoredSpec",

@@ -1,8 +1,7 @@
-"""The course rubric: objectives, mastery and partial credit, what an assignment covers (issue 22)."""
+"""The course rubric: objectives, mastery or partial credit, what an assignment covers (i22)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -88,7 +87,11 @@ def test_mastery_an_objective_scores_only_when_every_spec_passes() -> None:
     # objectives first, in the rubric's order, numbered 0.k; the section as given, else the
     # first spec's
     assert [s.kind for s in scored[:3]] == ["objective"] * 3
-    assert [(s.number, s.section) for s in scored[:3]] == [("0.1", "2.3"), ("0.2", "2.5"), ("0.3", "2.5")]
+    assert [(s.number, s.section) for s in scored[:3]] == [
+        ("0.1", "2.3"),
+        ("0.2", "2.5"),
+        ("0.3", "2.5"),
+    ]
     assert sum(s.score for s in scored) == 51.0 and sum(s.max_score for s in scored) == 61.0
 
 
@@ -109,7 +112,9 @@ def test_hidden_failed_specs_are_counted_but_not_named() -> None:
 def test_an_unclaimed_covered_capability_scores_zero_for_its_objective() -> None:
     # not claiming training: its specs fail, so the Training objective scores 0 of 30
     specs = [
-        spec("specs/test_s2_5_m.py::test_step", "not claimed", "not claimed: training", ("training",)),
+        spec(
+            "specs/test_s2_5_m.py::test_step", "not claimed", "not claimed: training", ("training",)
+        ),
         spec("specs/test_s2_5_m.py::test_step_2", "passed"),
     ]
     scored, _ = score_report(report(*specs), parse_rubric(OBJECTIVES))
@@ -119,8 +124,12 @@ def test_an_unclaimed_covered_capability_scores_zero_for_its_objective() -> None
 
 
 def test_an_old_report_without_requires_falls_back_on_the_not_claimed_message() -> None:
-    old = {"id": "specs/test_s2_5_m.py::test_step", "section": "2.5", "outcome": "not claimed",
-           "message": "not claimed: training"}
+    old = {
+        "id": "specs/test_s2_5_m.py::test_step",
+        "section": "2.5",
+        "outcome": "not claimed",
+        "message": "not claimed: training",
+    }
     scored, _ = score_report(report(old), parse_rubric(""))
     assert [(s.score, s.max_score, s.passed) for s in scored] == [(0.0, 1.0, False)]
 
@@ -129,7 +138,9 @@ def test_an_old_report_without_requires_falls_back_on_the_not_claimed_message() 
 def test_specs_of_capabilities_the_assignment_does_not_cover_are_left_out(outcome: str) -> None:
     # a spec needing input_checks (opt-in) and training: left out whatever happened to it
     s = spec(
-        "specs/test_s2_5_i.py::test_fit_checks", outcome, "not claimed: training",
+        "specs/test_s2_5_i.py::test_fit_checks",
+        outcome,
+        "not claimed: training",
         ("input_checks", "training"),
     )
     scored, notes = score_report(report(s, SPECS[0]), parse_rubric(OBJECTIVES))
@@ -153,7 +164,13 @@ def test_requires_adds_an_opt_in_capability_to_the_chapter() -> None:
 def test_any_rubric_covers_the_chapter_by_default() -> None:
     assert parse_rubric("").covers == frozenset(CHAPTER_CAPABILITIES)
     assert set(CHAPTER_CAPABILITIES) == {
-        "naive_ops", "autodiff", "training", "momentum", "rmsprop", "keras_init", "random_init",
+        "naive_ops",
+        "autodiff",
+        "training",
+        "momentum",
+        "rmsprop",
+        "keras_init",
+        "random_init",
     }
     assert OPT_IN_CAPABILITIES | set(CHAPTER_CAPABILITIES) == set(CAPABILITIES)
 
@@ -170,7 +187,11 @@ def test_any_rubric_covers_the_chapter_by_default() -> None:
         ('[[objective]]\nname = "A"\nmatch = []\npoints = 1', "match"),
         ('[[objective]]\nname = "A"\nmatch = "x"\npoints = -1', "points"),
         ('[[objective]]\nname = "A"\nmatch = "x"\npoints = 1\nweight = 2', "weight"),
-        ('[[objective]]\nname = "A"\nmatch = "x"\npoints = 1\n[[objective]]\nname = "A"\nmatch = "y"\npoints = 1', "taken"),
+        (
+            '[[objective]]\nname = "A"\nmatch = "x"\npoints = 1\n'
+            '[[objective]]\nname = "A"\nmatch = "y"\npoints = 1',
+            "taken",
+        ),
     ],
 )
 def test_bad_objective_or_coverage_is_a_value_error_naming_it(text: str, names: str) -> None:
@@ -184,7 +205,11 @@ def test_bad_objective_or_coverage_is_a_value_error_naming_it(text: str, names: 
 def _suite_spec_ids() -> list[str]:
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "conformance", "--impl", "numpy", "--collect-only", "-q"],
-        cwd=ROOT, capture_output=True, text=True, check=True, timeout=120,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     ).stdout
     return [line for line in out.splitlines() if "::" in line]
 

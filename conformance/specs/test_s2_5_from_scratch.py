@@ -431,7 +431,10 @@ def test_evaluate_over_300_samples_counts_every_batch(impl: Impl, batch_size: in
     for i in (5, 130, 299):
         labels[i] = (labels[i] + 1) % 3
     model = impl.call(
-        "dense_model", [(3, 3, "identity")], [np.eye(3, dtype=impl.dtype), np.zeros(3, impl.dtype)], 0
+        "dense_model",
+        [(3, 3, "identity")],
+        [np.eye(3, dtype=impl.dtype), np.zeros(3, impl.dtype)],
+        0,
     )
     acc = impl.scalar("evaluate", model, impl.arr(x), impl.arr(labels, "int64"), batch_size)
     check(

@@ -78,7 +78,7 @@ def test_loss_rejects_float_labels(impl: Impl) -> None:
 @pytest.mark.requires("training")
 def test_update_weights_rejects_gradients_and_weights_of_unequal_length(impl: Impl) -> None:
     # the book's zip(gradients, weights) silently stops at the shorter one
-    c, ws, model = _small_model(impl, "model_gradients")
+    c, _, model = _small_model(impl, "model_gradients")
     grads = [impl.arr(c[f"g{i}"]) for i in range(4)]
     impl.call("update_weights", grads, impl.call("model_weights", model), 0.25)
     impl.rejects("update_weights", grads[:3], impl.call("model_weights", model), 0.25)
