@@ -395,7 +395,7 @@ def test_fit_honours_batch_size_7(impl: Impl) -> None:
 
 
 @pytest.mark.requires("training")
-def test_fit_over_300_samples_in_batches_of_128(impl: Impl) -> None:
+def test_fit_over_300_samples_128_at_a_time(impl: Impl) -> None:
     # more than one default batch: a fit that looks at the first 128 samples only, or
     # drops the short last batch, ends elsewhere
     c = load_case("fit_300")
