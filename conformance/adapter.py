@@ -57,8 +57,9 @@ CAPABILITIES: dict[str, str] = {
     "mnist_training": "training the first example on MNIST (slow; needs the data)",
     "input_checks": (
         "the errors a library adds to the chapter's code: bad arguments refused before any "
-        "work (a learning rate that is not a positive finite number, bool or float labels, "
-        "labels beyond the model's width before any weight moves, evaluate's batch_size 0, "
+        "work (a learning rate that is not a positive finite number, bool or float labels "
+        "(the loss's too), labels beyond the model's width before any weight moves, "
+        "update_weights given unequal numbers of gradients and weights, evaluate's batch_size 0, "
         "preprocess of images not shaped (N, 28, 28)), a NaN prediction in evaluate, a "
         "non-finite loss in fit, and fit's divergence rule (README)"
     ),
