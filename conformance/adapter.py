@@ -26,6 +26,8 @@ import numpy as np
 __all__ = [
     "CAPABILITIES",
     "CAPABILITY_PROTOCOLS",
+    "CHAPTER_CAPABILITIES",
+    "OPT_IN_CAPABILITIES",
     "VERBS",
     "Adapter",
     "AdapterInfo",
@@ -55,13 +57,29 @@ CAPABILITIES: dict[str, str] = {
     "mnist_training": "training the first example on MNIST (slow; needs the data)",
     "input_checks": (
         "the errors a library adds to the chapter's code: bad arguments refused before any "
-        "work (a learning rate that is not a positive finite number, bool or float labels, "
-        "labels beyond the model's width before any weight moves, evaluate's batch_size 0, "
+        "work (a learning rate that is not a positive finite number, bool or float labels "
+        "(the loss's too), labels beyond the model's width before any weight moves, "
+        "update_weights given unequal numbers of gradients and weights, evaluate's batch_size 0, "
         "preprocess of images not shaped (N, 28, 28)), a NaN prediction in evaluate, a "
         "non-finite loss in fit, and fit's divergence rule (README)"
     ),
     "single_sample": "predict of one sample given as a vector (input,) gives its (classes,) row",
+    "dtype_preservation": (
+        "float32 operands stay float32 where the chapter's code would promote them: the naive "
+        "loops' output buffers and accumulators, and rotate's matrix, follow the operands' dtype"
+    ),
 }
+
+#: Capabilities the chapter does not ask a student to build (a library's extras, and the slow
+#: MNIST training): an assignment covers them only when its rubric names them.
+OPT_IN_CAPABILITIES: frozenset[str] = frozenset(
+    {"mnist_training", "input_checks", "single_sample", "dtype_preservation"}
+)
+
+#: What a course assignment covers by default: the chapter's own capabilities.
+CHAPTER_CAPABILITIES: tuple[str, ...] = tuple(
+    c for c in CAPABILITIES if c not in OPT_IN_CAPABILITIES
+)
 
 Array = Any
 """The implementation's own array type (a torch.Tensor, a jax.Array, a NumPy array, ...)."""
@@ -98,7 +116,9 @@ class CoreVerbs(Protocol):
     def add(self, x: Array, y: Array) -> Array:
         """Element-wise ``x + y`` with broadcasting."""
 
-    def relu(self, x: Array) -> Array: ...
+    def relu(self, x: Array) -> Array:
+        """§2.3.1 element-wise ``max(x, 0)``; x itself is left unchanged."""
+
     def maximum(self, x: Array, y: Array) -> Array:
         """Element-wise maximum with broadcasting (``np.maximum``)."""
 
@@ -108,11 +128,15 @@ class CoreVerbs(Protocol):
     def dot(self, x: Array, y: Array) -> Array:
         """``np.dot``: contract x's last axis with y's only / second-to-last axis."""
 
-    def reshape(self, x: Array, shape: tuple[int, ...]) -> Array: ...
+    def reshape(self, x: Array, shape: tuple[int, ...]) -> Array:
+        """§2.3.4 the same coefficients in row-major order, in ``shape`` (one -1 inferred)."""
+
     def transpose(self, x: Array) -> Array:
         """The transpose of a matrix."""
 
-    def expand_dims(self, x: Array, axis: int) -> Array: ...
+    def expand_dims(self, x: Array, axis: int) -> Array:
+        """``np.expand_dims``: a new axis of size 1 at ``axis`` (negative counts from the end)."""
+
     def getitem(self, x: Array, index: Any) -> Array:
         """``x[index]``: slices, integers and integer arrays."""
 
@@ -166,13 +190,26 @@ class CoreVerbs(Protocol):
 class NaiveOpsVerbs(Protocol):
     """Capability ``naive_ops``: the book's loop functions of §2.3; bad shapes raise."""
 
-    def naive_relu(self, x: Array) -> Array: ...
-    def naive_add(self, x: Array, y: Array) -> Array: ...
-    def naive_add_matrix_and_vector(self, x: Array, y: Array) -> Array: ...
-    def naive_vector_dot(self, x: Array, y: Array) -> Array: ...
-    def naive_matrix_vector_dot(self, x: Array, y: Array) -> Array: ...
-    def naive_matrix_vector_dot_via_vector_dot(self, x: Array, y: Array) -> Array: ...
-    def naive_matrix_dot(self, x: Array, y: Array) -> Array: ...
+    def naive_relu(self, x: Array) -> Array:
+        """§2.3.1 relu of a rank-2 x with two loops; other ranks raise; x is not changed."""
+
+    def naive_add(self, x: Array, y: Array) -> Array:
+        """§2.3.1 x + y for rank-2 x and y of the same shape, with loops; else raise."""
+
+    def naive_add_matrix_and_vector(self, x: Array, y: Array) -> Array:
+        """§2.3.2 y (columns,) added to every row of a rank-2 x, with loops; else raise."""
+
+    def naive_vector_dot(self, x: Array, y: Array) -> Array:
+        """§2.3.3 the dot product of two vectors of equal length, with a loop; else raise."""
+
+    def naive_matrix_vector_dot(self, x: Array, y: Array) -> Array:
+        """§2.3.3 x (rows, n) . y (n,) -> (rows,), with loops; else raise."""
+
+    def naive_matrix_vector_dot_via_vector_dot(self, x: Array, y: Array) -> Array:
+        """§2.3.3 the same, each row through ``naive_vector_dot``; else raise."""
+
+    def naive_matrix_dot(self, x: Array, y: Array) -> Array:
+        """§2.3.3 x (m, n) . y (n, p) -> (m, p), each entry a ``naive_vector_dot``; else raise."""
 
 
 class AutodiffVerbs(Protocol):
@@ -257,7 +294,9 @@ class RMSpropVerbs(Protocol):
         learning_rate: float = 1e-3,
         rho: float = 0.9,
         epsilon: float = 1e-7,
-    ) -> tuple[Array, Array]: ...
+    ) -> tuple[Array, Array]:
+        """One step; returns ``(w, state)``: s = rho s + (1 - rho) g**2,
+        w - lr g / (sqrt(s) + epsilon) (epsilon outside the square root, as Keras)."""
 
 
 class KerasInitVerbs(Protocol):
@@ -272,7 +311,8 @@ class MnistTrainingVerbs(Protocol):
 
     def train_first_example(
         self, images: Array, labels: Array, epochs: int, batch_size: int, seed: int
-    ) -> Model: ...
+    ) -> Model:
+        """§2.1's model (784-512 relu, 10 softmax, Keras init, RMSprop) trained on the data."""
 
 
 @runtime_checkable
@@ -294,8 +334,9 @@ class FullAdapter(
     """An adapter claiming every capability (the built-in ones)."""
 
 
-#: The Protocol declaring each capability's verbs (``random_init``, ``input_checks`` and
-#: ``single_sample`` add none: they ask more of verbs declared elsewhere).
+#: The Protocol declaring each capability's verbs (``random_init``, ``input_checks``,
+#: ``single_sample`` and ``dtype_preservation`` add none: they ask more of verbs declared
+#: elsewhere).
 CAPABILITY_PROTOCOLS: dict[str, type] = {
     "naive_ops": NaiveOpsVerbs,
     "autodiff": AutodiffVerbs,
@@ -307,6 +348,7 @@ CAPABILITY_PROTOCOLS: dict[str, type] = {
     "mnist_training": MnistTrainingVerbs,
     "input_checks": object,
     "single_sample": object,
+    "dtype_preservation": object,
 }
 
 

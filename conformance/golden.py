@@ -246,6 +246,23 @@ def build_cases() -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         losses=np.asarray(history),
         **{f"final{i}": w for i, w in enumerate(fit_model.weights)},
     )
+    # more samples than one default batch: batches of 128, 128 and 44
+    big_model = _small_model(np.random.default_rng(19))
+    wb = [w.copy() for w in big_model.weights]
+    brng = np.random.default_rng(23)
+    bx = brng.uniform(0, 1, (300, 6))
+    by = (bx[:, 1:5].argmax(axis=1)).astype(np.int64)
+    big_history = ref.fit(big_model, bx, by, 1, 128, learning_rate=0.5, print_fn=None)
+    case(
+        "fit_300",
+        "2.5",
+        "fit: 1 epoch over 300 samples in batches of 128 (128, 128, 44), lr 0.5",
+        **{f"w{i}": w for i, w in enumerate(wb)},
+        x=bx,
+        y=by,
+        losses=np.asarray(big_history),
+        **{f"final{i}": w for i, w in enumerate(big_model.weights)},
+    )
     return a, m
 
 

@@ -247,6 +247,8 @@ class Impl:
 
     def to_np(self, value: Any, what: str = "the result") -> np.ndarray:
         """The implementation's array -> NumPy, failing readably on a wrong type."""
+        if value is None:  # a missing return, not "an array of shape ()" of dtype object
+            fail(f"{what} is None, not an array (a missing return?)\n{self.repro()}")
         error: Exception | None = None
         try:
             out = self.adapter.to_numpy(value)
@@ -301,6 +303,8 @@ class Impl:
             )
         fn = getattr(self.adapter, verb, None)
         self._record(verb, args, kwargs, "  # must raise")
+        call = self.calls[-1].line.removesuffix("  # must raise")
+        nth = sum(1 for c in self.calls if c.line.endswith("# must raise"))
         if fn is None:
             fail(f"the adapter {self.adapter.name!r} lacks the verb {verb!r}")
         try:
@@ -315,11 +319,25 @@ class Impl:
                 "not implemented or broken, not a rejection (raise ValueError, TypeError, "
                 f"or your library's error)\n{self.repro()}"
             )
+        shown = call if len(call) <= 300 else call[:297] + "..."
+        fail(
+            f"{verb} accepted invalid input (must-raise call {nth} of this spec: {shown}) and "
+            f"returned {self._describe(out)}; it must raise\n{self.repro()}"
+        )
+
+    def _describe(self, out: Any) -> str:
+        """What a verb returned, in words: None, a tuple of n items, an array of shape s."""
+        if out is None:
+            return "None"
+        if isinstance(out, (tuple, list)):
+            return f"a {type(out).__name__} of {len(out)} item(s)"
         try:
-            got = f"an array of shape {np.shape(self.adapter.to_numpy(out))}"
+            arr = self.adapter.to_numpy(out)
         except Exception:
-            got = _kind(out)
-        fail(f"{verb} accepted invalid input and returned {got}; it must raise\n{self.repro()}")
+            return f"a {_kind(out)}"
+        if not isinstance(arr, np.ndarray):
+            return f"a {_kind(out)}"
+        return f"an array of shape {arr.shape} and dtype {arr.dtype}"
 
 
 def _where(idx: tuple[Any, ...]) -> str:

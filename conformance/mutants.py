@@ -290,6 +290,34 @@ class EvaluateCountsErrors(_Mutant):
         return 1.0 - super().evaluate(model, images, labels, batch_size)
 
 
+class EvaluateFirst128Only(_Mutant):
+    description = "evaluate looks at the first default batch (128 samples) only"
+
+    def evaluate(
+        self, model: Any, images: Any, labels: Any, batch_size: int | None = None
+    ) -> float:
+        if len(images) == len(labels):  # unequal lengths are still refused
+            images, labels = images[:128], labels[:128]
+        return super().evaluate(model, images, labels, batch_size)
+
+
+class FitFirst128Only(_Mutant):
+    description = "fit trains on the first default batch (128 samples) only"
+
+    def fit(
+        self,
+        model: Any,
+        images: Any,
+        labels: Any,
+        epochs: int,
+        batch_size: int,
+        learning_rate: float,
+    ) -> Any:
+        if len(images) == len(labels):  # unequal lengths are still refused
+            images, labels = images[:128], labels[:128]
+        return super().fit(model, images, labels, epochs, batch_size, learning_rate)
+
+
 MUTANTS: dict[str, type[_Mutant]] = {
     "relu_abs": RelUAsAbs,
     "bias_not_added": BiasNotAdded,
@@ -312,6 +340,8 @@ MUTANTS: dict[str, type[_Mutant]] = {
     "glorot_wrong_limit": GlorotWrongLimit,
     "reshape_column_major": ReshapeColumnMajor,
     "evaluate_counts_errors": EvaluateCountsErrors,
+    "evaluate_first_128_only": EvaluateFirst128Only,
+    "fit_first_128_only": FitFirst128Only,
 }
 
 

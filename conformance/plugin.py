@@ -389,6 +389,7 @@ def _spec_infos(items: Sequence[pytest.Item]) -> dict[str, dict[str, Any]]:
             "section": _section_of(item),
             "erratum": item.get_closest_marker("erratum") is not None,
             "timeout": _timeout_of(item),
+            "requires": _requires_of(item),
         }
         for item in items
     }
@@ -399,6 +400,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     state = session.config.stash[_STATE_KEY]
     state.spec_info = _spec_infos(session.items)
     _set_collected(state, [item.nodeid for item in session.items])
+
+
+def _requires_of(item: pytest.Item) -> list[str]:
+    # the capabilities a spec needs: a rubric leaves out specs its assignment does not cover
+    return sorted({str(m.args[0]) for m in item.iter_markers("requires")})
 
 
 def _timeout_of(item: pytest.Item) -> float | None:
@@ -422,6 +428,7 @@ def _record(state: State, nodeid: str) -> dict[str, Any]:
         "verb": None,
         "message": None,
         "erratum": bool(info.get("erratum", False)),
+        "requires": list(info.get("requires", [])),
     }
 
 
@@ -508,6 +515,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         rec["section"] = props["section"]
     if props.get("erratum"):
         rec["erratum"] = True
+    if props.get("requires"):
+        rec["requires"] = list(props["requires"])
     if props.get("verbs"):
         verbs = [v for v in props["verbs"] if v not in _CONVERSIONS]
         rec["verb"] = verbs[0] if verbs else props["verbs"][0]
@@ -599,6 +608,7 @@ def pytest_itemcollected(item: pytest.Item) -> None:
     item.user_properties.append(("section", _section_of(item)))
     if item.get_closest_marker("erratum") is not None:
         item.user_properties.append(("erratum", True))
+    item.user_properties.append(("requires", _requires_of(item)))
 
 
 def _short(report: pytest.TestReport) -> str:

@@ -400,7 +400,7 @@ def _add_classroom_commands(sub: Any, grade: argparse.ArgumentParser) -> None:
 
     classroom_cli.add_gradescope_options(grade)
     classroom_cli.register(sub)
-    for name in ("gradescope-bundle", "grade-all", "gradescope-run"):
+    for name in ("gradescope-bundle", "grade-all", "gradescope-run", "starter"):
         sub.choices[name].set_defaults(func=_classroom)
 
 

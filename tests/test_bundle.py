@@ -178,7 +178,7 @@ def test_bundle_end_to_end_grades_a_numpy_submission_without_torch(tmp_path: Pat
     assert errors(results, load_schema()) == []
     statuses = [t["status"] for t in results["tests"]]
     assert len(statuses) > 90 and set(statuses) == {"passed"}, results["output"][:2000]
-    assert results["score"] == len(statuses)
+    assert results["score"] == 100  # the default course rubric's full marks
     # graded by the installed wheel, not this checkout
     assert str(ROOT) not in run.stdout
     if os.geteuid() == 0:  # as on Gradescope: the submission ran as someone else

@@ -60,7 +60,7 @@ def test_schema_checker_rejects_what_gradescope_would_not_read() -> None:
 
 
 def test_default_rubric_gives_every_spec_one_visible_point() -> None:
-    rubric = load_rubric()
+    rubric = load_rubric()  # its objectives: tests/test_rubric.py
     assert rubric.requires == frozenset()
     assert rubric.uses_torch is False
     assert rubric.adapter == "adapter.py"
@@ -130,15 +130,16 @@ SPECS = [
 
 
 def test_score_report_counts_required_capabilities_and_drops_the_rest() -> None:
-    rubric = parse_rubric('[assignment]\nrequires = ["training"]\n[points.sections]\n"2.5" = 2')
+    rubric = parse_rubric('[assignment]\ncovers = ["training"]\n[points.sections]\n"2.5" = 2')
     scored, notes = score_report(report(SPECS), rubric)
     by_name = {s.id.rpartition("::")[2]: s for s in scored}
-    # rmsprop neither required nor claimed: left out; MNIST skipped on the grader: noted
+    # rmsprop not covered (the rubric narrows the assignment): left out; MNIST skipped on the
+    # grader: noted
     assert sorted(by_name) == ["test_add", "test_dot", "test_relu", "test_step", "test_xf"]
     assert (by_name["test_add"].score, by_name["test_add"].passed) == (1.0, True)
     assert (by_name["test_dot"].score, by_name["test_dot"].output) == (0.0, "dot: 3 of 4 differ")
     assert (by_name["test_step"].score, by_name["test_step"].max_score) == (0.0, 2.0)
-    assert "requires the capability 'training'" in by_name["test_step"].output
+    assert "covers the capability 'training'" in by_name["test_step"].output
     assert not by_name["test_relu"].passed and "expectations file" in by_name["test_relu"].output
     assert not by_name["test_xf"].passed
     assert [s.number for s in scored if s.section == "2.3"] == ["2.3.1", "2.3.2", "2.3.3", "2.3.4"]

@@ -116,7 +116,15 @@ def test_the_grading_product_lives_in_its_own_subpackage() -> None:
     assert {"worker", "wire", "client", "sandbox", "runner", "rubric", "gradescope"} <= grading
     assert {"grade_all", "bundle", "cli", "launch"} <= grading
     suite = {p.stem for p in SUITE.glob("*.py")}
-    assert not suite & {"runner", "rubric", "gradescope", "grade_all", "bundle", "classroom_cli"}
+    assert not suite & {
+        "runner",
+        "rubric",
+        "gradescope",
+        "grade_all",
+        "bundle",
+        "classroom_cli",
+        "starter",
+    }
 
 
 def test_the_worker_runs_from_a_copy_with_numpy_alone(tmp_path: Path) -> None:

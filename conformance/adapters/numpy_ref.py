@@ -33,6 +33,7 @@ class NumpyAdapter:
             "mnist_training",
             "input_checks",
             "single_sample",
+            "dtype_preservation",
         }
     )
 

@@ -46,6 +46,7 @@ class TorchAdapter:
             "mnist_training",
             "input_checks",
             "single_sample",
+            "dtype_preservation",
         }
     )
 

@@ -3,7 +3,8 @@
 - ``grade ADAPTER --gradescope PATH [--rubric R]``: also write Gradescope's results.json;
 - ``gradescope-bundle [--rubric R] -o autograder.zip [--wheel W]``: the autograder zip;
 - ``grade-all SUBMISSIONS --out DIR [--rubric R] [--jobs N]``: grade a folder;
-- ``gradescope-run [--root /autograder]``: what the bundle's run_autograder runs.
+- ``gradescope-run [--root /autograder]``: what the bundle's run_autograder runs;
+- ``starter [--rubric R] [--format py|ipynb] -o PATH``: the student starter (every verb).
 
 Light at import (argparse only): the work is imported when a subcommand runs.
 """
@@ -114,6 +115,15 @@ def _gradescope_run(args: argparse.Namespace) -> int:
     )
 
 
+def _starter(args: argparse.Namespace) -> int:
+    from conformance.grading.rubric import load_rubric
+    from conformance.grading.starter import write_starter
+
+    path = write_starter(load_rubric(args.rubric), Path(args.output), args.format)
+    print(f"wrote {path}")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -122,7 +132,7 @@ def _positive_int(text: str) -> int:
 
 
 def register(sub: Any) -> None:
-    """Add the gradescope-bundle, grade-all and gradescope-run subcommands to ``sub``."""
+    """Add the gradescope-bundle, grade-all, gradescope-run and starter subcommands."""
     b = sub.add_parser("gradescope-bundle", help="build Gradescope's autograder zip")
     b.add_argument("--rubric", help="rubric TOML (default: every spec 1 point)")
     b.add_argument("-o", "--output", default="autograder.zip")
@@ -155,6 +165,12 @@ def register(sub: Any) -> None:
     )
     r.add_argument("--rubric", help="default: ROOT/source/rubric.toml")
     r.set_defaults(classroom_func=_gradescope_run)
+
+    s = sub.add_parser("starter", help="write the student starter of an assignment")
+    s.add_argument("--rubric", help="rubric TOML: its assignment's verbs (default: the chapter)")
+    s.add_argument("--format", choices=["py", "ipynb"], help="default: from -o's suffix")
+    s.add_argument("-o", "--output", required=True, help="the file to write")
+    s.set_defaults(classroom_func=_starter)
 
 
 def dispatch(args: argparse.Namespace) -> int | None:

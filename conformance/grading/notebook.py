@@ -24,7 +24,7 @@ def notebook_source(path: Path) -> tuple[str, list[str]]:
     except ImportError as exc:  # the conformance extra installs it
         raise ValueError("grading a notebook needs nbformat: pip install nbformat") from exc
     try:
-        nb = nbformat.read(str(path), as_version=4)
+        nb = nbformat.read(str(path), as_version=4)  # type: ignore[no-untyped-call]
     except Exception as exc:  # nbformat's own errors: not JSON, not a notebook
         raise ValueError(f"{path.name} is not a readable notebook: {exc}") from None
     out: list[str] = []

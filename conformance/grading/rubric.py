@@ -1,10 +1,15 @@
-"""The course staff's rubric: points and visibility per spec, and what an assignment requires.
+"""The course staff's rubric: what an assignment covers, and points by objective or by spec.
 
-A rubric is a small TOML file (the default, ``rubric.default.toml`` beside this module, gives
-every spec 1 point and requires no capability)::
+A rubric is a small TOML file. The default, ``rubric.default.toml`` beside this module, is the
+course rubric: the chapter's learning objectives, each worth points, earned by mastery::
 
     [assignment]
-    requires = ["training", "autodiff"]  # capabilities every submission must claim
+    covers = ["naive_ops", "training"]   # capabilities the assignment covers (default: the
+                                         # chapter's, CHAPTER_CAPABILITIES); every one is
+                                         # required: a spec of a covered capability the
+                                         # submission does not claim scores 0; specs needing
+                                         # a capability not covered are left out
+    requires = ["input_checks"]          # (older key) covered too, on top of ``covers``
     uses_torch = false                   # the autograder bundle installs torch only if true
     adapter = "adapter.py"               # else: the single .py file exposing ADAPTER
     # dtype = "float64"                  # default: the adapter's first
@@ -15,21 +20,33 @@ every spec 1 point and requires no capability)::
     # jobs = 1                           # pytest-xdist workers per grade
 
     [points]
-    default = 1.0                        # points per spec
+    credit = "mastery"                   # objectives: "mastery" (all its specs pass, or 0)
+                                         # or "partial" (points x the fraction passed)
+    default = 1.0                        # points per spec outside every objective
     [points.sections]
-    "2.5" = 2.0                          # points per spec of a section
+    "2.5" = 2.0                          # points per spec of a section (outside objectives)
 
     [visibility]
     default = "visible"                  # visible, hidden, after_due_date, after_published
 
+    [[objective]]                        # a learning objective; the last matching one wins
+    name = "The loss"
+    points = 15
+    section = "2.5"                      # its Gradescope tag (default: its first spec's)
+    match = ["test_loss_*"]              # fnmatch on the spec id (file::name) or its name
+    # visibility = "visible"             # of its entry (default: visibility.default)
+
     [[rule]]                             # the last matching rule wins
     match = "*mnist*"                    # fnmatch on the spec id (file::name) or its name
-    points = 0
+    points = 0                           # (points: specs outside objectives only)
     visibility = "after_due_date"
 
 ``score_report`` turns a grader report (JSON schema ``dl-ch2-conformance-report/*``) into
-scored entries; ``conformance.grading.gradescope`` and ``conformance.grading.grade_all`` both use
-it, so a submission gets the same score on Gradescope and in a folder grade.
+scored entries: one per objective that has a spec in the assignment (its points), then one
+per spec (its own points outside objectives; 0 of 0 inside one, for its pass/fail and message).
+``conformance.grading.gradescope`` and ``conformance.grading.grade_all`` both use it, so a
+submission gets the same score on Gradescope and in a folder grade. Percentages are the
+rubric's concern: a plain ``dl-ch2 grade`` without a rubric keeps its per-spec report.
 """
 
 from __future__ import annotations
@@ -44,7 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conformance.adapter import CAPABILITIES
+from conformance.adapter import CAPABILITIES, CHAPTER_CAPABILITIES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -52,8 +69,10 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 __all__ = [
+    "CREDITS",
     "DEFAULT_RUBRIC",
     "VISIBILITIES",
+    "Objective",
     "Rubric",
     "Rule",
     "ScoredSpec",
@@ -64,15 +83,17 @@ __all__ = [
 
 DEFAULT_RUBRIC = Path(__file__).parent / "rubric.default.toml"
 VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
+CREDITS = ("mastery", "partial")
 
 _NUMERIC = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _KEYS: dict[str, set[str]] = {
-    "": {"assignment", "grading", "points", "visibility", "rule"},
-    "assignment": {"requires", "uses_torch", "adapter", "dtype"},
+    "": {"assignment", "grading", "points", "visibility", "rule", "objective"},
+    "assignment": {"covers", "requires", "uses_torch", "adapter", "dtype"},
     "grading": {"spec_timeout", "budget", "jobs"},
-    "points": {"default", "sections"},
+    "points": {"default", "sections", "credit"},
     "visibility": {"default"},
     "rule": {"match", "points", "visibility"},
+    "objective": {"name", "points", "match", "section", "visibility"},
 }
 
 
@@ -85,8 +106,26 @@ class Rule:
     visibility: str | None = None
 
     def matches(self, spec_id: str) -> bool:
-        name = spec_id.rpartition("::")[2]
-        return fnmatch.fnmatchcase(spec_id, self.match) or fnmatch.fnmatchcase(name, self.match)
+        return _matches(self.match, spec_id)
+
+
+def _matches(pattern: str, spec_id: str) -> bool:
+    name = spec_id.rpartition("::")[2]
+    return fnmatch.fnmatchcase(spec_id, pattern) or fnmatch.fnmatchcase(name, pattern)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A learning objective: the specs matching ``match``, worth ``points`` together."""
+
+    name: str
+    points: float
+    match: tuple[str, ...]
+    section: str | None = None
+    visibility: str | None = None
+
+    def matches(self, spec_id: str) -> bool:
+        return any(_matches(p, spec_id) for p in self.match)
 
 
 @dataclass(frozen=True)
@@ -94,6 +133,7 @@ class Rubric:
     """A parsed rubric; ``text`` is the file's content, hashed into ``digest``."""
 
     requires: frozenset[str] = frozenset()
+    covers: frozenset[str] = frozenset(CHAPTER_CAPABILITIES)
     uses_torch: bool = False
     adapter: str = "adapter.py"
     dtype: str | None = None
@@ -104,6 +144,8 @@ class Rubric:
     section_points: Mapping[str, float] = field(default_factory=dict)
     default_visibility: str = "visible"
     rules: tuple[Rule, ...] = ()
+    objectives: tuple[Objective, ...] = ()
+    credit: str = "mastery"
     text: str = ""
 
     @property
@@ -116,6 +158,14 @@ class Rubric:
             if rule.points is not None and rule.matches(spec_id):
                 points = rule.points
         return points
+
+    def objective_for(self, spec_id: str) -> Objective | None:
+        """The objective a spec counts towards (the last matching one), or None."""
+        found = None
+        for objective in self.objectives:
+            if objective.matches(spec_id):
+                found = objective
+        return found
 
     def visibility_for(self, spec_id: str) -> str:
         visibility = self.default_visibility
@@ -176,17 +226,8 @@ def parse_rubric(text: str, source: str = "<string>") -> Rubric:
     points = _table(doc, "points", source)
     visibility = _table(doc, "visibility", source)
 
-    requires = assignment.get("requires", [])
-    if not isinstance(requires, list) or not all(isinstance(c, str) for c in requires):
-        raise ValueError(
-            f"rubric {source}: assignment.requires must be a list of strings, got {requires!r}"
-        )
-    unknown = sorted(set(requires) - set(CAPABILITIES))
-    if unknown:
-        raise ValueError(
-            f"rubric {source}: assignment.requires names unknown capabilities {unknown}; "
-            f"known: {sorted(CAPABILITIES)}"
-        )
+    requires = _capabilities(assignment, "requires", [], source)
+    covers = _capabilities(assignment, "covers", list(CHAPTER_CAPABILITIES), source)
     uses_torch = assignment.get("uses_torch", False)
     if not isinstance(uses_torch, bool):
         raise ValueError(f"rubric {source}: assignment.uses_torch must be true or false")
@@ -203,6 +244,9 @@ def parse_rubric(text: str, source: str = "<string>") -> Rubric:
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"rubric {source}: grading.jobs must be an integer >= 1, got {jobs!r}")
 
+    credit = points.get("credit", "mastery")
+    if credit not in CREDITS:
+        raise ValueError(f"rubric {source}: points.credit must be one of {CREDITS}, got {credit!r}")
     sections = points.get("sections", {})
     if not isinstance(sections, Mapping):
         raise ValueError(f"rubric {source}: points.sections must be a table")
@@ -230,6 +274,7 @@ def parse_rubric(text: str, source: str = "<string>") -> Rubric:
         )
     return Rubric(
         requires=frozenset(requires),
+        covers=frozenset(covers) | frozenset(requires),
         uses_torch=uses_torch,
         adapter=adapter,
         dtype=dtype,
@@ -244,8 +289,70 @@ def parse_rubric(text: str, source: str = "<string>") -> Rubric:
             visibility.get("default", "visible"), "visibility.default", source
         ),
         rules=tuple(rules),
+        objectives=_objectives(doc, source),
+        credit=str(credit),
         text=text,
     )
+
+
+def _capabilities(table: Mapping[str, Any], key: str, default: list[str], source: str) -> list[str]:
+    value = table.get(key, default)
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise ValueError(
+            f"rubric {source}: assignment.{key} must be a list of strings, got {value!r}"
+        )
+    unknown = sorted(set(value) - set(CAPABILITIES))
+    if unknown:
+        raise ValueError(
+            f"rubric {source}: assignment.{key} names unknown capabilities {unknown}; "
+            f"known: {sorted(CAPABILITIES)}"
+        )
+    return value
+
+
+def _objectives(doc: Mapping[str, Any], source: str) -> tuple[Objective, ...]:
+    raw_objectives = doc.get("objective", [])
+    if not isinstance(raw_objectives, list):
+        raise ValueError(f"rubric {source}: objective must be an array of tables ([[objective]])")
+    objectives: list[Objective] = []
+    for n, raw in enumerate(raw_objectives, 1):
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"rubric {source}: objective {n} must be a table")
+        _check_keys(raw, "objective", source)
+        name = raw.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"rubric {source}: objective {n} needs a non-empty 'name'")
+        if name in {o.name for o in objectives}:
+            raise ValueError(f"rubric {source}: objective {n}: the name {name!r} is taken")
+        match = raw.get("match")
+        if isinstance(match, str):
+            match = [match]
+        if (
+            not isinstance(match, list)
+            or not match
+            or not all(isinstance(m, str) and m for m in match)
+        ):
+            raise ValueError(
+                f"rubric {source}: objective {name!r} needs 'match', a non-empty list of "
+                f"patterns, got {match!r}"
+            )
+        if "points" not in raw:
+            raise ValueError(f"rubric {source}: objective {name!r} needs 'points'")
+        section = raw.get("section")
+        if section is not None and not isinstance(section, str):
+            raise ValueError(f"rubric {source}: objective {name!r}: section must be a string")
+        objectives.append(
+            Objective(
+                name=name,
+                points=_points(raw["points"], f"objective {name!r} points", source),
+                match=tuple(match),
+                section=section,
+                visibility=None
+                if "visibility" not in raw
+                else _visibility(raw["visibility"], f"objective {name!r} visibility", source),
+            )
+        )
+    return tuple(objectives)
 
 
 def load_rubric(path: str | Path | None = None) -> Rubric:
@@ -260,7 +367,11 @@ def load_rubric(path: str | Path | None = None) -> Rubric:
 
 @dataclass(frozen=True)
 class ScoredSpec:
-    """One spec as a course grades it: points earned out of points possible."""
+    """One entry as a course grades it: points earned out of points possible.
+
+    ``kind`` is "spec" or "objective"; a spec inside an objective is worth 0 of 0 itself
+    (its objective's entry holds the points) and names that objective in ``objective``.
+    """
 
     id: str
     section: str
@@ -270,6 +381,8 @@ class ScoredSpec:
     passed: bool
     output: str
     visibility: str
+    kind: str = "spec"
+    objective: str | None = None
 
 
 def _capability_of(message: str) -> str:
@@ -277,19 +390,18 @@ def _capability_of(message: str) -> str:
     return message.rpartition(":")[2].strip()
 
 
-def score_report(report: Mapping[str, Any], rubric: Rubric) -> tuple[list[ScoredSpec], list[str]]:
-    """Score a grader report with ``rubric``; returns (scored specs, notes for the reader).
+@dataclass
+class _Row:
+    id: str
+    section: str
+    outcome: str
+    message: str
+    requires: set[str]
 
-    - passed (or a non-strict xpass): full points;
-    - failed, crashed, not run (an incomplete grade), xfailed, or skipped by the
-      submission's own expectations file: 0 points, status failed;
-    - not claimed: 0 points if the rubric requires that capability, else left out;
-    - skipped on the grader for another reason (e.g. MNIST files missing): left out, noted.
-    """
-    notes: list[str] = []
+
+def _rows(report: Mapping[str, Any]) -> list[_Row]:
     not_run = set(report.get("not_run") or [])
-    reason = report.get("incomplete_reason") or "the grade did not finish"
-    rows: list[tuple[str, str, str, str]] = []  # id, section, outcome, message
+    rows: list[_Row] = []
     seen: set[str] = set()
     for spec in report.get("specs", []):
         spec_id = str(spec["id"])
@@ -297,66 +409,147 @@ def score_report(report: Mapping[str, Any], rubric: Rubric) -> tuple[list[Scored
         outcome = spec.get("outcome")
         if spec_id in not_run or outcome is None:
             outcome = "not run"
+        message = spec.get("message") or ""
+        requires = {str(c) for c in spec.get("requires") or []}
+        if outcome == "not claimed":
+            requires.add(_capability_of(message))
         rows.append(
-            (spec_id, str(spec.get("section", "other")), str(outcome), spec.get("message") or "")
+            _Row(spec_id, str(spec.get("section", "other")), str(outcome), message, requires)
         )
     for spec_id in sorted(not_run - seen):
-        rows.append((spec_id, _section_from_id(spec_id), "not run", ""))
+        rows.append(_Row(spec_id, _section_from_id(spec_id), "not run", "", set()))
+    return rows
+
+
+def _judge(row: _Row, reason: str) -> tuple[bool, str] | None:
+    """(passed, output) for a spec in the assignment; None if it is not scored (skipped)."""
+    if row.outcome == "not claimed":
+        cap = _capability_of(row.message)
+        return False, (
+            f"The assignment covers the capability {cap!r}, which the submission does not "
+            "claim (add it to ADAPTER.capabilities and implement its verbs)."
+        )
+    if row.outcome == "skipped":
+        if row.message.startswith("expectation file"):
+            return False, (
+                f"Skipped by the submission's own expectations file ({row.message}); "
+                "counted as failed."
+            )
+        return None
+    if row.outcome in ("passed", "xpassed"):
+        return True, ""
+    if row.outcome == "not run":
+        return False, f"Not run: the grade is incomplete ({reason})."
+    if row.outcome == "xfailed":
+        return False, f"Marked as expected to fail by the submission: {row.message}"
+    return False, row.message or row.outcome
+
+
+def score_report(report: Mapping[str, Any], rubric: Rubric) -> tuple[list[ScoredSpec], list[str]]:
+    """Score a grader report with ``rubric``; returns (scored entries, notes for the reader).
+
+    A spec is in the assignment when every capability it needs is covered
+    (``rubric.covers``); the others are left out, claimed or not. In the assignment:
+
+    - passed (or a non-strict xpass): passed;
+    - failed, crashed, not run (an incomplete grade), xfailed, skipped by the submission's
+      own expectations file, or not claimed: failed;
+    - skipped on the grader for another reason (e.g. MNIST files missing): left out, noted.
+
+    A spec outside every objective scores its own points (``points_for``). An objective
+    scores its points when all its specs in the assignment passed ("mastery"), or its points
+    times the fraction passed ("partial"); one with no spec in the assignment is left out.
+    Objective entries come first, then the specs in report order.
+    """
+    notes: list[str] = []
+    reason = report.get("incomplete_reason") or "the grade did not finish"
     skipped_env: list[str] = []
+    outside: set[str] = set()
     counters: dict[str, int] = {}
     scored: list[ScoredSpec] = []
-    for spec_id, section, outcome, message in rows:
-        points = rubric.points_for(spec_id, section)
-        if outcome == "not claimed":
-            cap = _capability_of(message)
-            if cap not in rubric.requires:
-                continue
-            passed, output = (
-                False,
-                (
-                    f"The assignment requires the capability {cap!r}, which the submission "
-                    "does not claim (add it to ADAPTER.capabilities and implement its verbs)."
-                ),
-            )
-        elif outcome == "skipped":
-            if message.startswith("expectation file"):
-                passed, output = (
-                    False,
-                    (
-                        f"Skipped by the submission's own expectations file ({message}); "
-                        "counted as failed."
-                    ),
-                )
-            else:
-                skipped_env.append(f"{spec_id} ({message})")
-                continue
-        elif outcome in ("passed", "xpassed"):
-            passed, output = True, ""
-        elif outcome == "not run":
-            passed, output = False, f"Not run: the grade is incomplete ({reason})."
-        elif outcome == "xfailed":
-            passed, output = False, f"Marked as expected to fail by the submission: {message}"
-        else:
-            passed, output = False, message or f"{outcome}"
-        counters[section] = counters.get(section, 0) + 1
-        scored.append(
-            ScoredSpec(
-                id=spec_id,
-                section=section,
-                number=f"{section if _NUMERIC.match(section) else '0'}.{counters[section]}",
-                score=points if passed else 0.0,
-                max_score=points,
-                passed=passed,
-                output=output,
-                visibility=rubric.visibility_for(spec_id),
-            )
+    members: dict[str, list[ScoredSpec]] = {}
+    for row in _rows(report):
+        if not row.requires <= rubric.covers:
+            outside.update(row.requires - rubric.covers)
+            continue
+        judged = _judge(row, reason)
+        if judged is None:
+            skipped_env.append(f"{row.id} ({row.message})")
+            continue
+        passed, output = judged
+        objective = rubric.objective_for(row.id)
+        points = 0.0 if objective else rubric.points_for(row.id, row.section)
+        counters[row.section] = counters.get(row.section, 0) + 1
+        number = row.section if _NUMERIC.match(row.section) else "0"
+        entry = ScoredSpec(
+            id=row.id,
+            section=row.section,
+            number=f"{number}.{counters[row.section]}",
+            score=points if passed else 0.0,
+            max_score=points,
+            passed=passed,
+            output=output,
+            visibility=rubric.visibility_for(row.id),
+            objective=objective.name if objective else None,
         )
+        scored.append(entry)
+        if objective:
+            members.setdefault(objective.name, []).append(entry)
+    heads = [
+        _objective_entry(rubric, k, objective, members[objective.name])
+        for k, objective in enumerate(rubric.objectives, 1)
+        if objective.name in members
+    ]
     if skipped_env:
         notes.append(
             f"{len(skipped_env)} spec(s) skipped on the grader and not scored: "
             + "; ".join(skipped_env)
         )
-    return scored, notes
+    if outside and rubric.objectives:
+        notes.append(
+            "Not part of this assignment (not scored): the specs of "
+            + ", ".join(sorted(outside))
+            + "."
+        )
+    return heads + scored, notes
+
+
+def _objective_entry(
+    rubric: Rubric, k: int, objective: Objective, specs: list[ScoredSpec]
+) -> ScoredSpec:
+    passed = [s for s in specs if s.passed]
+    failed = [s for s in specs if not s.passed]
+    if rubric.credit == "partial":
+        score = objective.points * len(passed) / len(specs)
+    else:
+        score = objective.points if not failed else 0.0
+    if not failed:
+        output = f"All {len(specs)} specs passed."
+    else:
+        shown = [s.id.rpartition("::")[2] for s in failed if s.visibility == "visible"]
+        hidden = len(failed) - len(shown)
+        listed = ", ".join(shown) + (f" and {hidden} hidden spec(s)" if hidden else "")
+        rule = (
+            f"partial credit: {len(passed)} of {len(specs)} specs passed"
+            if rubric.credit == "partial"
+            else "mastery: the points count when every spec passes"
+        )
+        output = (
+            f"{len(failed)} of {len(specs)} specs failed ({rule}): {listed or 'hidden'}. "
+            "See each spec's entry for why."
+        )
+    return ScoredSpec(
+        id=f"objective::{objective.name}",
+        section=objective.section or specs[0].section,
+        number=f"0.{k}",
+        score=score,
+        max_score=objective.points,
+        passed=not failed,
+        output=output,
+        visibility=objective.visibility or rubric.default_visibility,
+        kind="objective",
+        objective=objective.name,
+    )
 
 
 def _section_from_id(spec_id: str) -> str:

@@ -1,5 +1,6 @@
 """§2.3 edges found by mutation testing (conformance/MUTATION.md): dtypes the naive ops and
-rotate keep (integer points rotate in float64), and stretch to y's own shape."""
+rotate keep (integer points rotate in float64; float32 kept: capability
+``dtype_preservation``), and stretch to y's own shape."""
 
 from __future__ import annotations
 
@@ -33,12 +34,14 @@ def _vectorized(verb: str, x: np.ndarray, y: np.ndarray | None) -> np.ndarray:
 
 
 @pytest.mark.requires("naive_ops")
+@pytest.mark.requires("dtype_preservation")
 @pytest.mark.parametrize(("verb", "xs", "ys"), NAIVE_CASES, ids=[c[0] for c in NAIVE_CASES])
 def test_naive_ops_keep_float32_in_a_float64_grade(
     impl: Impl, verb: str, xs: tuple[int, ...], ys: tuple[int, ...] | None
 ) -> None:
     # float32 operands give a float32 result, whatever the grade's dtype: an accumulator or
-    # output buffer created in the default dtype (float64) shows up here.
+    # output buffer created in the default dtype (float64) shows up here. The book's loops
+    # do just that (np.zeros buffers, a 0. accumulator): capability dtype_preservation.
     rng = np.random.default_rng(31)
     x = rng.uniform(-1, 1, xs).astype(np.float32)
     y = None if ys is None else rng.uniform(-1, 1, ys).astype(np.float32)
@@ -81,8 +84,10 @@ def test_stretch_to_its_own_shape_gives_y(impl: Impl) -> None:
     check_close(impl, impl.run("stretch", impl.arr(y), (2, 3)), y, what="stretch (2, 3) -> (2, 3)")
 
 
+@pytest.mark.requires("dtype_preservation")
 def test_rotate_keeps_float32_points_in_float32(impl: Impl) -> None:
-    # the rotation matrix follows the points' dtype (a float64 matrix would promote them)
+    # the rotation matrix follows the points' dtype (a float64 matrix would promote them;
+    # the chapter does not say: capability dtype_preservation)
     pts = np.array([[1.0, 0.0], [0.5, 1.0]], dtype=np.float32)
     out = impl.run("rotate", impl.arr(pts, "float32"), math.pi / 2)
     check_close(

@@ -67,6 +67,23 @@ def test_fit_checks_every_label_before_any_weight_moves(impl: Impl, last: int, d
     _check_unchanged(impl, model, ws, f"fit refused labels ending in {last} ({dtype})")
 
 
+def test_loss_rejects_float_labels(impl: Impl) -> None:
+    # labels 0.0 and 2.0 cast to integers would give a loss (Keras casts them): a library
+    # that checks refuses them, class indices must be integers
+    p = impl.arr(np.full((2, 3), 1 / 3))
+    impl.run("sparse_categorical_crossentropy", impl.arr(np.array([0, 2]), "int64"), p)
+    impl.rejects("sparse_categorical_crossentropy", impl.arr(np.array([0.0, 2.0]), "float64"), p)
+
+
+@pytest.mark.requires("training")
+def test_update_weights_rejects_gradients_and_weights_of_unequal_length(impl: Impl) -> None:
+    # the book's zip(gradients, weights) silently stops at the shorter one
+    c, _, model = _small_model(impl, "model_gradients")
+    grads = [impl.arr(c[f"g{i}"]) for i in range(4)]
+    impl.call("update_weights", grads, impl.call("model_weights", model), 0.25)
+    impl.rejects("update_weights", grads[:3], impl.call("model_weights", model), 0.25)
+
+
 def test_loss_rejects_bool_labels(impl: Impl) -> None:
     p = impl.arr(np.full((2, 3), 1 / 3))
     impl.run("sparse_categorical_crossentropy", impl.arr(np.array([0, 1]), "int64"), p)
