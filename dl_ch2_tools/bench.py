@@ -38,6 +38,7 @@ On CUDA the same epochs run with the data resident on the GPU. Writes ``bench.js
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -53,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
 from torch import nn
 
@@ -283,35 +285,22 @@ def naive_vs_vectorized(repeats: int = 20) -> dict[str, Any]:
 # --- memory --------------------------------------------------------------------------
 
 
-def _descendants(root: int) -> list[int]:
-    """``root`` and every live process below it, from /proc (Linux)."""
-    parent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # the command name is in parentheses and may hold spaces: split after it
-        fields = stat.rsplit(")", 1)[1].split()
-        parent[int(entry)] = int(fields[1])
-    tree, frontier = [root], [root]
-    while frontier:
-        frontier = [pid for pid, ppid in parent.items() if ppid in frontier]
-        tree += frontier
-    return tree
+def process_tree_memory_kb(root: int) -> tuple[int, int]:
+    """(resident set size in kB, process count) of ``root`` and every process below it.
 
-
-def _memory_kb(pid: int) -> int:
-    """The process's resident set size in kB (0 once it is gone)."""
+    ``psutil``: a process that ends while it is read counts 0; a ``root`` already gone is
+    ``(0, 0)``.
+    """
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
+        top = psutil.Process(root)
+        tree = [top, *top.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0, 0
+    total = 0
+    for proc in tree:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            total += proc.memory_info().rss
+    return total // 1024, len(tree)
 
 
 def peak_memory_of_train(
@@ -356,10 +345,9 @@ def _peak_memory(
     def sample() -> None:
         nonlocal peak_kb, peak_procs
         while not done.is_set():
-            pids = _descendants(proc.pid)
-            total = sum(_memory_kb(p) for p in pids)
+            total, count = process_tree_memory_kb(proc.pid)
             if total > peak_kb:
-                peak_kb, peak_procs = total, len(pids)
+                peak_kb, peak_procs = total, count
             if time.monotonic() > deadline:
                 proc.kill()
             done.wait(interval_s)
