@@ -69,6 +69,7 @@ from dl_ch2.first_example import (
 from dl_ch2.naive_model import build_naive_model
 from dl_ch2.tensor_operations import naive_add, naive_relu
 from dl_ch2.training_loop import fit
+from dl_ch2_tools.options import OptionError
 
 N, D, H, C, BATCH = 60000, 784, 512, 10, 128
 
@@ -529,19 +530,21 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _check_options(repeats: int, epochs: int, samples: int, only: Sequence[str] | None) -> None:
-    for name, value, least in (("repeats", repeats, 1), ("epochs", epochs, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"bench: --{name} must be an integer >= {least}, got {value!r}")
+    """The bench's options, checked here only (the CLI passes them through): OptionError."""
+    for name, value in (("repeats", repeats), ("epochs", epochs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise OptionError(f"--{name}", f"must be an integer >= 1, got {value!r}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < BATCH:
-        raise ValueError(
-            f"bench: --samples must be an integer >= {BATCH} (one batch), got {samples!r}"
+        raise OptionError(
+            "--samples", f"must be an integer >= {BATCH} (one batch), got {samples!r}"
         )
     if only is not None:
         unknown = [n for n in only if n not in CANDIDATES]
         if unknown or not only:
-            raise ValueError(
-                f"bench: --only must name candidates among {', '.join(CANDIDATES)}, "
-                f"got {', '.join(only) or 'none'}"
+            raise OptionError(
+                "--only",
+                f"must name candidates among {', '.join(CANDIDATES)}, "
+                f"got {', '.join(only) or 'none'}",
             )
 
 
@@ -559,7 +562,10 @@ def run_bench(
     Bad options raise ValueError naming the option, before any work.
     """
     _check_options(repeats, epochs, samples, only)
-    dev = resolve_device(device)
+    try:
+        dev = resolve_device(device)
+    except ValueError as exc:
+        raise OptionError("--device", str(exc)) from None
     x, y = synthetic_mnist(dev, n=samples)
     chosen = [n for n in CANDIDATES if only is None or n in only]
     if dev.type != "cpu" and "numpy_reference" in chosen:

@@ -62,6 +62,7 @@ from dl_ch2.first_example import build_first_example_model, predict, preprocess,
 from dl_ch2.naive_model import build_naive_model
 from dl_ch2.training_loop import evaluate, fit
 from dl_ch2_tools.mnist import FILES, idx_bytes, load_mnist
+from dl_ch2_tools.options import OptionError
 
 __all__ = [
     "MAX_SEED",
@@ -122,11 +123,14 @@ def _versions() -> dict[str, str]:
 
 
 def validate_config(cfg: TrainConfig) -> None:
-    """Every option checked before any work: ValueError / TypeError naming the field."""
+    """Every option checked before any work, once: ``OptionError`` naming the CLI option.
+
+    (A value of the wrong type, from Python, is a TypeError naming the field.)
+    """
     if cfg.model not in ("naive", "keras", "both"):
-        raise ValueError(f"model must be naive, keras or both, got {cfg.model!r}")
+        raise OptionError("--model", f"must be naive, keras or both, got {cfg.model!r}", "model")
     if cfg.backend not in ("torch", "numpy"):
-        raise ValueError(f"backend must be torch or numpy, got {cfg.backend!r}")
+        raise OptionError("--backend", f"must be torch or numpy, got {cfg.backend!r}", "backend")
     for name in ("batch_size", "epochs", "seed"):
         value = getattr(cfg, name)
         if name == "epochs" and value is None:
@@ -134,18 +138,31 @@ def validate_config(cfg: TrainConfig) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
     if cfg.epochs is not None and cfg.epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {cfg.epochs}")
+        raise OptionError("--epochs", f"must be >= 1, got {cfg.epochs}", "epochs")
     if cfg.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+        raise OptionError("--batch-size", f"must be >= 1, got {cfg.batch_size}", "batch_size")
     if not 0 <= cfg.seed <= MAX_SEED:
-        raise ValueError(f"seed must be in [0, 2**64 - 1], got {cfg.seed}")
+        raise OptionError("--seed", f"must be in [0, 2**64 - 1], got {cfg.seed}", "seed")
     lr = cfg.learning_rate
     if isinstance(lr, bool) or not isinstance(lr, (int, float)):
         raise TypeError(f"learning_rate must be a float, got {type(lr).__name__} ({lr!r})")
     if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"learning_rate must be positive and finite, got {lr}")
+        raise OptionError(
+            "--learning-rate", f"must be positive and finite, got {lr}", "learning_rate"
+        )
     if cfg.compile and cfg.backend != "torch":
-        raise ValueError("compile=True needs the torch backend (torch.compile)")
+        raise OptionError("--compile", "needs --backend torch (torch.compile)", "compile")
+    if distributed.launched_by_torchrun() and cfg.backend != "torch":
+        raise OptionError(
+            "--backend", "numpy runs in one process; launch it without torchrun", "backend"
+        )
+    if distributed.launched_by_torchrun() and cfg.compile:
+        raise OptionError(
+            "--compile",
+            "not supported under torchrun (the gradient all-reduce runs between autograd "
+            "and the update); drop --compile or run one process",
+            "compile",
+        )
 
 
 def _new_run_dir(runs_root: Path) -> Path:
@@ -429,13 +446,6 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.save_weights:
         import dl_ch2_tools.weights  # noqa: F401 - fail now, not after training
     launched = distributed.launched_by_torchrun()
-    if launched and cfg.backend != "torch":
-        raise ValueError("--backend numpy runs in one process; launch it without torchrun")
-    if launched and cfg.compile:
-        raise ValueError(
-            "--compile is not supported under torchrun (the gradient all-reduce runs "
-            "between autograd and the update); drop --compile or run one process"
-        )
     # only rank 0 writes; if its folder is refused, torchrun stops the other ranks
     rank0 = not launched or os.environ.get("RANK", "0") == "0"
     out, created = prepare_run_dir(cfg) if rank0 else (None, False)
