@@ -577,3 +577,41 @@ def test_no_import_cycles_in_the_port_or_the_tools(package: str) -> None:
     assert not cycles, "import cycles (TYPE_CHECKING and function-level imports count):\n" + (
         "\n".join(" <-> ".join(c) for c in cycles)
     )
+
+
+# --- short functions in the port (issue 23) ---------------------------------------------
+
+#: The longest a function of dl_ch2 may be, signature and docstring included, and the
+#: longest ``fit``'s body may be (its statements, without the docstring).
+MAX_FUNCTION_LINES, MAX_FIT_BODY_LINES = 60, 40
+
+
+def function_lengths(source: str) -> dict[str, tuple[int, int]]:
+    """``name -> (lines from def to end, lines of the body without its docstring)``."""
+    out: dict[str, tuple[int, int]] = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                body = body[1:]
+            end = node.end_lineno or node.lineno
+            first = body[0].lineno if body else end
+            out[f"{node.name}:{node.lineno}"] = (end - node.lineno + 1, end - first + 1)
+    return out
+
+
+def test_function_lengths_count_from_def_and_skip_the_docstring() -> None:
+    src = 'def f(\n    a: int,\n) -> int:\n    """Doc.\n\n    More.\n    """\n    b = a\n    return b\n'
+    assert function_lengths(src) == {"f:1": (9, 2)}
+
+
+def test_the_port_has_short_functions_and_fit_reads_like_the_notebook() -> None:
+    lengths = {
+        f"{_rel(p)}:{name}": n
+        for p in _sources("dl_ch2")
+        for name, n in function_lengths(p.read_text(encoding="utf-8")).items()
+    }
+    long = {k: total for k, (total, _) in lengths.items() if total > MAX_FUNCTION_LINES}
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
+    (fit_body,) = [body for k, (_, body) in lengths.items() if "training_loop.py:fit:" in k]
+    assert fit_body <= MAX_FIT_BODY_LINES
