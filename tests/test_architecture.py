@@ -601,7 +601,8 @@ def function_lengths(source: str) -> dict[str, tuple[int, int]]:
 
 
 def test_function_lengths_count_from_def_and_skip_the_docstring() -> None:
-    src = 'def f(\n    a: int,\n) -> int:\n    """Doc.\n\n    More.\n    """\n    b = a\n    return b\n'
+    src = 'def f(\n    a: int,\n) -> int:\n    """Doc.\n\n    More.\n    """\n'
+    src += "    b = a\n    return b\n"
     assert function_lengths(src) == {"f:1": (9, 2)}
 
 
