@@ -30,6 +30,7 @@ import torch
 from conformance.atomic import OutputPathError, ensure_writable_dir
 from dl_ch2 import __version__
 from dl_ch2._checks import resolve_device
+from dl_ch2.first_example import RMSPROP_VARIANTS
 from dl_ch2.naive_model import build_naive_model
 from dl_ch2.training_loop import NonFiniteLossError, evaluate, fit
 from dl_ch2_tools.main_job import StoppedBySignal, TrainConfig, evaluate_weights, run_train
@@ -201,6 +202,7 @@ def _train(args: argparse.Namespace) -> int:
                 figures=not args.no_figures,
                 force=args.force,
                 compile=args.compile,
+                rmsprop=args.rmsprop,
                 runs_root=Path(args.runs_root),
                 dist_timeout=args.dist_timeout,
             )
@@ -396,6 +398,13 @@ def _add_train(sub: Any) -> None:
     train.add_argument("--no-figures", action="store_true", help="skip the chapter's figures")
     train.add_argument(
         "--compile", action="store_true", help="torch.compile the training steps (torch backend)"
+    )
+    train.add_argument(
+        "--rmsprop",
+        choices=list(RMSPROP_VARIANTS),
+        default="keras-2.6",
+        help="the first example's RMSprop: keras-2.6, the book's (epsilon outside the square "
+        "root), or keras-3, TF 2.11+ and Keras 3's (inside)",
     )
     train.add_argument(
         "--dist-timeout",

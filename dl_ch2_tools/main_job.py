@@ -58,7 +58,13 @@ import torch
 from conformance.atomic import OutputPathError, atomic_write, ensure_writable_dir
 from dl_ch2 import __version__, distributed
 from dl_ch2._checks import resolve_device
-from dl_ch2.first_example import build_first_example_model, predict, preprocess, train_first_example
+from dl_ch2.first_example import (
+    RMSPROP_VARIANTS,
+    build_first_example_model,
+    predict,
+    preprocess,
+    train_first_example,
+)
 from dl_ch2.naive_model import NaiveSequential, build_naive_model
 from dl_ch2.training_loop import evaluate, fit
 from dl_ch2_tools.mnist import FILES, idx_bytes, load_mnist
@@ -94,6 +100,7 @@ class TrainConfig:
     figures: bool = True
     force: bool = False  # replace an earlier run's metrics.json in ``out``
     compile: bool = False  # torch.compile the training steps (torch backend)
+    rmsprop: str = "keras-2.6"  # the first example's: keras-2.6 (the book's) or keras-3
     runs_root: Path = Path("runs")
     save_weights: bool = True
     dist_timeout: float | None = None  # seconds; None: $DL_CH2_DIST_TIMEOUT or 60
@@ -149,6 +156,15 @@ def validate_config(cfg: TrainConfig) -> None:
     if not (math.isfinite(lr) and lr > 0):
         raise OptionError(
             "--learning-rate", f"must be positive and finite, got {lr}", "learning_rate"
+        )
+    if cfg.rmsprop not in RMSPROP_VARIANTS:
+        choices = ", ".join(RMSPROP_VARIANTS)
+        raise OptionError("--rmsprop", f"must be one of {choices}, got {cfg.rmsprop!r}", "rmsprop")
+    if cfg.rmsprop != "keras-2.6" and cfg.backend != "torch":
+        raise OptionError(
+            "--rmsprop",
+            "the NumPy reference has Keras 2.6's RMSprop only (keras-2.6); use --backend torch",
+            "rmsprop",
         )
     if cfg.compile and cfg.backend != "torch":
         raise OptionError("--compile", "needs --backend torch (torch.compile)", "compile")
@@ -250,6 +266,7 @@ def _run_config(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
         "learning_rate": cfg.learning_rate,
         "seed": cfg.seed,
         "compile": cfg.compile,
+        "rmsprop": cfg.rmsprop,
     }
 
 
@@ -343,6 +360,7 @@ class TorchBackend:
             on_epoch_end=on_epoch_end,
             **_compile_kwargs(self.cfg),
             data_parallel=self.dp,
+            rmsprop=self.cfg.rmsprop,
         )
         self._check_identical(list(model.parameters()))
         probs = predict(model, self.test_x)
@@ -456,7 +474,8 @@ def _train_keras(
     model = build_first_example_model(device=device, generator=g)
     shuffle = torch.Generator().manual_seed((cfg.seed + 1) % (MAX_SEED + 1))
     print(
-        f"\n== §2.1 first example: Dense 512 relu -> Dense 10 softmax, RMSprop, batch "
+        f"\n== §2.1 first example: Dense 512 relu -> Dense 10 softmax, RMSprop "
+        f"({cfg.rmsprop}), batch "
         f"{cfg.batch_size}, {epochs} epochs, backend {cfg.backend} =="
     )
     epoch_acc: list[float] = []
@@ -624,6 +643,7 @@ def _run(
         "device": str(device),
         "batch_size": cfg.batch_size,
         "compile": cfg.compile,
+        "rmsprop": cfg.rmsprop,
         "versions": _versions(),
         "argv": sys.argv[1:],
         "mnist_md5": _mnist_md5s(
