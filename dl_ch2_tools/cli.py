@@ -71,6 +71,22 @@ def _one_line(text: object) -> str:
 # --- option types: each names what it wants; argparse adds the option's name -------------
 
 
+def integer(text: str) -> int:
+    """Any integer; its range is the main job's to check."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def number(text: str) -> float:
+    """Any float (nan and inf included); its range is the main job's to check."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
 def positive_int(text: str) -> int:
     """An integer >= 1."""
     try:
@@ -370,20 +386,21 @@ def _add_train(sub: Any) -> None:
         help="the port, or the NumPy reference (same weights and batches)",
     )
     _add_device(train)
+    # the values are checked once, by main_job.validate_config (OptionError: exit 2)
     train.add_argument(
         "--epochs",
-        type=positive_int,
+        type=integer,
         default=None,
         help="passes over the data (default: the book's, 10 from scratch, 5 for Keras)",
     )
-    train.add_argument("--batch-size", type=positive_int, default=128, help="samples per step")
+    train.add_argument("--batch-size", type=integer, default=128, help="samples per step")
     train.add_argument(
         "--learning-rate",
-        type=positive_finite_float,
+        type=number,
         default=1e-3,
         help="SGD learning rate of the from-scratch model (positive, finite)",
     )
-    train.add_argument("--seed", type=seed_int, default=0, help="in [0, 2**64 - 1]")
+    train.add_argument("--seed", type=integer, default=0, help="in [0, 2**64 - 1]")
     train.add_argument(
         "--out",
         default=None,
