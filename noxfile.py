@@ -38,11 +38,17 @@ TORCH_BUILD_ARGS: dict[str, list[str]] = {
 }
 
 
+#: The tooling's libraries, pinned here (pyproject.toml gives only lower bounds); every
+#: session that installs the package installs these first.
+TOOL_PINS = ["filelock==4.3.2", "psutil==7.2.2"]
+
+
 @nox.session
 @nox.parametrize("torch", list(TORCH_BUILDS), ids=list(TORCH_BUILDS))
 def tests(session: nox.Session, torch: str) -> None:
     """Unit tests with pytest-xdist on one torch build."""
     session.install(*TORCH_BUILDS[torch])
+    session.install(*TOOL_PINS)
     session.install(".[test,plot]")
     _fetch_mnist(session)
     session.run(
@@ -67,6 +73,7 @@ OLDEST_TORCH = "2.3.1"
 def tests_oldest_torch(session: nox.Session) -> None:
     """Unit tests on the oldest supported torch (``nox -s tests_oldest_torch``; not by default)."""
     session.install(f"torch=={OLDEST_TORCH}", "numpy<2")
+    session.install(*TOOL_PINS)
     session.install(".[test,plot]")
     _fetch_mnist(session)
     session.run(
@@ -99,6 +106,7 @@ CONFORMANCE_TARGETS = ["numpy", "torch-cpu", "torch-cuda", "mutants"]
 def conformance(session: nox.Session, impl: str) -> None:
     """Grade an implementation with the conformance suite, or run the mutants."""
     session.install("torch==2.13.0")
+    session.install(*TOOL_PINS)
     session.install(".[conformance,plot]")
     _fetch_mnist(session)
     _conformance_target(session, impl, session.posargs)
@@ -112,6 +120,7 @@ def conformance_ci(session: nox.Session) -> None:
     ``conformance(mutants)``; one install instead of three keeps a fresh CI short.
     """
     session.install("torch==2.13.0")
+    session.install(*TOOL_PINS)
     session.install(".[conformance,plot]")
     _fetch_mnist(session)
     for impl in ("numpy", "torch-cpu", "mutants"):
@@ -155,6 +164,7 @@ def grade(session: nox.Session) -> None:
     if not session.posargs:
         session.error("usage: nox -s grade -- <adapter module or path> [options]")
     session.install("torch==2.13.0")
+    session.install(*TOOL_PINS)
     session.install(".[conformance]")
     session.run("python", "-m", "conformance", "grade", *session.posargs)
 
@@ -168,6 +178,7 @@ def mutation(session: nox.Session, target: str) -> None:
     arguments go to conformance/mutation/run.py (e.g. mutant name globs, --max-children 2).
     """
     session.install("torch==2.13.0")
+    session.install(*TOOL_PINS)
     session.install(".[conformance,plot]", "mutmut==3.8.1", "pytest-timeout==2.4.0")
     session.run(
         "python",
@@ -192,7 +203,14 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
     session.install(
-        "torch==2.13.0", "mypy==2.4.1", "numpy", "tqdm", "types-tqdm", "pytest", "hypothesis"
+        "torch==2.13.0",
+        "mypy==2.4.1",
+        "numpy",
+        "tqdm",
+        "types-tqdm",
+        "pytest",
+        "hypothesis",
+        *TOOL_PINS,
     )
     session.run("mypy", "dl_ch2", "dl_ch2_tools", "conformance")
 
@@ -207,6 +225,7 @@ def train(session: nox.Session) -> None:
     Extra arguments go to `dl-ch2 train`, e.g. `nox -s train -- --backend numpy --seed 1`.
     """
     session.install("torch==2.13.0")
+    session.install(*TOOL_PINS)
     session.install(".[plot]")
     session.run("dl-ch2", "data")
     session.run("dl-ch2", "train", *session.posargs)
@@ -219,6 +238,7 @@ def train(session: nox.Session) -> None:
 def headline(session: nox.Session) -> None:
     """The chapter's headline numbers for 3 seeds on both backends (a report, ~5 min on CPU)."""
     session.install("torch==2.13.0")
+    session.install(*TOOL_PINS)
     session.install(".")
     session.run("dl-ch2", "data")
     session.run("python", "benchmarks/headline.py", *session.posargs)
@@ -234,6 +254,7 @@ def bench(session: nox.Session) -> None:
     15 minutes on a quiet 2-core machine.
     """
     session.install("torch==2.13.0")
+    session.install(*TOOL_PINS)
     session.install(".")
     _fetch_mnist(session)
     session.run("dl-ch2", "bench", *session.posargs)
@@ -248,6 +269,7 @@ def grade_all_bench(session: nox.Session) -> None:
     """
     session.install("numpy", "pytest", "pytest-xdist", "pytest-timeout", "hypothesis")
     session.install("tqdm", "matplotlib", 'tomli; python_version < "3.11"')
+    session.install(*TOOL_PINS)
     session.install("--no-deps", ".")  # dl-ch2 without torch: the suite grades NumPy code
     session.run("python", "benchmarks/grade_all_throughput.py", *session.posargs)
 
@@ -258,5 +280,6 @@ def bench_distributed(session: nox.Session) -> None:
     per step: writes bench-out/distributed.json (args go to benchmarks/distributed_bench.py).
     """
     session.install("torch==2.13.0")
+    session.install(*TOOL_PINS)
     session.install(".")
     session.run("python", "benchmarks/distributed_bench.py", *session.posargs)

@@ -9,6 +9,10 @@ The chapter's modules, in the book's order:
 - ``naive_model``, ``batch_generator``, ``losses``, ``training_loop`` (§2.5): the model
   built from scratch, its batches, its loss, ``one_training_step``, ``fit``, ``evaluate``.
 
+Beside them: ``loss_monitor`` (the checks on the training loss and their errors),
+``distributed`` (data-parallel steps under torchrun), ``_checks`` (argument checks),
+``_steps`` (the shape of a step) and ``_compile`` (the ``compile=True`` wrapper).
+
 The tooling around them (MNIST fetching and ``load_mnist``, the ``dl-ch2`` CLI, the main
 job, figures, benchmarks) is the separate package ``dl_ch2_tools``; the port never imports
 it, nor the conformance suite. The book's names are re-exported here and imported on

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -78,10 +78,13 @@ def shape_str(shape: Sequence[int] | torch.Size) -> str:
     return str(tuple(int(s) for s in shape))
 
 
-def require_images(value: object, weights: Sequence[torch.Tensor], name: str = "images") -> None:
-    """Floating-point images of the model's dtype (the first weight's)."""
+def require_images(
+    value: object, weights: Sequence[torch.Tensor], name: str = "images"
+) -> torch.Tensor:
+    """Floating-point images of the model's dtype and on its device (the first weight's)."""
     images = require_tensor(name, value)
     dtype = weights[0].dtype
+    require_device(name, images, weights[0].device)
     if images.dtype != dtype:
         hint = (
             "scale them to floats in [0, 1] first (§2.1's preprocess)"
@@ -91,14 +94,31 @@ def require_images(value: object, weights: Sequence[torch.Tensor], name: str = "
         raise TypeError(
             f"{name} have dtype {images.dtype} but the model's weights are {dtype}; {hint}"
         )
+    return images
 
 
-def require_labels(value: object, images: torch.Tensor, what: str = "train on") -> None:
+def require_device(name: str, x: torch.Tensor, device: torch.device) -> None:
+    """``x`` holds values (not on the meta device) and sits on ``device``."""
+    if x.device.type == "meta":
+        raise ValueError(
+            f"{name} are on the meta device: they have a shape {shape_str(x.shape)} but no "
+            f"values; create them on {device} (the model's device)"
+        )
+    if x.device != device:
+        raise ValueError(
+            f"{name} are on {x.device} but the model's weights on {device}; move them with "
+            f"{name}.to({str(device)!r})"
+        )
+
+
+def require_labels(value: object, images: torch.Tensor, what: str = "train on") -> torch.Tensor:
     """1-D integer class indices, one per image, none negative (one host sync).
 
     The upper bound needs the model's width: the loss checks it on every batch.
     """
     labels = require_tensor("labels", value)
+    if labels.device.type == "meta":
+        require_device("labels", labels, images.device)
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
         raise TypeError(f"labels must hold integer class indices, got dtype {labels.dtype}")
     if labels.ndim != 1 or len(labels) != len(images):
@@ -111,6 +131,7 @@ def require_labels(value: object, images: torch.Tensor, what: str = "train on") 
     lowest = int(labels.min())
     if lowest < 0:
         raise ValueError(f"labels must be class indices >= 0, got {lowest}")
+    return labels
 
 
 def require_label_range(labels: torch.Tensor, classes: int) -> None:
@@ -121,3 +142,29 @@ def require_label_range(labels: torch.Tensor, classes: int) -> None:
             f"labels must lie in [0, {classes}) for a model with {classes} outputs, "
             f"got values from {lo} to {hi}"
         )
+
+
+def require_training_inputs(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    weights: Sequence[torch.Tensor],
+    images: object,
+    labels: object,
+    epochs: object,
+    batch_size: object,
+) -> None:
+    """Everything ``fit`` and ``train_first_example`` check before any weight moves.
+
+    ``epochs`` and ``batch_size`` positive ints; ``images`` of the weights' dtype and
+    device; ``labels`` 1-D integer class indices on the images' device, one per image, in
+    ``[0, classes)``, where ``classes`` is the model's width, read from one forward pass on
+    one image under ``no_grad`` (a forward hook sees that call too).
+    """
+    require_positive_int("epochs", epochs)
+    require_positive_int("batch_size", batch_size)
+    images = require_images(images, weights)
+    labels = require_labels(labels, images)
+    if labels.device != images.device:
+        require_device("labels", labels, images.device)
+    with torch.no_grad():
+        classes = model(images[:1]).shape[-1]
+    require_label_range(labels, classes)

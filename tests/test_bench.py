@@ -6,6 +6,7 @@ No speed is asserted here (targets live in the benchmark's own report, never in 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -187,13 +188,17 @@ def test_the_memory_sampler_sees_the_process_tree() -> None:
     import subprocess
     import sys
 
+    alone_kb, alone = bench.process_tree_memory_kb(os.getpid())
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        tree = bench._descendants(os.getpid())
-        assert tree[0] == os.getpid() and child.pid in tree
-        assert bench._memory_kb(os.getpid()) > 1000  # this interpreter and torch: > 1 MB
-        assert bench._memory_kb(child.pid) > 0
+        time.sleep(0.5)
+        tree_kb, count = bench.process_tree_memory_kb(os.getpid())
+        assert count >= alone + 1  # the child is in the tree
+        assert alone_kb > 1000  # this interpreter and torch: > 1 MB
+        assert tree_kb > 1000
+        child_kb, child_count = bench.process_tree_memory_kb(child.pid)
+        assert child_kb > 0 and child_count == 1
     finally:
         child.kill()
         child.wait()
-    assert bench._memory_kb(child.pid) == 0  # gone: nothing to read
+    assert bench.process_tree_memory_kb(child.pid) == (0, 0)  # gone: nothing to read

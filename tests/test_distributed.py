@@ -25,15 +25,17 @@ from dl_ch2.training_loop import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "dist_worker.py"
+FAULTY_CLI = Path(__file__).resolve().parent / "fault_injection.py"
 sys.path.insert(0, str(WORKER.parent))
 import dist_worker  # noqa: E402
+from fault_injection import FAULT_ENV, FAULT_EXIT_CODE, fault_from_env  # noqa: E402
 
 
 def torchrun(
     nproc: int, *args: str, env: dict[str, str] | None = None, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(WORKER.parent)])}
-    full_env.pop(distributed.FAULT_ENV, None)
+    full_env.pop(FAULT_ENV, None)
     full_env.update(env or {})
     return subprocess.run(
         [
@@ -130,10 +132,17 @@ def test_data_parallel_without_a_process_group_says_how_to_launch() -> None:
         distributed.check_weights_identical([torch.zeros(3)])
 
 
+def test_the_port_ships_no_fault_injection() -> None:
+    # exits and sleeps for tests live in tests/fault_injection.py, not in the package
+    source = (ROOT / "dl_ch2" / "distributed.py").read_text(encoding="utf-8")
+    for planted in ("os._exit", "sleep(", "DL_CH2_TEST", "FAULT_ENV", "FAULT_EXIT"):
+        assert planted not in source, planted
+
+
 def test_bad_fault_spec_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(distributed.FAULT_ENV, "1-5")
-    with pytest.raises(ValueError, match=distributed.FAULT_ENV):
-        distributed._fault()
+    monkeypatch.setenv(FAULT_ENV, "1-5")
+    with pytest.raises(ValueError, match=FAULT_ENV):
+        fault_from_env(1)
 
 
 # --- equivalence with one process ----------------------------------------------------------
@@ -194,9 +203,9 @@ def test_data_parallel_equals_one_process_float64(
 
 
 def test_a_rank_that_dies_mid_epoch_fails_the_job_and_writes_nothing(tmp_path: Path) -> None:
-    proc = torchrun(2, str(WORKER), str(tmp_path), env={distributed.FAULT_ENV: "1:3"}, timeout=120)
+    proc = torchrun(2, str(WORKER), str(tmp_path), env={FAULT_ENV: "1:3"}, timeout=120)
     assert proc.returncode != 0
-    assert f"exitcode  : {distributed.FAULT_EXIT_CODE}" in proc.stderr
+    assert f"exitcode  : {FAULT_EXIT_CODE}" in proc.stderr
     assert list(tmp_path.iterdir()) == []
 
 
@@ -206,7 +215,7 @@ def test_a_hung_rank_times_out_within_the_configured_timeout(tmp_path: Path) -> 
         2,
         str(WORKER),
         str(tmp_path),
-        env={distributed.FAULT_ENV: "1:3:hang", distributed.TIMEOUT_ENV: "3"},
+        env={FAULT_ENV: "1:3:hang", distributed.TIMEOUT_ENV: "3"},
         timeout=120,
     )
     elapsed = time.monotonic() - start
@@ -222,8 +231,7 @@ def test_train_cli_under_torchrun_dies_cleanly(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = torchrun(
         2,
-        "-m",
-        "dl_ch2_tools",
+        str(FAULTY_CLI),  # dl-ch2 with the test's fault injection installed
         "train",
         "--model",
         "naive",
@@ -232,7 +240,7 @@ def test_train_cli_under_torchrun_dies_cleanly(tmp_path: Path) -> None:
         "--no-figures",
         "--out",
         str(out),
-        env={distributed.FAULT_ENV: "1:5", distributed.TIMEOUT_ENV: "20"},
+        env={FAULT_ENV: "1:5", distributed.TIMEOUT_ENV: "20"},
     )
     assert proc.returncode != 0
     assert "dl-ch2: error: data-parallel training failed on rank 0 of 2" in proc.stderr
@@ -266,7 +274,7 @@ def test_train_cli_stopped_by_torchrun_reports_and_leaves_no_run_folder(
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     train = ["train", "--model", "naive", "--epochs", "3", "--no-figures", "--out", str(out)]
     status, stderr = sigterm_once_training(
-        [*launcher, "-m", "dl_ch2_tools", *train], env={distributed.FAULT_ENV: ""}
+        [*launcher, "-m", "dl_ch2_tools", *train], env={FAULT_ENV: ""}
     )
     assert status != 0
     assert "dl-ch2: error: data-parallel training failed on rank 0 of 2 (StoppedBySignal" in stderr

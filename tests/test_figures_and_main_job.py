@@ -140,3 +140,31 @@ def test_train_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert "argument --model" in capsys.readouterr().err
     with pytest.raises(ValueError, match="backend"):
         main_job.run_train(main_job.TrainConfig(backend="jax"))
+
+
+def test_train_picks_the_first_example_rmsprop_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # issue 23: --rmsprop keras-3 is TF 2.11+ / Keras 3's RMSprop; recorded in the sidecar
+    monkeypatch.setattr(main_job, "load_mnist", lambda root=None: small_mnist())
+    losses = {}
+    for variant in ("keras-2.6", "keras-3"):
+        out = tmp_path / variant
+        assert main(["train", "--model", "keras", "--epochs", "1", "--no-figures",
+                     "--rmsprop", variant, "--out", str(out)]) == 0  # fmt: skip
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["rmsprop"] == variant
+        sidecar = json.loads((out / "keras.safetensors.json").read_text())
+        assert sidecar["config"]["rmsprop"] == variant
+        losses[variant] = metrics["keras"]["epoch_loss"]
+    assert losses["keras-2.6"] != losses["keras-3"]
+
+
+def test_the_numpy_reference_has_only_the_books_rmsprop(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["train", "--backend", "numpy", "--rmsprop", "keras-3"]) == 2
+    err = capsys.readouterr().err
+    assert "argument --rmsprop" in err and "keras-2.6" in err
+    assert main(["train", "--rmsprop", "tf2"]) == 2
+    assert "argument --rmsprop: invalid choice" in capsys.readouterr().err

@@ -261,7 +261,94 @@ def test_labels_are_checked_before_training() -> None:
         train_first_example(model, x, torch.zeros(6))
     with pytest.raises(ValueError, match=r"labels must have shape \(N,\)"):
         train_first_example(model, x, torch.zeros(6, 1, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"labels are on meta but images on cpu"):
+    with pytest.raises(ValueError, match=r"labels are on the meta device.*no values"):
         train_first_example(model, x, torch.zeros(6, dtype=torch.long, device="meta"))
+    with pytest.raises(ValueError, match=r"images are on the meta device.*no values"):
+        train_first_example(model, x.to("meta"), torch.zeros(6, dtype=torch.long))
     for p, b in zip(model.parameters(), before, strict=True):
         assert torch.equal(p, b)  # nothing moved
+
+
+def test_a_nan_pixel_error_says_the_weights_are_now_nan() -> None:
+    # the bad batch's update carries the NaN into every weight: the error must say so
+    images, labels = _toy(300, torch.float32)
+    images[5, 100] = float("nan")
+    model = build_first_example_model(generator=torch.Generator().manual_seed(0))
+    with pytest.raises(NonFiniteLossError, match=r"weights now hold NaN/inf") as info:
+        train_first_example(model, images, labels, batch_size=64)
+    assert info.value.weights_finite is False
+    assert not all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+# --- the two RMSprops (issue 23): Keras 2.6's and TF 2.11+ / Keras 3's ----------------------
+
+
+def _one_rmsprop_step(variant: str, g: float) -> float:
+    """w = 1 with loss g * w, so the gradient is exactly g; one step of the named RMSprop."""
+    w = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+    opt = keras_rmsprop([w], variant)
+    (g * w).sum().backward()  # type: ignore[no-untyped-call]
+    opt.step()
+    return float(w.detach())
+
+
+def test_the_two_rmsprops_put_epsilon_outside_and_inside_the_root() -> None:
+    # by hand: v = (1 - 0.9) * g**2 = 1e-7 for g = 1e-3; lr = 1e-3, eps = 1e-7
+    g = 1e-3
+    keras26 = 1.0 - 1e-3 * g / (math.sqrt(1e-7) + 1e-7)  # eps outside: 1 - 3.161278e-3
+    keras3 = 1.0 - 1e-3 * g / math.sqrt(1e-7 + 1e-7)  # eps inside: 1 - sqrt(5) * 1e-3
+    assert keras26 == pytest.approx(0.996838722, abs=1e-9)
+    assert keras3 == pytest.approx(0.997763932, abs=1e-9)
+    assert _one_rmsprop_step("keras-2.6", g) == pytest.approx(keras26, rel=1e-12)
+    assert _one_rmsprop_step("keras-3", g) == pytest.approx(keras3, rel=1e-12)
+    # the default is the book's
+    w = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+    assert isinstance(keras_rmsprop([w]), torch.optim.RMSprop)
+
+
+def test_keras3_rmsprop_second_step_by_hand() -> None:
+    # g = 1e-3 then g = 2e-3: v1 = 1e-7, v2 = 0.9e-7 + 0.1 * 4e-6 = 4.9e-7
+    w = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+    opt = keras_rmsprop([w], "keras-3")
+    for g in (1e-3, 2e-3):
+        opt.zero_grad()
+        (g * w).sum().backward()  # type: ignore[no-untyped-call]
+        opt.step()
+    want = 1.0 - 1e-6 / math.sqrt(2e-7) - 2e-6 / math.sqrt(4.9e-7 + 1e-7)
+    assert float(w.detach()) == pytest.approx(want, rel=1e-12)
+
+
+def test_an_unknown_rmsprop_is_refused_naming_the_choices() -> None:
+    model = build_first_example_model(generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"keras-2\.6, keras-3, got 'tf'"):
+        train_first_example(
+            model, torch.rand(4, 784), torch.zeros(4, dtype=torch.long), rmsprop="tf"
+        )
+
+
+def test_train_first_example_uses_the_rmsprop_it_is_told() -> None:
+    images, labels = _toy(256, torch.float64)
+    runs = {}
+    for variant in ("keras-2.6", "keras-3"):
+        model = build_first_example_model(
+            dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+        )
+        twin = build_first_example_model(
+            dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+        )
+        g = torch.Generator().manual_seed(1)
+        runs[variant] = train_first_example(
+            model, images, labels, epochs=1, batch_size=64, generator=g, rmsprop=variant
+        )
+        opt = keras_rmsprop(twin.parameters(), variant)
+        twin_losses = train_first_example(
+            twin,
+            images,
+            labels,
+            epochs=1,
+            batch_size=64,
+            optimizer=opt,
+            generator=torch.Generator().manual_seed(1),
+        )
+        assert runs[variant] == twin_losses
+    assert runs["keras-2.6"] != runs["keras-3"]

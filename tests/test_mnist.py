@@ -356,7 +356,7 @@ def test_an_incomplete_cache_in_a_read_only_folder_is_a_clear_error(
     def refuse(*args: object, **kwargs: object) -> object:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(mnist, "open", refuse, raising=False)  # the lock file's open()
+    monkeypatch.setattr(mnist.FileLock, "acquire", refuse)  # the lock file cannot be made
     with pytest.raises(MNISTError, match=r"cannot write to .*DL_CH2_DATA"):
         fetch(tmp_path, specs_for(small_arrays()))
 
@@ -458,3 +458,14 @@ def test_the_sweep_keeps_a_live_process_s_download_folder(tmp_path: Path) -> Non
     live.mkdir()
     assert mnist.sweep_stale_downloads(tmp_path) == []
     assert live.is_dir()
+
+
+def test_the_mnist_table_is_public_for_the_suite_to_import() -> None:
+    # issue 23: one table of the four files; conformance may import it (dl_ch2_tools.mnist)
+    assert "MNIST_FILES" in mnist.__all__ and mnist.FILES is mnist.MNIST_FILES
+    assert {k: v.md5 for k, v in mnist.MNIST_FILES.items()} == {  # the published md5s
+        "train_images": "6bbc9ace898e44ae57da46a324031adb",
+        "train_labels": "a25bea736e30d166cdddb491f175f624",
+        "test_images": "2646ac647ad5339dbf082846283269ea",
+        "test_labels": "27ae3e4e09519cfbb04c329615203637",
+    }

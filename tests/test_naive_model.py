@@ -124,3 +124,14 @@ def test_cuda_request_without_cuda_is_a_clear_error() -> None:
         NaiveDense(3, 2, relu, device="cuda")
     with pytest.raises(ValueError, match="valid torch device"):
         NaiveDense(3, 2, relu, device="gpu0")
+
+
+def test_naive_dense_forward_reads_as_the_book_writes_it() -> None:
+    # §2.5.1: `return self.activation(tf.matmul(inputs, self.W) + self.b)`; no fast path first
+    import inspect
+
+    from dl_ch2.naive_model import NaiveDense
+
+    source = inspect.getsource(NaiveDense.forward)
+    assert "return self.activation(inputs @ self.W + self.b)" in source
+    assert "addmm" not in source and source.count("return ") == 1

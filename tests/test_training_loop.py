@@ -470,3 +470,51 @@ def test_fit_passes_gradient_transform_to_every_step() -> None:
     ref.fit(twin, x.numpy(), y.numpy(), 1, 32, learning_rate=0.1, print_fn=None)
     assert len(calls) == 3
     assert_weights_match(model, twin)
+
+
+# --- issue 23: evaluate names what fit names; meta tensors; NaN weights -------------------
+
+
+def test_evaluate_names_a_dtype_mismatch_as_fit_does() -> None:
+    model = small_model(dtype=torch.float64)
+    x, y = synthetic(8)
+    x = x.float()
+    with pytest.raises(TypeError, match=r"images have dtype torch.float32 but the model's "):
+        fit(model, x, y, epochs=1, **QUIET)
+    with pytest.raises(TypeError, match=r"images have dtype torch.float32 but the model's "):
+        evaluate(model, x, y)
+
+
+def test_evaluate_and_fit_name_images_on_another_device() -> None:
+    model = small_model()
+    x, y = synthetic(8)
+    for call in (
+        lambda: fit(model, x.to("meta"), y, epochs=1, **QUIET),
+        lambda: evaluate(model, x.to("meta"), y),
+    ):
+        with pytest.raises(ValueError, match=r"images are on the meta device.*no values"):
+            call()
+    for call in (
+        lambda: fit(model, x, y.to("meta"), epochs=1, **QUIET),
+        lambda: evaluate(model, x, y.to("meta")),
+    ):
+        with pytest.raises(ValueError, match=r"labels are on the meta device.*no values"):
+            call()
+
+
+def test_fit_says_when_a_nan_pixel_made_the_weights_nan() -> None:
+    x, y = synthetic(100)
+    x[3 * 8 + 2, 0] = float("nan")
+    model = small_model()
+    with pytest.raises(NonFiniteLossError, match=r"weights now hold NaN/inf") as info:
+        fit(model, x, y, epochs=1, batch_size=8, **QUIET)
+    assert info.value.weights_finite is False
+
+
+def test_a_non_finite_loss_with_finite_weights_says_they_are_finite() -> None:
+    from dl_ch2.loss_monitor import LossMonitor
+
+    w = torch.ones(3)
+    monitor = LossMonitor([w])
+    with pytest.raises(NonFiniteLossError, match=r"batch 1; the weights are still finite"):
+        monitor.check([torch.tensor(1.0), torch.tensor(float("inf"))], 0)

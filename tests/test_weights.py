@@ -184,15 +184,15 @@ def test_numpy_backend_weights_are_saved_too(
     assert abs(float(match.group(1)) - recorded) <= 0.005 + 5e-5
 
 
-def test_the_readme_snippet_saves_and_loads_a_naive_sequential(
+def test_the_docs_snippet_saves_and_loads_a_naive_sequential(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("## Saving and loading weights", 1)[1]
+    page = (Path(__file__).resolve().parents[1] / "docs" / "weights.md").read_text()
+    section = page.split("# Saving and loading weights", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     namespace: dict[str, Any] = {}
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(code, "docs/weights.md", "exec"), namespace)
     assert (tmp_path / "naive.safetensors").is_file()
     model, restored = namespace["model"], namespace["restored"]
     for a, b in zip(model.weights, restored.weights, strict=True):
