@@ -5,6 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -176,3 +182,79 @@ def test_cli_bad_rubric_is_a_one_line_usage_error(
     assert code == 2
     assert len(err.splitlines()) == 1 and "visibility.default" in err
     assert not (tmp_path / "a.zip").exists()
+
+
+def test_every_entry_gets_a_row_even_those_that_cannot_be_graded(tmp_path: Path) -> None:
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "notes.txt").write_text("not a submission")
+    (subs / "link.py").symlink_to(STUDENT)  # a link out of the folder: never followed
+    with open(subs / "huge.py", "wb") as f:  # sparse: 60 MB that cost no disk
+        f.truncate(60 * 2**20)
+    bad_name = b"caf\xe9.py".decode("utf-8", "surrogateescape")  # a Latin-1 name
+    (subs / bad_name).write_text("ADAPTER = None\n")
+    rows = grade_all(subs, tmp_path / "out", load_rubric(), jobs=1, progress=False)
+    by = {r.submission: r for r in rows}
+    assert set(by) == {"notes.txt", "link.py", "huge.py", "caf\\xe9.py"}, set(by)
+    assert "not a .py file" in by["notes.txt"].reason
+    assert "symbolic link" in by["link.py"].reason
+    assert "over the" in by["huge.py"].reason
+    assert by["caf\\xe9.py"].status == "error"  # graded: its ADAPTER is None
+    assert all(r.score == 0 for r in rows)
+    table = list(csv.reader((tmp_path / "out" / "gradebook.csv").read_text().splitlines()))
+    assert [row[0] for row in table[1:]] == [r.submission for r in rows]
+
+
+def test_hashing_a_submission_streams_it(tmp_path: Path) -> None:
+    big = tmp_path / "big.py"
+    with open(big, "wb") as f:
+        f.truncate(200 * 2**20)
+    tracemalloc.start()
+    submission_key(big, "suite", load_rubric())
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 * 2**20, f"hashing 200 MiB held {peak / 2**20:.1f} MiB at once"
+
+
+@pytest.mark.parametrize(("sig", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_stopping_the_batch_writes_the_gradebook_of_what_finished(
+    tmp_path: Path, sig: str, code: int
+) -> None:
+    flag = Path(tempfile.mkdtemp(prefix="dl-ch2-stop-"))
+    flag.chmod(0o777)
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "a_good.py").write_text(STUDENT.read_text())
+    hang = (
+        STUDENT.read_text()
+        + f"\nimport os, time\nopen(os.path.join({str(flag)!r}, 'started'), 'w').close()\n"
+        "time.sleep(3600)\n"
+    )
+    for name in ("b_hangs.py", "c_waits.py", "d_waits.py"):
+        (subs / name).write_text(hang)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "conformance", "grade-all", str(subs), "--out", str(out)]
+    proc = subprocess.Popen(
+        [*cmd, "--jobs", "1", "--no-progress"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL) and None,
+    )
+    deadline = time.monotonic() + 120
+    while not (flag / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert (flag / "started").exists(), "the hanging submission never started"
+    proc.send_signal(getattr(signal, sig))
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == code, output.decode()[-2000:]
+    assert b"stopped by" in output
+    table = list(csv.reader((out / "gradebook.csv").read_text().splitlines()))
+    rows = {row[0]: row for row in table[1:]}
+    assert set(rows) == {"a_good.py", "b_hangs.py", "c_waits.py", "d_waits.py"}
+    assert rows["a_good.py"][-2] == "ok"
+    assert "not graded" in rows["c_waits.py"][-1] and "not graded" in rows["d_waits.py"][-1]
+    assert rows["b_hangs.py"][-2] in ("incomplete", "error")
+    time.sleep(1)
+    leftover = subprocess.run(["pgrep", "-f", str(subs)], capture_output=True, text=True)
+    assert leftover.stdout.strip() == "", "a grade outlived the stopped batch"
