@@ -174,10 +174,13 @@ def worker_site(packages: list[str], cache: Path | None = None) -> str:
     key = hashlib.sha256(
         json.dumps(sorted(f"{d.metadata['Name']}=={d.version}" for d in dists)).encode()
     ).hexdigest()[:16]
-    root = cache or Path(os.environ.get("DL_CH2_WORKER_CACHE", "/var/tmp"))
+    root = cache or Path(os.environ.get("DL_CH2_WORKER_CACHE", "/var/cache/dl-ch2"))
+    root.mkdir(mode=0o755, parents=True, exist_ok=True)
     dest = root / f"dl-ch2-worker-site-{key}"
-    if dest.is_dir():
+    if dest.is_dir() and _ours_alone(dest):
         return str(dest)
+    if dest.is_dir():  # someone else's, or writable by others: never import from it
+        raise RuntimeError(f"{dest} is not this grader's own (owner or mode): remove it")
     tmp = Path(tempfile.mkdtemp(prefix=".dl-ch2-site-", dir=root))
     for dist in dists:
         for f in dist.files or []:
@@ -212,6 +215,16 @@ def _package_dirs(packages: list[str]) -> list[str]:
             if folder not in dirs:
                 dirs.append(folder)
     return dirs
+
+
+def _ours_alone(folder: Path) -> bool:
+    """Owned by this process's user and writable by no one else, up to the root."""
+    for p in (folder, *folder.parents):
+        st = p.stat()
+        sticky_tmp = p != folder and st.st_mode & stat.S_ISVTX
+        if st.st_uid not in (0, os.geteuid()) or (st.st_mode & 0o022 and not sticky_tmp):
+            return False
+    return True
 
 
 def namespaces_work() -> tuple[bool, str]:
