@@ -569,8 +569,8 @@ def test_cycle_check_finds_planted_cycles_of_every_kind() -> None:
     assert import_cycles(import_graph(files)) == [["p.d", "p.e"]]
 
 
-@pytest.mark.parametrize("package", ["dl_ch2", "dl_ch2_tools"])
-def test_no_import_cycles_in_the_port_or_the_tools(package: str) -> None:
+@pytest.mark.parametrize("package", ["dl_ch2", "dl_ch2_tools", "conformance"])
+def test_no_import_cycles_in_the_port_the_tools_or_the_suite(package: str) -> None:
     graph = import_graph(_package_sources(package))
     assert len(graph) > 3
     cycles = import_cycles(graph)
