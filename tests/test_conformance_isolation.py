@@ -330,6 +330,8 @@ def test_the_submission_runs_in_a_capped_worker_process_never_in_the_grader(
         """,
     )
     os.chmod(log.parent, 0o777)
+    log.touch(mode=0o666)  # the probe's worker and the grade's may run as different uids
+    log.chmod(0o666)
     rc, out, report, _ = run_grade(
         tmp_path, str(path), "--memory-limit", "1", "--", "-k", "elementwise_golden"
     )

@@ -80,6 +80,9 @@ def shared(tmp_path: Path) -> Path:
     """A folder the worker may write, for its notes (tmp_path's parents are root's own)."""
     folder = Path(tempfile.mkdtemp(prefix="dl-ch2-hostile-"))
     folder.chmod(0o777)
+    # the probe's worker and the grade's may run as different uids: both must append
+    (folder / "notes.jsonl").touch()
+    (folder / "notes.jsonl").chmod(0o666)
     (tmp_path / "shared").symlink_to(folder)
     return folder
 
