@@ -493,3 +493,22 @@ def test_a_grader_that_is_not_root_still_keeps_the_submission_in_its_own_process
     assert "daemon alive" not in notes(tmp_path), notes(tmp_path)  # the subreaper ended it
     assert (home / "r.json").read_bytes() == before
     shutil.rmtree(home, ignore_errors=True)
+
+
+SECRET = """
+import os
+note("secret", os.environ.get("DL_CH2_GRADE_SECRET"))
+"""
+
+
+@pytest.mark.parametrize("level", ["default", "process"])
+def test_the_grade_s_secret_seed_never_reaches_the_worker(tmp_path: Path, level: str) -> None:
+    path = hostile(tmp_path, SECRET)
+    env = {**os.environ, "DL_CH2_ISOLATION": level}
+    report = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "conformance", "grade", str(path), "--report-json", str(report)]
+    proc = subprocess.run(
+        [*cmd, "--", "-k", "fresh_inputs"], capture_output=True, text=True, cwd=ROOT, env=env
+    )
+    assert report.exists(), proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert set(notes(tmp_path)["secret"]) == {"None"}

@@ -354,7 +354,8 @@ class WorkerProcess:
             flags = ["-s"] if iso.trusted else ["-I"]
             sites = [a for s in iso.site for a in ("--site", s)]
             argv = [iso.python, *flags, script, *fds, *sites]
-            env = dict(os.environ)
+            # the grade's secret seed stays with the grader (fresh inputs it never sees)
+            env = {k: v for k, v in os.environ.items() if k != "DL_CH2_GRADE_SECRET"}
             if iso.trusted:
                 env["PYTHONPATH"] = os.pathsep.join(
                     p for p in (str(_SUITE.parent), env.get("PYTHONPATH")) if p
