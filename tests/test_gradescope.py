@@ -300,6 +300,13 @@ def test_grade_gradescope_on_a_mutant_reports_failures(tmp_path: Path) -> None:
     failed = [t for t in results["tests"] if t["status"] == "failed"]
     assert failed and all(t["score"] == 0 and t.get("output") for t in failed)
     assert results["score"] == len(results["tests"]) - len(failed)
+    # the student sees why: what was checked, got and expected, and a runnable snippet
+    assert all("reproduce with:" in t["output"] for t in failed)
+    wrong_values = [t["output"] for t in failed if "values differ" in t["output"]]
+    assert wrong_values, [t["name"] for t in failed]
+    for text in wrong_values:
+        assert "got" in text and "expected" in text, text[:500]
+        assert "impl = load_adapter(" in text, text[:500]
 
 
 def test_grade_gradescope_on_a_missing_adapter_is_a_usage_error(tmp_path: Path) -> None:
