@@ -192,7 +192,7 @@ def _grade_dir(config: pytest.Config, state: State) -> Path:
     return folder
 
 
-def _connect(config: pytest.Config, state: State) -> None:
+def _connect(config: pytest.Config, state: State, grade_dir: Path) -> None:
     """Start the submission's worker; take its metadata (a bad adapter is a usage error)."""
     gib = float(config.getoption("--memory-limit"))
     limits = Limits(memory_bytes=int(gib * 2**30), cpu_s=int(state.budget or 1800.0) + 60)
@@ -204,12 +204,11 @@ def _connect(config: pytest.Config, state: State) -> None:
         limits=limits,
         cwd=str(state.origin_cwd),
     )
-    assert state.grade_dir is not None  # noqa: S101 - set just before
     folder = config.getoption("--submission-folder", None)
     conn = Connection(
         target,
         iso,
-        state.grade_dir,
+        grade_dir,
         folder=Path(folder) if folder else None,
         paths=paths,
         max_restarts=int(config.getoption("--max-restarts")),
@@ -248,14 +247,15 @@ def pytest_configure(config: pytest.Config) -> None:
             state.meta = AdapterMeta.from_json(Path(meta_file).read_text())
         else:
             state.grade_dir = _grade_dir(config, state)
-            _connect(config, state)
+            _connect(config, state, state.grade_dir)
             if state.role == "controller":  # it runs no spec: metadata was all it needed
                 _close(state)
     except AdapterLoadError as exc:
         _close(state)
         raise pytest.UsageError(f"--impl {spec}: {exc}") from None
     meta = state.meta
-    assert meta is not None  # noqa: S101 - set above
+    if meta is None:  # both branches above set it; a usage error rather than a crash
+        raise pytest.UsageError(f"--impl {spec}: the adapter's metadata could not be read")
     dtype = config.getoption("--dtype", None)
     if dtype is not None and dtype not in KNOWN_DTYPES:
         raise pytest.UsageError(f"--dtype must be one of {KNOWN_DTYPES}, got {dtype!r}")

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 import types
 from dataclasses import asdict, dataclass, field
@@ -161,7 +162,7 @@ class Connection:
 
     # -- lifecycle ------------------------------------------------------------------------
     def _scratch(self) -> Path:
-        scratch = Path(__import__("tempfile").mkdtemp(prefix="scratch-", dir=self.grade_dir))
+        scratch = Path(tempfile.mkdtemp(prefix="scratch-", dir=self.grade_dir))
         if self.iso.uid is not None:
             os.chown(scratch, self.iso.uid, self.iso.gid or self.iso.uid)
         return scratch
@@ -269,13 +270,11 @@ class Connection:
 
     def request(self, header: dict[str, Any], buffers: list[Any] | None = None) -> Any:
         """Send one request; return the decoded ``ok`` value or raise RemoteError/WorkerLost."""
-        if self.worker is None:
-            self._restart()
-        assert self.worker is not None  # noqa: S101 - for the type checker
+        worker = self.worker or self._restart()
         try:
-            wire.write_message(self.worker.req_w, header, buffers or [])
+            wire.write_message(worker.req_w, header, buffers or [])
             reply, bufs = wire.read_message(
-                self.worker.rep_r, deadline=self.deadline, max_bytes=MAX_REPLY_BYTES
+                worker.rep_r, deadline=self.deadline, max_bytes=MAX_REPLY_BYTES
             )
             if "err" in reply:
                 err = reply["err"]
@@ -299,7 +298,7 @@ class Connection:
     def _value(self, hid: int, kind: str) -> RemoteValue:
         return RemoteValue(self, wire.Handle(hid, kind[:100]))
 
-    def _restart(self) -> None:
+    def _restart(self) -> WorkerProcess:
         if self.restarts > self.max_restarts:
             raise WorkerLost(
                 f"worker restarts used up: the worker was lost {self.restarts} times, at most "
@@ -308,6 +307,9 @@ class Connection:
             self.start()
         except AdapterLoadError as exc:
             raise WorkerLost(f"the worker could not be restarted: {exc}") from None
+        if self.worker is None:  # start() sets it or raises
+            raise WorkerLost("the worker could not be restarted")
+        return self.worker
 
     def _lost(self, message: str) -> None:
         self.close()

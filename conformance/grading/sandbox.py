@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.metadata as md
+import importlib.util
 import json
 import os
 import re
@@ -205,8 +206,6 @@ def worker_site(packages: list[str], cache: Path | None = None) -> str:
 def _package_dirs(packages: list[str]) -> list[str]:
     """Where this interpreter imports ``packages`` from (a worker at the process level uses
     the grader's own copies)."""
-    import importlib.util
-
     dirs: list[str] = []
     for name in packages:
         spec = importlib.util.find_spec(name)
@@ -245,7 +244,7 @@ def hidden_paths(extra: list[str]) -> list[str]:
     paths = {str(_SUITE)}
     for pkg in ("dl_ch2", "dl_ch2_tools"):
         with contextlib.suppress(ImportError, AttributeError, TypeError):
-            spec = __import__("importlib.util").util.find_spec(pkg)
+            spec = importlib.util.find_spec(pkg)
             if spec is not None and spec.origin:
                 paths.add(str(Path(spec.origin).parent))
     checkout = _SUITE.parent
