@@ -82,8 +82,18 @@ def via_fit(
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     extra: dict[str, Any] = {"loss_fn": "from_logits"} if logits and NEW_API else {}
     try:
-        fit(model, x, y, epochs=epochs, batch_size=128, optimizer=opt, print_fn=None,
-            progress=False, **extra, **kw)  # fmt: skip
+        fit(
+            model,
+            x,
+            y,
+            epochs=epochs,
+            batch_size=128,
+            optimizer=opt,
+            print_fn=None,
+            progress=False,
+            **extra,
+            **kw,
+        )
     except (ValueError, RuntimeError) as exc:
         return f"{type(exc).__name__}: {exc}"
     return None

@@ -168,3 +168,26 @@ def require_training_inputs(
     with torch.no_grad():
         classes = model(images[:1]).shape[-1]
     require_label_range(labels, classes)
+
+
+def require_probabilities(predictions: torch.Tensor) -> None:
+    """Rows in [0, 1] that sum to 1 (to the dtype's rounding): what the book's default loss
+    takes. A logits model refused here would train wrong without a word (the loss clips
+    what it takes for probabilities). Non-finite rows are left to the loss's own checks.
+    """
+    p = predictions.detach().double()
+    if p.ndim != 2 or not bool(torch.isfinite(p).all()):
+        return
+    tol = max(1e-3, 16 * torch.finfo(predictions.dtype).eps)
+    lo, hi, sums = p.min(dim=1).values, p.max(dim=1).values, p.sum(dim=1)
+    bad = (lo < -tol) | (hi > 1 + tol) | ((sums - 1).abs() > tol)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"the model's outputs are not probabilities (rows must lie in [0, 1] and sum to "
+            f"1; row {i} lies in [{float(lo[i]):.3g}, {float(hi[i]):.3g}] and sums to "
+            f"{float(sums[i]):.4g}), but the default loss_fn is the book's crossentropy on "
+            'probabilities: for a model that outputs logits pass loss_fn="from_logits" (or '
+            "any loss_fn(predictions, labels), e.g. torch.nn.functional.cross_entropy), or "
+            "end the model with a softmax"
+        )

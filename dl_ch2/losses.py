@@ -22,6 +22,7 @@ How this differs from the other places the chapter's loss runs:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -29,7 +30,18 @@ import torch.nn.functional as F
 
 from dl_ch2._checks import require_tensor, shape_str
 
-__all__ = ["EPSILON", "sparse_categorical_crossentropy"]
+__all__ = [
+    "EPSILON",
+    "LossFn",
+    "book_loss",
+    "logits_loss",
+    "resolve_loss_fn",
+    "sparse_categorical_crossentropy",
+]
+
+#: A training loss in PyTorch's argument order, ``loss_fn(predictions, labels)``: per-sample
+#: losses or their mean (``torch.nn.functional.cross_entropy``, ``nn.CrossEntropyLoss()``).
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 #: Keras' ``backend.epsilon()``.
 EPSILON = 1e-7
@@ -54,7 +66,12 @@ def _check(labels: torch.Tensor, predictions: torch.Tensor, what: str) -> None:
     if labels.numel() and labels.device.type == "cpu" and not torch.compiler.is_compiling():
         # One host check on CPU; on CUDA the kernel's own device-side assert catches it.
         # A compiled fit checks every label once, up front, instead.
-        lo, hi = int(labels.min()), int(labels.max())
+        try:
+            lo, hi = int(labels.min()), int(labels.max())
+        except RuntimeError as exc:  # under torch.func.vmap a batched tensor has no .item():
+            if "vmap" not in str(exc):  # the check is left to gather's own index check
+                raise
+            return
         if lo < 0 or hi >= predictions.shape[1]:
             raise ValueError(
                 f"labels must lie in [0, {predictions.shape[1]}) for {predictions.shape[1]} "
@@ -85,7 +102,7 @@ def _unchecked(labels: torch.Tensor, predictions: torch.Tensor, from_logits: boo
     if from_logits:
         return F.cross_entropy(predictions, labels, reduction="none")
     if predictions.requires_grad:
-        out: torch.Tensor = _ClippedCrossEntropy.apply(predictions, labels)  # type: ignore[no-untyped-call]
+        out: torch.Tensor = _ClippedCrossEntropy.apply(predictions, labels)[0]  # type: ignore[no-untyped-call]
         return out
     return _clipped_forward(predictions, labels)[0]
 
@@ -106,17 +123,27 @@ class _ClippedCrossEntropy(torch.autograd.Function):
     The same function and gradient as composing ``clamp``, ``log`` and ``cross_entropy``
     (d loss / d p_j = 1 / sum c - [j == y] / c_y inside the clip bounds, 0 outside; the
     bounds pass gradient, as torch's and TF's clip do), in a third of the kernels.
+    ``setup_context`` and a generated vmap rule let ``torch.func`` (``grad``, ``vmap``,
+    ``functional_call``) transform it.
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx: Any, p: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        loss, c_y, total = _clipped_forward(p, labels)
+    def forward(p: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return _clipped_forward(p, labels)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+        p, labels = inputs
+        _, c_y, total = output
+        ctx.mark_non_differentiable(c_y, total)
+        ctx.set_materialize_grads(False)  # no zeros for the two helper outputs' gradients
         ctx.save_for_backward(p, labels, c_y, total)
-        return loss
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad_out: torch.Tensor, *_unused: Any) -> tuple[torch.Tensor, None]:
         p, labels, c_y, total = ctx.saved_tensors
         return _clipped_backward(p, labels, c_y, total, grad_out), None
 
@@ -133,3 +160,30 @@ def _clipped_backward(
     grad = (grad_out / total)[:, None].expand_as(p).clone()
     grad.scatter_add_(1, labels[:, None], (-grad_out / c_y)[:, None])
     return grad.masked_fill_((p < EPSILON) | (p > 1.0 - EPSILON), 0.0)
+
+
+def book_loss(predictions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """fit's default ``loss_fn``: the book's loss on probabilities, per sample (§2.5.2)."""
+    return sparse_categorical_crossentropy(labels, predictions)
+
+
+def logits_loss(predictions: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``loss_fn="from_logits"``: softmax cross-entropy on logits, per sample."""
+    return sparse_categorical_crossentropy(labels, predictions, from_logits=True)
+
+
+def resolve_loss_fn(loss_fn: LossFn | str | None) -> LossFn:
+    """``loss_fn`` as a callable: None (or the book's ``sparse_categorical_crossentropy``
+    itself, whose argument order is Keras') is :func:`book_loss`; ``"from_logits"`` is
+    :func:`logits_loss`; any other callable is taken as ``loss_fn(predictions, labels)``."""
+    if loss_fn is None or loss_fn is sparse_categorical_crossentropy:
+        return book_loss
+    if isinstance(loss_fn, str):
+        if loss_fn != "from_logits":
+            raise ValueError(f'loss_fn must be "from_logits" or a callable, got {loss_fn!r}')
+        return logits_loss
+    if not callable(loss_fn):
+        raise TypeError(
+            f"loss_fn must be a callable loss_fn(predictions, labels), got {type(loss_fn).__name__}"
+        )
+    return loss_fn

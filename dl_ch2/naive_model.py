@@ -6,7 +6,7 @@ and both keep the book's ``weights`` property (the list ``[W, b, W, b, ...]``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -76,6 +76,15 @@ class NaiveDense(nn.Module):
     W has shape ``(input_size, output_size)`` and is drawn from U[0, 0.1) like the book's
     ``tf.random.uniform(minval=0, maxval=1e-1)``; b is zeros. Pass ``generator`` for a
     seeded draw.
+
+    ``device`` and ``dtype`` default as ``nn.Linear``'s do: the current default device
+    (``with torch.device(...)``, ``torch.set_default_device``; the meta device included,
+    where nothing is drawn) and ``torch.get_default_dtype()``. ``reset_parameters`` draws
+    again (after ``to_empty``, say).
+
+    Layout: W is ``(in, out)``, the book's ``inputs @ W``; ``nn.Linear.weight`` is
+    ``(out, in)``. :meth:`from_linear`, :meth:`to_linear`, :meth:`linear_state_dict` and
+    :meth:`dense_state_dict` convert, transposing.
     """
 
     W: nn.Parameter
@@ -88,7 +97,7 @@ class NaiveDense(nn.Module):
         activation: Activation,
         *,
         device: DeviceLike = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
@@ -96,21 +105,30 @@ class NaiveDense(nn.Module):
         require_positive_int("output_size", output_size)
         if not callable(activation):
             raise TypeError(f"activation must be callable, got {type(activation).__name__}")
-        require_float_dtype("dtype", dtype)
-        dev = resolve_device(device)
+        dtype = torch.get_default_dtype() if dtype is None else require_float_dtype("dtype", dtype)
+        dev = torch.get_default_device() if device is None else resolve_device(device)
         self.input_size = input_size
         self.output_size = output_size
         self.activation = activation
+        self.W = nn.Parameter(torch.empty(input_size, output_size, dtype=dtype, device=dev))
+        self.b = nn.Parameter(torch.empty(output_size, dtype=dtype, device=dev))
+        self.reset_parameters(generator)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Draw W from U[0, 0.1) (with ``generator``) and zero b, in place; no-op on meta."""
+        if self.W.is_meta:
+            return
         w = uniform_like_tf(
-            (input_size, output_size),
+            tuple(self.W.shape),
             W_INIT_MINVAL,
             W_INIT_MAXVAL,
-            dtype=dtype,
-            device=dev,
+            dtype=self.W.dtype,
+            device=self.W.device,
             generator=generator,
         )
-        self.W = nn.Parameter(w)
-        self.b = nn.Parameter(torch.zeros(output_size, dtype=dtype, device=dev))
+        with torch.no_grad():
+            self.W.copy_(w)
+            self.b.zero_()
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if not isinstance(inputs, torch.Tensor):
@@ -128,9 +146,53 @@ class NaiveDense(nn.Module):
         """The book's ``[W, b]``: the parameters themselves, not copies."""
         return [self.W, self.b]
 
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, activation: Activation = identity) -> NaiveDense:
+        """A NaiveDense computing ``activation(linear(x))``: W = ``linear.weight.T``.
+
+        Same device and dtype; a Linear without bias gives b = 0. The values are copied.
+        """
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
+        w = linear.weight.detach()
+        bias = torch.zeros_like(w[:, 0]) if linear.bias is None else linear.bias.detach()
+        layer = cls(w.shape[1], w.shape[0], activation, device="meta", dtype=w.dtype)
+        layer.to_empty(device=w.device)
+        layer.load_state_dict(cls.dense_state_dict({"weight": w, "bias": bias}))
+        return layer
+
+    def to_linear(self) -> nn.Linear:
+        """An ``nn.Linear`` computing ``inputs @ W + b`` (without the activation)."""
+        linear = nn.Linear(
+            self.input_size, self.output_size, device=self.W.device, dtype=self.W.dtype
+        )
+        linear.load_state_dict(self.linear_state_dict(self.state_dict()))
+        return linear
+
+    @staticmethod
+    def linear_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A NaiveDense state dict (``W`` (in, out), ``b``) as nn.Linear's (``weight``
+        (out, in), ``bias``): renaming the keys alone would load a square W transposed."""
+        _require_keys(state, ("W", "b"), "a NaiveDense")
+        return {"weight": state["W"].detach().t().contiguous(), "bias": state["b"].detach()}
+
+    @staticmethod
+    def dense_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """An nn.Linear state dict (``weight``, ``bias``) as NaiveDense's (``W``, ``b``)."""
+        _require_keys(state, ("weight", "bias"), "an nn.Linear")
+        return {"W": state["weight"].detach().t().contiguous(), "b": state["bias"].detach()}
+
     def extra_repr(self) -> str:
         name = getattr(self.activation, "__name__", type(self.activation).__name__)
         return f"input_size={self.input_size}, output_size={self.output_size}, activation={name}"
+
+
+def _require_keys(state: Mapping[str, torch.Tensor], keys: tuple[str, str], what: str) -> None:
+    if not isinstance(state, Mapping) or sorted(state) != sorted(keys):
+        got = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+        raise ValueError(
+            f"state must be {what} state dict with keys {keys[0]!r} and {keys[1]!r}, got {got}"
+        )
 
 
 class NaiveSequential(nn.Module):
@@ -169,10 +231,13 @@ class NaiveSequential(nn.Module):
 def build_naive_model(
     *,
     device: DeviceLike = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     generator: torch.Generator | None = None,
 ) -> NaiveSequential:
-    """§2.5.1: the chapter's from-scratch model, 784 -> 512 (relu) -> 10 (softmax)."""
+    """§2.5.1: the chapter's from-scratch model, 784 -> 512 (relu) -> 10 (softmax).
+
+    ``device`` and ``dtype`` default as :class:`NaiveDense`'s (PyTorch's defaults).
+    """
     return NaiveSequential(
         [
             NaiveDense(28 * 28, 512, relu, device=device, dtype=dtype, generator=generator),

@@ -65,6 +65,10 @@ def book_loss_plain(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(torch.log(p.clamp(1e-7, 1 - 1e-7)), y)
 
 
+def adam(model: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=0.02)
+
+
 def plain_loop(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -85,7 +89,7 @@ def plain_loop(
             value.backward()
             optimizer.step()
             after_step()
-            losses.append(float(value))
+            losses.append(float(value.detach()))
     return losses
 
 
@@ -119,7 +123,7 @@ def test_a_logits_model_is_refused_under_the_default_loss(
     model = mlp()  # logits: no softmax
     before = snapshot(model)
     with pytest.raises(ValueError, match=r"not probabilities.*loss_fn.*from_logits"):
-        fit(model, x, y, epochs=1, optimizer=torch.optim.Adam(model.parameters()))
+        fit(model, x, y, epochs=1, optimizer=adam(model))
     assert capsys.readouterr().out == ""  # not even "Epoch 0"
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
     sigmoid = mlp(out=[nn.Sigmoid()])  # in [0, 1], but rows do not sum to 1
@@ -132,9 +136,17 @@ def test_a_logits_model_trains_with_loss_fn_as_the_plain_loop(loss_fn: object) -
     x, y = data()
     model = mlp()
     twin = copy.deepcopy(model)
-    h = fit(model, x, y, epochs=2, batch_size=32, loss_fn=loss_fn,  # type: ignore[arg-type]
-            optimizer=torch.optim.Adam(model.parameters()), **QUIET)  # fmt: skip
-    expected = plain_loop(twin, in_batches(x, y, 32), 2, torch.optim.Adam(twin.parameters()))
+    h = fit(
+        model,
+        x,
+        y,
+        epochs=2,
+        batch_size=32,
+        loss_fn=loss_fn,  # type: ignore[arg-type]
+        optimizer=adam(model),
+        **QUIET,
+    )
+    expected = plain_loop(twin, in_batches(x, y, 32), 2, adam(twin))
     assert [v for e in h.batch_losses for v in e] == pytest.approx(expected, rel=1e-5)
     assert_same_weights(model, twin)
     assert evaluate(model, x, y) == plain_accuracy(twin, x, y) > 0.8
@@ -160,8 +172,9 @@ def test_a_softmax_model_trains_under_the_default_loss_as_the_plain_loop() -> No
     model = mlp(out=[nn.Softmax(dim=1)])
     twin = copy.deepcopy(model)
     fit(model, x, y, epochs=2, batch_size=32, learning_rate=0.1, **QUIET)
-    plain_loop(twin, in_batches(x, y, 32), 2, torch.optim.SGD(twin.parameters(), lr=0.1),
-               book_loss_plain)  # fmt: skip
+    plain_loop(
+        twin, in_batches(x, y, 32), 2, torch.optim.SGD(twin.parameters(), lr=0.1), book_loss_plain
+    )
     assert_same_weights(model, twin)
 
 
@@ -173,10 +186,9 @@ def test_a_batchnorm_model_trains_and_evaluates_as_the_plain_loop() -> None:
     model = mlp(nn.BatchNorm1d(16))
     twin = copy.deepcopy(model)
     model.eval()  # the caller's mode: fit trains in train mode, then restores it
-    fit(model, x, y, epochs=3, batch_size=32, loss_fn="from_logits",
-        optimizer=torch.optim.Adam(model.parameters()), **QUIET)  # fmt: skip
+    fit(model, x, y, epochs=3, batch_size=32, loss_fn="from_logits", optimizer=adam(model), **QUIET)
     assert not model.training and not model[1].training
-    plain_loop(twin, in_batches(x, y, 32), 3, torch.optim.Adam(twin.parameters()))
+    plain_loop(twin, in_batches(x, y, 32), 3, adam(twin))
     assert_same_weights(model, twin)  # the running statistics included
     assert evaluate(model, x, y) == plain_accuracy(twin, x, y) > 0.8
 
@@ -186,11 +198,10 @@ def test_dropout_trains_on_the_same_masks_and_evaluates_in_eval_mode() -> None:
     model = mlp(nn.Dropout(0.5))
     twin = copy.deepcopy(model)
     torch.manual_seed(7)  # the masks come from the global generator, as in any loop
-    fit(model, x, y, epochs=3, batch_size=32, loss_fn="from_logits",
-        optimizer=torch.optim.Adam(model.parameters()), **QUIET)  # fmt: skip
+    fit(model, x, y, epochs=3, batch_size=32, loss_fn="from_logits", optimizer=adam(model), **QUIET)
     assert model.training  # it was in train mode (a new module's default): restored
     torch.manual_seed(7)
-    plain_loop(twin, in_batches(x, y, 32), 3, torch.optim.Adam(twin.parameters()))
+    plain_loop(twin, in_batches(x, y, 32), 3, adam(twin))
     assert_same_weights(model, twin)
     accuracy = evaluate(model, x, y)
     assert model.training  # evaluate restores the mode too
@@ -227,8 +238,9 @@ def test_frozen_layers_stay_frozen_and_the_rest_trains_as_the_plain_loop() -> No
     frozen = [p.detach().clone() for p in model[0].parameters()]
     fit(model, x, y, epochs=2, batch_size=32, learning_rate=0.1, **QUIET)
     assert all(torch.equal(p, q) for p, q in zip(model[0].parameters(), frozen, strict=True))
-    plain_loop(twin, in_batches(x, y, 32), 2, torch.optim.SGD(twin.parameters(), lr=0.1),
-               book_loss_plain)  # fmt: skip
+    plain_loop(
+        twin, in_batches(x, y, 32), 2, torch.optim.SGD(twin.parameters(), lr=0.1), book_loss_plain
+    )
     assert_same_weights(model, twin)
     assert not torch.equal(model[2].weight, mlp(out=[nn.Softmax(dim=1)])[2].weight)
     model.requires_grad_(False)
@@ -251,8 +263,9 @@ def test_an_attribute_named_weights_that_is_not_the_books_list_is_left_alone() -
     model = Weighted()
     twin = copy.deepcopy(model)
     fit(model, x, y, epochs=1, batch_size=32, learning_rate=0.1, **QUIET)
-    plain_loop(twin, in_batches(x, y, 32), 1, torch.optim.SGD(twin.parameters(), lr=0.1),
-               book_loss_plain)  # fmt: skip
+    plain_loop(
+        twin, in_batches(x, y, 32), 1, torch.optim.SGD(twin.parameters(), lr=0.1), book_loss_plain
+    )
     assert_same_weights(model, twin)
     assert torch.equal(model.weights, torch.ones(CLASSES))
 
@@ -261,9 +274,11 @@ def test_an_attribute_named_weights_that_is_not_the_books_list_is_left_alone() -
 def test_grad_holds_the_last_batch_gradients_after_a_step(with_optimizer: bool) -> None:
     x, y = data(64)
     model = NaiveSequential(
-        [NaiveDense(FEATURES, 8, relu, generator=torch.Generator().manual_seed(0)),
-         NaiveDense(8, CLASSES, softmax, generator=torch.Generator().manual_seed(1))]
-    )  # fmt: skip
+        [
+            NaiveDense(FEATURES, 8, relu, generator=torch.Generator().manual_seed(0)),
+            NaiveDense(8, CLASSES, softmax, generator=torch.Generator().manual_seed(1)),
+        ]
+    )
     twin = copy.deepcopy(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1) if with_optimizer else None
     one_training_step(model, x, y, None if opt else 0.1, optimizer=opt)
@@ -283,8 +298,14 @@ def test_fit_under_autocast_updates_every_weight_as_the_plain_loop() -> None:
     before = snapshot(model)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         h = fit(model, x, y, epochs=3, batch_size=32, learning_rate=0.2, **QUIET)
-    expected = plain_loop(twin, in_batches(x, y, 32), 3, torch.optim.SGD(twin.parameters(), 0.2),
-                          book_loss_plain, autocast=True)  # fmt: skip
+    expected = plain_loop(
+        twin,
+        in_batches(x, y, 32),
+        3,
+        torch.optim.SGD(twin.parameters(), 0.2),
+        book_loss_plain,
+        autocast=True,
+    )
     assert all(not torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
     assert h.epoch_losses[-1] < 0.7 * h.epoch_losses[0]  # it learns (the bug left it flat)
     assert [v for e in h.batch_losses for v in e] == pytest.approx(expected, rel=2e-2)
@@ -301,8 +322,9 @@ def test_a_dataloader_and_a_list_of_batches_train_as_the_plain_loop() -> None:
         model = mlp(out=[nn.Softmax(dim=1)])
         twin = copy.deepcopy(model)
         h = fit(model, source, epochs=2, learning_rate=0.1, **QUIET)
-        expected = plain_loop(twin, source, 2, torch.optim.SGD(twin.parameters(), lr=0.1),
-                              book_loss_plain)  # fmt: skip
+        expected = plain_loop(
+            twin, source, 2, torch.optim.SGD(twin.parameters(), lr=0.1), book_loss_plain
+        )
         assert [len(e) for e in h.batch_losses] == [8, 8]
         assert [v for e in h.batch_losses for v in e] == pytest.approx(expected, rel=1e-5)
         assert_same_weights(model, twin)
