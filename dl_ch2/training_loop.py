@@ -117,6 +117,7 @@ def one_training_step(
     if optimizer is None:
         update_weights(gradients, weights, rate)
     else:
+        optimizer.zero_grad(set_to_none=True)  # as a plain loop does: no stale .grad steps
         for w, g in zip(weights, gradients, strict=True):
             w.grad = g
         optimizer.step()
@@ -151,7 +152,7 @@ def _after_update(
             optimizer.zero_grad(set_to_none=True)
         return
     for w, g in zip(weights, gradients, strict=True):
-        w.grad = g
+        w.grad = g  # a frozen weight keeps whatever .grad it had, as in a plain loop
     # Under torch.autocast the bf16/fp16 copy of each weight is cached until the autocast
     # block ends; the in-place update does not refresh it, so drop it.
     torch.clear_autocast_cache()

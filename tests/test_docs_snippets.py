@@ -58,3 +58,22 @@ def test_the_pytorch_snippet_runs_as_written(
         restored.load_state_dict(load_file(tmp_path / "naive.safetensors"))
         for a, b in zip(namespace["model"].weights, restored.weights, strict=True):
             assert torch.equal(a.detach(), b.detach())
+
+
+def test_every_snippet_of_the_pytorch_page_runs_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 28: docs/pytorch.md shows each PyTorch habit in a snippet; all run as written."""
+    monkeypatch.setattr(dl_ch2_tools.mnist, "mnist_tensors", _small_mnist_tensors)
+    monkeypatch.chdir(tmp_path)
+    text = (ROOT / "docs/pytorch.md").read_text(encoding="utf-8")
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    assert len(blocks) >= 9
+    namespace: dict[str, Any] = {}
+    for i, code in enumerate(blocks):
+        exec(compile(code, f"docs/pytorch.md (snippet {i})", "exec"), namespace)
+    out = capsys.readouterr().out
+    assert "not probabilities" in out and 'loss_fn="from_logits"' in out
+    assert "learning_rate or optimizer, not both" in out
+    assert "batchnorm + dropout: " in out
+    assert out.rstrip().splitlines()[-1].startswith("History(epochs=10, batches_per_epoch=2")

@@ -248,6 +248,23 @@ def test_frozen_layers_stay_frozen_and_the_rest_trains_as_the_plain_loop() -> No
         fit(model, x, y, epochs=1, **QUIET)
 
 
+def test_a_layer_frozen_between_two_fits_with_one_optimizer_stays_frozen() -> None:
+    # the first fit leaves .grad filled; the optimizer must not step the frozen layer with it
+    x, y = data()
+    model = mlp(out=[nn.Softmax(dim=1)])
+    twin = copy.deepcopy(model)
+    opt, twin_opt = adam(model), adam(twin)
+    fit(model, x, y, epochs=1, batch_size=32, optimizer=opt, **QUIET)
+    plain_loop(twin, in_batches(x, y, 32), 1, twin_opt, book_loss_plain)
+    model[0].requires_grad_(False)
+    twin[0].requires_grad_(False)
+    frozen = snapshot(model[0])
+    fit(model, x, y, epochs=1, batch_size=32, optimizer=opt, **QUIET)
+    plain_loop(twin, in_batches(x, y, 32), 1, twin_opt, book_loss_plain)
+    assert all(torch.equal(p, q) for p, q in zip(model[0].parameters(), frozen, strict=True))
+    assert_same_weights(model, twin)
+
+
 def test_an_attribute_named_weights_that_is_not_the_books_list_is_left_alone() -> None:
     class Weighted(nn.Module):
         def __init__(self) -> None:
