@@ -11,7 +11,7 @@ moves.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from typing import Any
 
 import torch
@@ -112,7 +112,7 @@ class Batches:
             )
         self.first = self._checked(first, 0)
         self.sample, self.sample_labels = self.first
-        self.num_batches = len(data) if hasattr(data, "__len__") else None
+        self.num_batches = len(data) if isinstance(data, Sized) else None
         self.data = data
 
     def _checked(self, batch: object, index: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,7 +145,7 @@ class Batches:
 
     def _iterable_epoch(self) -> Iterator[Batch]:
         if self.pending is not None:  # epoch 0 goes on from the batch already checked
-            batches = itertools.chain([self.first], self.pending)
+            batches: Iterator[Any] = itertools.chain([self.first], self.pending)
             self.pending = None
         else:
             batches = iter(self.data or ())

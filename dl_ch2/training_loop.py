@@ -181,7 +181,7 @@ def model_weights(model: object) -> list[torch.Tensor]:
     called ``weights`` (a tensor of class weights, say) is not mistaken for it."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    params = list(model.parameters())
+    params: list[torch.Tensor] = list(model.parameters())
     weights = getattr(model, "weights", None)
     if isinstance(weights, list | tuple) and weights:
         ids = {id(p) for p in params}
