@@ -152,7 +152,7 @@ def _after_update(
             optimizer.zero_grad(set_to_none=True)
         return
     for w, g in zip(weights, gradients, strict=True):
-        w.grad = g  # a frozen weight keeps whatever .grad it had, as in a plain loop
+        w.grad = g
     # Under torch.autocast the bf16/fp16 copy of each weight is cached until the autocast
     # block ends; the in-place update does not refresh it, so drop it.
     torch.clear_autocast_cache()
@@ -382,7 +382,7 @@ def evaluate(
     class indices, one per image, in ``[0, classes)``; a prediction that is NaN or
     infinite (NaN weights, say) is a ValueError, not a number.
     """
-    weights = model_weights(model) if isinstance(model, nn.Module) else []
+    weights = _weights_of(model)
     if weights:  # the model's dtype and device, named as fit names them
         images = require_images(images, weights)
     images = require_tensor("images", images)
@@ -415,3 +415,12 @@ def evaluate(
             "accuracy is undefined"
         )
     return int(correct) / len(images)
+
+
+def _weights_of(model: object) -> list[torch.Tensor]:
+    """An ``nn.Module``'s :func:`model_weights`; else a list ``model.weights``, else nothing
+    (any callable is a model to ``evaluate``)."""
+    if isinstance(model, nn.Module):
+        return model_weights(model)
+    weights = getattr(model, "weights", None)
+    return list(weights) if isinstance(weights, list | tuple) else []
