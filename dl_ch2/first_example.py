@@ -37,6 +37,7 @@ from dl_ch2._checks import (
     resolve_device,
 )
 from dl_ch2._compile import CompiledStep
+from dl_ch2._numpy_io import tensors_from_numpy
 from dl_ch2._steps import BatchStep, GradientTransform, StepWrapper
 from dl_ch2.batch_generator import num_batches
 from dl_ch2.loss_monitor import LossMonitor
@@ -158,9 +159,15 @@ class Keras3RMSprop(torch.optim.Optimizer):
         return loss
 
 
-def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Class probabilities (softmax of the logits); each row sums to 1."""
-    with torch.no_grad():
+def predict(model: nn.Module, images: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """§2.1 ``model.predict``: class probabilities (softmax of the logits); rows sum to 1.
+
+    ``images`` may be a NumPy array (made a tensor once, on the model's device). The model
+    runs under ``torch.inference_mode()``, so the result records no autograd history and,
+    on the CPU, ``predict(model, x).numpy()`` works as the book's ``predictions`` do.
+    """
+    images, _ = tensors_from_numpy(model, images)
+    with torch.inference_mode():
         return torch.softmax(model(images), dim=-1)
 
 
@@ -178,6 +185,7 @@ def train_first_example(
     compile: bool = False,
     data_parallel: StepWrapper | None = None,
     rmsprop: str = "keras-2.6",
+    keras_accuracy: list[float] | None = None,
 ) -> list[float]:
     """§2.1: Keras-style ``fit``: reshuffle each epoch, cross-entropy on logits, RMSprop.
 
@@ -190,13 +198,21 @@ def train_first_example(
     the device and are checked every 100 batches and at each epoch's end (a NaN pixel
     raises ``NonFiniteLossError`` naming the epoch and batch). Returns each epoch's mean
     training loss; ``on_epoch_end(epoch, mean_loss)`` runs after each epoch.
+
+    ``keras_accuracy``, if given, gets each epoch's accuracy as Keras prints it (the book's
+    ``acc: 0.9273`` after epoch 1) appended before ``on_epoch_end`` runs: the running mean
+    over the epoch's batches, each scored by its own forward pass before its update. That
+    is not the accuracy on the whole training set after the epoch (a later, better model).
+    NumPy ``images`` and ``labels`` (the book's) become tensors once, on the model's device.
     """
+    images, labels = tensors_from_numpy(model, images, labels)
     opt = _optimizer(model, learning_rate, optimizer, rmsprop)
     params = [p for group in opt.param_groups for p in group["params"]]
     if not params:
         raise ValueError("the model has no parameters to train")
     require_training_inputs(model, params, images, labels, epochs, batch_size)
-    step = example_step(model, opt, compile=compile, data_parallel=data_parallel)
+    correct = None if keras_accuracy is None else torch.zeros((), dtype=torch.int64)
+    step = example_step(model, opt, compile=compile, data_parallel=data_parallel, correct=correct)
     monitor = LossMonitor(params, divergence=False)
     n, labels = len(images), labels.long()
     steps = num_batches(n, batch_size)
@@ -215,6 +231,8 @@ def train_first_example(
             if k % 100 == 0 or k == steps - 1:
                 monitor.check(losses, epoch)
         epoch_losses.append(float((torch.stack(losses).double() * sizes).sum()) / n)
+        if keras_accuracy is not None and correct is not None:
+            keras_accuracy.append(_epoch_accuracy(correct, n, data_parallel is not None))
         if on_epoch_end is not None:
             on_epoch_end(epoch, epoch_losses[-1])
     return epoch_losses
@@ -239,17 +257,34 @@ def _optimizer(
     return optimizer
 
 
+def _epoch_accuracy(correct: torch.Tensor, n: int, data_parallel: bool) -> float:
+    """The epoch's running accuracy from its count of correct predictions, then reset.
+
+    Data-parallel, each rank counted its shards: the counts are summed over the ranks.
+    """
+    if data_parallel and torch.distributed.is_available() and torch.distributed.is_initialized():
+        total = correct.clone()
+        torch.distributed.all_reduce(total)
+        correct.zero_()
+        return int(total) / n
+    value = int(correct) / n
+    correct.zero_()
+    return value
+
+
 def example_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     *,
     compile: bool = False,
     data_parallel: StepWrapper | None = None,
+    correct: torch.Tensor | None = None,
 ) -> BatchStep:
     """``first_example_step`` bound to its model and optimizer: ``loss = step(x, y)``.
 
     ``compile`` runs it through ``CompiledStep``; ``data_parallel.wrap`` makes it the
     step on this rank's shard with the gradients all-reduced before ``optimizer.step()``.
+    ``correct`` (a 0-d int64 tensor), if given, counts each batch's correct predictions.
     """
     if data_parallel is not None and compile:
         raise ValueError("compile=True is not supported with data_parallel; pick one")
@@ -265,7 +300,14 @@ def example_step(
         labels_batch: torch.Tensor,
         transform: GradientTransform | None = None,
     ) -> torch.Tensor:
-        return step(model, optimizer, images_batch, labels_batch, gradient_transform=transform)
+        return step(
+            model,
+            optimizer,
+            images_batch,
+            labels_batch,
+            gradient_transform=transform,
+            correct=correct,
+        )
 
     if data_parallel is None:
         return bound
@@ -279,15 +321,20 @@ def first_example_step(
     labels_batch: torch.Tensor,
     *,
     gradient_transform: GradientTransform | None = None,
+    correct: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One step of Keras' ``fit`` for the first example; returns the batch's mean loss.
 
     Cross-entropy on the logits (Keras ``fit`` finds the softmax's logits), backward,
     ``optimizer.step()``. ``gradient_transform``, if given, maps the optimised parameters'
     gradients (a missing one as zeros) before the step (data-parallel training
-    all-reduces them there).
+    all-reduces them there). ``correct``, if given, has the batch's number of correct
+    predictions added to it, from this forward pass (Keras' ``accuracy`` metric).
     """
     logits = model(images_batch)
+    if correct is not None:
+        hits = (logits.detach().argmax(dim=1) == labels_batch).sum()
+        correct.add_(hits.to(correct.device))
     loss = F.cross_entropy(logits, labels_batch)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()  # type: ignore[no-untyped-call]

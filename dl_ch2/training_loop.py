@@ -30,6 +30,7 @@ from dl_ch2._checks import (
     shape_str,
 )
 from dl_ch2._compile import CompiledStep
+from dl_ch2._numpy_io import tensors_from_numpy
 from dl_ch2._steps import BatchStep, GradientTransform, StepWrapper, then
 from dl_ch2.batch_generator import BatchGenerator
 from dl_ch2.loss_monitor import DivergenceError, LossMonitor, NonFiniteLossError
@@ -182,7 +183,9 @@ def fit(
     checked before any weight moves; at each log point a ``LossMonitor`` raises
     ``NonFiniteLossError`` on a NaN/inf loss and ``DivergenceError`` on a diverged run.
     ``on_epoch_end(epoch, batch_losses)`` runs after each epoch.
+    NumPy ``images`` and ``labels`` (the book's) become tensors once, on the model's device.
     """
+    images, labels = tensors_from_numpy(model, images, labels)
     weights = trainable_weights(model)
     require_positive_int("log_every", log_every)
     require_training_inputs(model, weights, images, labels, epochs, batch_size)
@@ -304,7 +307,9 @@ def evaluate(
     both, as in ``fit``); ``labels`` must be 1-D integer class indices, one per image, in
     ``[0, classes)``; a prediction that is NaN or infinite (NaN weights, say) is a
     ValueError, not a number.
+    NumPy ``images`` and ``labels`` (the book's) become tensors once, on the model's device.
     """
+    images, labels = tensors_from_numpy(model, images, labels)
     weights = _weights_of(model)
     if weights:  # the model's dtype and device, named as fit names them
         images = require_images(images, weights)

@@ -107,6 +107,13 @@ def test_main_job_end_to_end_on_small_data(
     assert len(metrics["naive"]["batch_losses"]) == 2
     assert len(metrics["naive"]["batch_losses"][0]) == 19  # ceil(600 / 32)
     assert len(metrics["keras"]["epoch_loss"]) == 2 and metrics["keras"]["steps_per_epoch"] == 19
+    # the printed `accuracy` is Keras' running mean; the whole training set's is named apart
+    keras = metrics["keras"]
+    assert len(keras["epoch_accuracy"]) == len(keras["epoch_train_set_accuracy"]) == 2
+    assert keras["epoch_accuracy"] != keras["epoch_train_set_accuracy"]
+    assert all(abs(v * 600 - round(v * 600)) < 1e-6 for v in keras["epoch_accuracy"])
+    last = f"accuracy: {keras['epoch_accuracy'][1]:.4f} - train_set_accuracy: "
+    assert f"{last}{keras['epoch_train_set_accuracy'][1]:.4f}" in out
     assert metrics["keras"]["test_accuracy"] > 0.5  # easy synthetic classes
     assert metrics["wall_time_s"] > 0
     for name in metrics["figures"]:
@@ -133,6 +140,11 @@ def test_numpy_and_torch_backends_agree_from_the_same_seed(
         t, n = results["torch"][model], results["numpy"][model]
         assert abs(t["test_accuracy"] - n["test_accuracy"]) <= 0.002
         np.testing.assert_allclose(t["epoch_loss"], n["epoch_loss"], rtol=1e-4)
+    t_acc, n_acc = (
+        results["torch"]["keras"]["epoch_accuracy"],
+        results["numpy"]["keras"]["epoch_accuracy"],
+    )
+    np.testing.assert_allclose(t_acc, n_acc, atol=3 / 600)  # float32: a few samples apart at most
 
 
 def test_train_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
