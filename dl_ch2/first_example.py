@@ -186,6 +186,7 @@ def train_first_example(
     data_parallel: StepWrapper | None = None,
     rmsprop: str = "keras-2.6",
     keras_accuracy: list[float] | None = None,
+    print_fn: Callable[[str], Any] | None = print,
 ) -> list[float]:
     """§2.1: Keras-style ``fit``: reshuffle each epoch, cross-entropy on logits, RMSprop.
 
@@ -198,12 +199,11 @@ def train_first_example(
     the device and are checked every 100 batches and at each epoch's end (a NaN pixel
     raises ``NonFiniteLossError`` naming the epoch and batch). Returns each epoch's mean
     training loss; ``on_epoch_end(epoch, mean_loss)`` runs after each epoch.
-
-    ``keras_accuracy``, if given, gets each epoch's accuracy as Keras prints it (the book's
-    ``acc: 0.9273`` after epoch 1) appended before ``on_epoch_end`` runs: the running mean
-    over the epoch's batches, each scored by its own forward pass before its update. That
-    is not the accuracy on the whole training set after the epoch (a later, better model).
-    NumPy ``images`` and ``labels`` (the book's) become tensors once, on the model's device.
+    ``keras_accuracy`` gets each epoch's accuracy as Keras prints it (the book's ``acc:
+    0.9273``): the running mean over the epoch's batches, each scored by its own forward
+    pass before its update, not the whole training set's accuracy after the epoch.
+    ``print_fn`` (``None`` for silence) gets Keras' line: ``Epoch 1/5: 469 steps - loss:
+    0.2580 - accuracy: 0.9243``. NumPy ``images``/``labels`` become tensors once.
     """
     images, labels = tensors_from_numpy(model, images, labels)
     opt = _optimizer(model, learning_rate, optimizer, rmsprop)
@@ -211,31 +211,64 @@ def train_first_example(
     if not params:
         raise ValueError("the model has no parameters to train")
     require_training_inputs(model, params, images, labels, epochs, batch_size)
-    correct = None if keras_accuracy is None else torch.zeros((), dtype=torch.int64)
+    count = keras_accuracy is not None or print_fn is not None
+    correct = torch.zeros((), dtype=torch.int64) if count else None
     step = example_step(model, opt, compile=compile, data_parallel=data_parallel, correct=correct)
     monitor = LossMonitor(params, divergence=False)
     n, labels = len(images), labels.long()
     steps = num_batches(n, batch_size)
-    sizes = torch.tensor(
-        [min(batch_size, n - k * batch_size) for k in range(steps)],
-        dtype=torch.float64,
-        device=images.device,
-    )
+    sizes = [min(batch_size, n - k * batch_size) for k in range(steps)]
+    sizes_t = torch.tensor(sizes, dtype=torch.float64, device=images.device)
     epoch_losses: list[float] = []
     for epoch in range(epochs):
         perm = torch.randperm(n, generator=generator).to(images.device)
-        losses: list[torch.Tensor] = []  # on the device; checked every 100 batches
-        for k in range(steps):
-            idx = perm[k * batch_size : (k + 1) * batch_size]
-            losses.append(step(images.index_select(0, idx), labels.index_select(0, idx)))
-            if k % 100 == 0 or k == steps - 1:
-                monitor.check(losses, epoch)
-        epoch_losses.append(float((torch.stack(losses).double() * sizes).sum()) / n)
-        if keras_accuracy is not None and correct is not None:
-            keras_accuracy.append(_epoch_accuracy(correct, n, data_parallel is not None))
+        losses = _one_epoch(step, monitor, images, labels, perm, batch_size, epoch)
+        epoch_losses.append(float((torch.stack(losses).double() * sizes_t).sum()) / n)
+        if correct is not None:
+            accuracy = _epoch_accuracy(correct, n, data_parallel is not None)
+            _keras_line(print_fn, keras_accuracy, epoch, epochs, steps, epoch_losses, accuracy)
         if on_epoch_end is not None:
             on_epoch_end(epoch, epoch_losses[-1])
     return epoch_losses
+
+
+def _one_epoch(
+    step: BatchStep,
+    monitor: LossMonitor,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    perm: torch.Tensor,
+    batch_size: int,
+    epoch: int,
+) -> list[torch.Tensor]:
+    """One epoch's steps over the batches of ``perm``; their losses, on the device."""
+    steps = num_batches(len(images), batch_size)
+    losses: list[torch.Tensor] = []  # checked every 100 batches and at the epoch's end
+    for k in range(steps):
+        idx = perm[k * batch_size : (k + 1) * batch_size]
+        losses.append(step(images.index_select(0, idx), labels.index_select(0, idx)))
+        if k % 100 == 0 or k == steps - 1:
+            monitor.check(losses, epoch)
+    return losses
+
+
+def _keras_line(
+    print_fn: Callable[[str], Any] | None,
+    keras_accuracy: list[float] | None,
+    epoch: int,
+    epochs: int,
+    steps: int,
+    epoch_losses: list[float],
+    accuracy: float,
+) -> None:
+    """Record the epoch's Keras accuracy and print Keras' line for the epoch."""
+    if keras_accuracy is not None:
+        keras_accuracy.append(accuracy)
+    if print_fn is not None:
+        print_fn(
+            f"Epoch {epoch + 1}/{epochs}: {steps} steps - loss: {epoch_losses[-1]:.4f}"
+            f" - accuracy: {accuracy:.4f}"
+        )
 
 
 def _optimizer(

@@ -368,6 +368,7 @@ class TorchBackend:
             data_parallel=self.dp,
             rmsprop=self.cfg.rmsprop,
             keras_accuracy=keras_accuracy,
+            print_fn=None,  # report prints the line, with the training set's accuracy
         )
         self._check_identical(list(model.parameters()))
         probs = predict(model, self.test_x)

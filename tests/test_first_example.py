@@ -401,8 +401,11 @@ def test_keras_accuracy_is_the_running_mean_of_a_plain_pytorch_loop() -> None:
         generator=torch.Generator().manual_seed(2),
         keras_accuracy=keras_accuracy,
         on_epoch_end=after_epoch,
+        print_fn=(lines := []).append,
     )
     expected = _plain_pytorch_keras_fit(twin, images, labels, 3, seed=2)
+    assert len(lines) == 3 and lines[0].startswith("Epoch 1/3: 6 steps - loss: ")
+    assert lines[0].endswith(f" - accuracy: {expected[0]:.4f}")  # Keras' line, its figure
     assert keras_accuracy == pytest.approx(expected, abs=1.5 / 700)  # one sample's worth
     assert len(full_set) == 3 and keras_accuracy[0] < full_set[0]  # a different quantity
 
