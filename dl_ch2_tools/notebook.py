@@ -147,8 +147,7 @@ def _book_markdown(cell: BookCell) -> str:
 
 def build_notebook(cells: list[BookCell]) -> Any:
     """The notebook (an ``nbformat`` node): each book cell, then what the book printed."""
-    import nbformat
-
+    nbformat = _nbformat()
     nb = nbformat.v4.new_notebook()
     nb.metadata = {
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
@@ -313,8 +312,7 @@ def report(results: list[CellCheck]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``build`` (write the notebook), ``check`` (in sync?), ``run``, ``starter``."""
-    import nbformat
-
+    nbformat = _nbformat()
     parser = argparse.ArgumentParser(prog="python -m dl_ch2_tools.notebook")
     parser.add_argument("command", choices=["build", "check", "run", "starter"])
     parser.add_argument("--out", type=Path, help="run: executed notebook; starter: its path")
@@ -337,6 +335,13 @@ def main(argv: list[str] | None = None) -> int:
     _write(args.out or EXECUTED, dumps(executed))
     print(report(results))
     return 1 if any(r.status == "differs" for r in results) else 0
+
+
+def _nbformat() -> Any:
+    """nbformat (the test and conformance extras' dependency), imported on first use."""
+    import importlib
+
+    return importlib.import_module("nbformat")
 
 
 def _write(path: Path, text: str) -> None:
