@@ -81,6 +81,8 @@ def test_what_the_book_printed_is_recorded() -> None:
             "differs",
         ),
         ("loss: {0.25~0.02} - accuracy: {0.9273~0.01}", "loss: 0.2618", "differs"),
+        ("loss at batch 300: {1.72~0.03}", "loss at batch 300: 1.75", "match"),  # 0.03 is in
+        ("loss at batch 300: {1.72~0.03}", "loss at batch 300: 1.76", "differs"),
         ("{7~0}", "np.uint8(7)", "match"),  # the 8 of uint8 is not a number
         ("{7~0}", "np.uint8(9)", "differs"),
         ("none", "Took: 9.99 s", "unchecked"),
