@@ -43,13 +43,17 @@ TORCH_BUILD_ARGS: dict[str, list[str]] = {
 #: session that installs the package installs these first.
 TOOL_PINS = ["filelock==4.3.2", "psutil==7.2.2"]
 
+#: What runs the companion notebook (tests/test_notebook.py's shortened run, and
+#: `nox -s notebook`): nbclient and a Python kernel, about 15 MB with their dependencies.
+NOTEBOOK_PINS = ["nbclient==0.11.0", "ipykernel==7.4.0"]
+
 
 @nox.session
 @nox.parametrize("torch", list(TORCH_BUILDS), ids=list(TORCH_BUILDS))
 def tests(session: nox.Session, torch: str) -> None:
     """Unit tests with pytest-xdist on one torch build."""
     session.install(*TORCH_BUILDS[torch])
-    session.install(*TOOL_PINS)
+    session.install(*TOOL_PINS, *NOTEBOOK_PINS)
     session.install(".[test,plot]")
     _fetch_mnist(session)
     session.run(
@@ -233,6 +237,24 @@ def train(session: nox.Session) -> None:
     if not session.posargs:  # the saved weights reload to the accuracy the run printed
         for model in ("naive", "keras"):
             session.run("dl-ch2", "evaluate", "--weights", f"runs/latest/{model}.safetensors")
+
+
+@nox.session
+def notebook(session: nox.Session) -> None:
+    """The companion notebook at full size: run notebooks/chapter02.ipynb top to bottom.
+
+    Checks that the notebook is in sync with notebooks/chapter02.py, runs it (both of the
+    chapter's trainings in full: minutes on a CPU), writes the executed notebook to
+    runs/notebook/chapter02.ipynb and prints each cell's comparison with what the book
+    printed; fails if one is outside its stated tolerance. Arguments go to
+    `python -m dl_ch2_tools.notebook run` (`--out PATH`, `--quick`).
+    """
+    session.install("torch==2.13.0")
+    session.install(*TOOL_PINS, *NOTEBOOK_PINS)
+    session.install(".[test,plot]")
+    session.run("dl-ch2", "data")
+    session.run("python", "-m", "dl_ch2_tools.notebook", "check")
+    session.run("python", "-m", "dl_ch2_tools.notebook", "run", *session.posargs)
 
 
 @nox.session

@@ -11,6 +11,8 @@ The chapter's modules, in the book's order:
 
 Beside them: ``loss_monitor`` (the checks on the training loss and their errors),
 ``distributed`` (data-parallel steps under torchrun), ``_checks`` (argument checks),
+``_numpy_io`` (the book's NumPy arrays, made tensors at the top of ``fit``, ``evaluate``,
+``predict`` and ``train_first_example``),
 ``_steps`` (the shape of a step) and ``_compile`` (the ``compile=True`` wrapper).
 
 The tooling around them (MNIST fetching and ``load_mnist``, the ``dl-ch2`` CLI, the main

@@ -8,6 +8,22 @@
 - the GradientTape examples as ``GradientTape``, a thin mirror of TensorFlow's API over
   torch.autograd, including TF's rule that the gradient of a non-scalar target is the
   gradient of its sum.
+
+The plain PyTorch way needs no tape: make a tensor that requires grad
+(``torch.tensor(0.0, requires_grad=True)`` or ``w.requires_grad_()``), compute, call
+``y.backward()`` (``y.sum().backward()`` for a non-scalar ``y``) and read ``x.grad``, or
+``torch.autograd.grad(y, [x])``, which is what ``GradientTape.gradient`` calls. The mirror
+differs from TensorFlow's tape in what it records and returns:
+
+- TensorFlow records only the operations run inside the ``with`` block, on watched
+  tensors (trainable ``tf.Variable``s, or ``tape.watch(t)``); torch records every
+  operation on a tensor that requires grad, inside the block or not, so a target
+  computed before the ``with`` is differentiated too, and there is no ``watch``: use
+  ``variable(t)`` (or ``requires_grad_()``) before computing;
+- for a source the target does not depend on, TensorFlow returns ``None``; this
+  ``gradient`` returns zeros of the source's shape;
+- as TensorFlow's default (non-persistent) tape, a second ``gradient`` call on the same
+  target fails: autograd frees the graph after the first.
 """
 
 from __future__ import annotations
@@ -103,6 +119,8 @@ class GradientTape:
     torch records every operation on tensors that require grad, so the tape itself only
     scopes the example; ``gradient`` does the work. As in TF, a non-scalar ``target``
     is differentiated through its sum, and ``sources`` may be a tensor or a list of them.
+    Unlike TF: operations outside the ``with`` block are recorded too, and a source the
+    target does not depend on gets zeros, not ``None`` (the module's docstring says more).
     """
 
     def __enter__(self) -> GradientTape:

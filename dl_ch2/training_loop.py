@@ -30,6 +30,7 @@ from dl_ch2._checks import (
     shape_str,
 )
 from dl_ch2._compile import CompiledStep
+from dl_ch2._numpy_io import tensors_from_numpy
 from dl_ch2._steps import BatchStep, GradientTransform, StepWrapper, modes, then
 from dl_ch2.loss_monitor import DivergenceError, LossMonitor, NonFiniteLossError
 from dl_ch2.losses import LossFn, book_loss, resolve_loss_fn
@@ -243,7 +244,9 @@ def fit(
     mode and gives the caller's modes back. ``TrainingLog`` prints; ``LossMonitor`` raises on
     a non-finite or diverged loss. ``on_batch_end(epoch, batch, loss)`` runs after each step
     (a per-batch scheduler), ``on_epoch_end(epoch, batch_losses)`` after each epoch.
+    NumPy ``images`` and ``labels`` (the book's) become tensors once, on the model's device.
     """
+    images, labels = tensors_from_numpy(model, images, labels)
     weights = trainable_weights(model)
     epochs, loss_fn = require_positive_int("epochs", epochs), resolve_loss_fn(loss_fn)
     batches = Batches(images, labels, epochs, batch_size, shuffle, generator, weights)
@@ -381,7 +384,9 @@ def evaluate(
     (a TypeError / ValueError naming both, as in ``fit``); ``labels`` must be 1-D integer
     class indices, one per image, in ``[0, classes)``; a prediction that is NaN or
     infinite (NaN weights, say) is a ValueError, not a number.
+    NumPy ``images`` and ``labels`` (the book's) become tensors once, on the model's device.
     """
+    images, labels = tensors_from_numpy(model, images, labels)
     weights = _weights_of(model)
     if weights:  # the model's dtype and device, named as fit names them
         images = require_images(images, weights)

@@ -189,7 +189,7 @@ def first_example(
     """The Keras-faithful first example (RMSprop as Keras 2.6, reshuffled), one call per epoch."""
     model, opt, g = _keras(x, seed)
     for _ in range(epochs):
-        train_first_example(model, x, y, epochs=1, optimizer=opt, generator=g)
+        train_first_example(model, x, y, epochs=1, optimizer=opt, generator=g, print_fn=None)
         after_epoch()
 
 
@@ -207,6 +207,7 @@ def first_example_compiled(
         generator=g,
         compile=True,
         on_epoch_end=lambda _epoch, _loss: after_epoch(),
+        print_fn=None,
     )
 
 

@@ -244,6 +244,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _figures(args: argparse.Namespace) -> int:
+    try:  # before any work: without the plot extra, one line naming it (exit 2)
+        import matplotlib  # noqa: F401
+    except ImportError:
+        from dl_ch2_tools.figures import PLOT_EXTRA_HINT
+
+        print(f"dl-ch2 figures: error: {PLOT_EXTRA_HINT}", file=sys.stderr)
+        return 2
     from dl_ch2_tools import figures
     from dl_ch2_tools.mnist import load_mnist
 

@@ -75,6 +75,7 @@ def run(dp: distributed.DataParallel | None) -> dict[str, Any]:
         data_parallel=dp,
     )
     keras = first_example_model()
+    keras_accuracy: list[float] = []
     keras_losses = train_first_example(
         keras,
         x,
@@ -83,12 +84,14 @@ def run(dp: distributed.DataParallel | None) -> dict[str, Any]:
         batch_size=BATCH,
         generator=torch.Generator().manual_seed(4),
         data_parallel=dp,
+        keras_accuracy=keras_accuracy,
     )
     return {
         "naive": [w.detach().clone() for w in naive.weights],
         "naive_losses": history.batch_losses,
         "keras": [p.detach().clone() for p in keras.parameters()],
         "keras_losses": keras_losses,
+        "keras_accuracy": keras_accuracy,
         "naive_model": naive,
         "keras_model": keras,
     }

@@ -136,7 +136,9 @@ def test_compiled_first_example_agrees_with_the_reference() -> None:
         batch_size=64,
         generator=torch.Generator().manual_seed(7),
         compile=True,
+        keras_accuracy=(accuracy := []),
     )
+    expected_accuracy: list[float] = []
     expected = ref.train_first_example(
         twin,
         images.numpy(),
@@ -144,7 +146,9 @@ def test_compiled_first_example_agrees_with_the_reference() -> None:
         epochs=2,
         batch_size=64,
         rng=TorchPermutations(7),  # type: ignore[arg-type]
+        keras_accuracy=expected_accuracy,
     )
     np.testing.assert_allclose(losses, expected, rtol=1e-10)
+    assert accuracy == expected_accuracy and len(accuracy) == 2  # counted inside the compiled step
     for p, w in zip(model.parameters(), twin.weights, strict=True):
         np.testing.assert_allclose(p.detach().numpy(), w, rtol=1e-9, atol=1e-12)

@@ -197,6 +197,8 @@ def test_data_parallel_equals_one_process_float64(
     got_losses = torch.tensor(got["naive_losses"], dtype=torch.float64)
     assert torch.allclose(got_losses, want_losses, rtol=1e-10, atol=0)
     assert got["keras_losses"] == pytest.approx(single["keras_losses"], rel=1e-10)
+    # Keras' running accuracy: each rank counts its shards, the counts summed over ranks
+    assert got["keras_accuracy"] == single["keras_accuracy"] and len(got["keras_accuracy"]) > 0
 
 
 # --- faults --------------------------------------------------------------------------------

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,6 +15,8 @@ from dl_ch2_tools import main_job
 from dl_ch2_tools.cli import main
 
 plt = pytest.importorskip("matplotlib.pyplot", reason="matplotlib (the plot extra) not installed")
+import matplotlib.text  # noqa: E402
+
 from dl_ch2_tools import figures  # noqa: E402
 
 
@@ -56,11 +60,76 @@ def test_every_figure_is_a_valid_non_blank_png(tmp_path: Path) -> None:
             "digits_grid.png",
             "train_images_4.png",
             "loss_curve.png",
+            "vector_addition.png",
+            "rotation.png",
+            "computation_graph.png",
         ]
     )
     for p in paths:
         assert_good_png(p)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def _drawn_text(monkeypatch: pytest.MonkeyPatch, draw: Any, tmp_path: Path) -> str:
+    """Every text a figure function puts on its figure (titles, labels, legends, notes)."""
+    seen: list[Any] = []
+    real_save = figures._save
+    monkeypatch.setattr(
+        figures, "_save", lambda fig, path: (seen.append(fig), real_save(fig, path))[1]
+    )
+    draw(tmp_path / "figure.png")
+    (fig,) = seen
+    return "\n".join(t.get_text() for t in fig.findobj(matplotlib.text.Text))
+
+
+def test_momentum_figure_shows_the_books_rule_and_plain_momentum_labelled(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    paths = figures.momentum_paths()
+    # from w0=2.5 at lr 0.01: plain SGD and the book's rule at its own momentum (0.1) stop
+    # in the local minimum near 1.332; plain momentum 0.9 rolls on to the global one
+    assert paths["sgd"][-1] == pytest.approx(1.3322, abs=1e-3)
+    assert paths["book"][-1] == pytest.approx(1.3322, abs=1e-3)
+    assert paths["momentum"][-1] == pytest.approx(-1.4840, abs=1e-3)
+    # the book's rule by hand for two steps: v = 0.1 v - lr g; w = w + 0.1 v - lr g
+    w, v = 2.5, 0.0
+    for _ in range(2):
+        grad = w**3 - 2 * w + 0.3
+        v = 0.1 * v - 0.01 * grad
+        w = w + 0.1 * v - 0.01 * grad
+    assert paths["book"][2] == pytest.approx(w, rel=1e-12)
+    text = _drawn_text(monkeypatch, figures.momentum_local_global, tmp_path)
+    assert "the book's rule" in text and "momentum=0.1" in text and "ends at w=1.33" in text
+    assert "plain momentum" in text and "momentum=0.9" in text and "ends at w=-1.48" in text
+
+
+def test_geometry_and_graph_figures_carry_the_chapters_values(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    text = _drawn_text(monkeypatch, figures.vector_addition, tmp_path)
+    assert "A = [0.5, 1]" in text and "B = [1, 0.25]" in text and "A + B = [1.5, 1.25]" in text
+    text = _drawn_text(monkeypatch, figures.rotation, tmp_path)
+    assert "u = [cos θ, sin θ]" in text and "v = [-sin θ, cos θ]" in text
+    assert "[0.87, 0.5]" in text  # [1, 0] rotated by 30 degrees, cos 30° = 0.866
+    text = _drawn_text(monkeypatch, figures.computation_graph, tmp_path)
+    for label in ("x1 = x * w = 6", "x2 = x1 + b = 7", "loss_val = abs(y_true - x2) = 3"):
+        assert label in text
+    assert "grad(loss_val, w) = 1 * 1 * 2 = 2" in text and "grad(loss_val, b) = 1 * 1 = 1" in text
+
+
+def test_figures_without_matplotlib_name_the_extra_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib: ImportError
+    loaded: list[bool] = []
+    monkeypatch.setattr("dl_ch2_tools.mnist.load_mnist", lambda *a, **k: loaded.append(True))
+    assert main(["figures", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("dl-ch2 figures: error: ") and "pip install 'dl-ch2[plot]'" in err
+    assert not loaded and not list(tmp_path.iterdir())  # refused before any work
 
 
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
@@ -107,6 +176,13 @@ def test_main_job_end_to_end_on_small_data(
     assert len(metrics["naive"]["batch_losses"]) == 2
     assert len(metrics["naive"]["batch_losses"][0]) == 19  # ceil(600 / 32)
     assert len(metrics["keras"]["epoch_loss"]) == 2 and metrics["keras"]["steps_per_epoch"] == 19
+    # the printed `accuracy` is Keras' running mean; the whole training set's is named apart
+    keras = metrics["keras"]
+    assert len(keras["epoch_accuracy"]) == len(keras["epoch_train_set_accuracy"]) == 2
+    assert keras["epoch_accuracy"] != keras["epoch_train_set_accuracy"]
+    assert all(abs(v * 600 - round(v * 600)) < 1e-6 for v in keras["epoch_accuracy"])
+    last = f"accuracy: {keras['epoch_accuracy'][1]:.4f} - train_set_accuracy: "
+    assert f"{last}{keras['epoch_train_set_accuracy'][1]:.4f}" in out
     assert metrics["keras"]["test_accuracy"] > 0.5  # easy synthetic classes
     assert metrics["wall_time_s"] > 0
     for name in metrics["figures"]:
@@ -133,6 +209,11 @@ def test_numpy_and_torch_backends_agree_from_the_same_seed(
         t, n = results["torch"][model], results["numpy"][model]
         assert abs(t["test_accuracy"] - n["test_accuracy"]) <= 0.002
         np.testing.assert_allclose(t["epoch_loss"], n["epoch_loss"], rtol=1e-4)
+    t_acc, n_acc = (
+        results["torch"]["keras"]["epoch_accuracy"],
+        results["numpy"]["keras"]["epoch_accuracy"],
+    )
+    np.testing.assert_allclose(t_acc, n_acc, atol=3 / 600)  # float32: a few samples apart at most
 
 
 def test_train_rejects_bad_options(capsys: pytest.CaptureFixture[str]) -> None:

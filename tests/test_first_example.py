@@ -352,3 +352,106 @@ def test_train_first_example_uses_the_rmsprop_it_is_told() -> None:
         )
         assert runs[variant] == twin_losses
     assert runs["keras-2.6"] != runs["keras-3"]
+
+
+# --- §2.1's printed `accuracy`: Keras' running mean over the epoch's batches ---
+
+
+def _plain_pytorch_keras_fit(
+    model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, epochs: int, seed: int
+) -> list[float]:
+    """An ordinary PyTorch loop doing what Keras' fit does; each epoch's running accuracy.
+
+    Keras scores each batch with the predictions of its forward pass, before the update,
+    and prints the mean over the samples seen so far in the epoch.
+    """
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9, eps=1e-7)
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(epochs):
+        perm = torch.randperm(len(images), generator=g)
+        correct = 0
+        for k in range(0, len(images), 128):
+            x, y = images[perm[k : k + 128]], labels[perm[k : k + 128]]
+            logits = model(x)
+            correct += int((logits.argmax(1) == y).sum())
+            loss = torch.nn.functional.cross_entropy(logits, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        out.append(correct / len(images))
+    return out
+
+
+def test_keras_accuracy_is_the_running_mean_of_a_plain_pytorch_loop() -> None:
+    images, labels = _toy(700, torch.float32, seed=4)
+    model = build_first_example_model(generator=torch.Generator().manual_seed(0))
+    twin = build_first_example_model(generator=torch.Generator().manual_seed(0))
+    keras_accuracy: list[float] = []
+    full_set: list[float] = []
+
+    def after_epoch(_epoch: int, _loss: float) -> None:  # what the port printed before
+        full_set.append(float((predict(model, images).argmax(1) == labels).float().mean()))
+
+    train_first_example(
+        model,
+        images,
+        labels,
+        epochs=3,
+        generator=torch.Generator().manual_seed(2),
+        keras_accuracy=keras_accuracy,
+        on_epoch_end=after_epoch,
+        print_fn=(lines := []).append,
+    )
+    expected = _plain_pytorch_keras_fit(twin, images, labels, 3, seed=2)
+    assert len(lines) == 3 and lines[0].startswith("Epoch 1/3: 6 steps - loss: ")
+    assert lines[0].endswith(f" - accuracy: {expected[0]:.4f}")  # Keras' line, its figure
+    assert keras_accuracy == pytest.approx(expected, abs=1.5 / 700)  # one sample's worth
+    assert len(full_set) == 3 and keras_accuracy[0] < full_set[0]  # a different quantity
+
+
+def test_keras_accuracy_matches_the_numpy_reference() -> None:
+    images, labels = _toy(300)
+    model = build_first_example_model(
+        dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+    twin = reference_twin(model)
+    got: list[float] = []
+    train_first_example(
+        model,
+        images,
+        labels,
+        epochs=2,
+        batch_size=64,
+        generator=torch.Generator().manual_seed(7),
+        keras_accuracy=got,
+    )
+    expected: list[float] = []
+    ref.train_first_example(
+        twin,
+        images.numpy(),
+        labels.numpy(),
+        epochs=2,
+        batch_size=64,
+        rng=TorchPermutations(7),  # type: ignore[arg-type]
+        keras_accuracy=expected,
+    )
+    assert got == expected and len(got) == 2
+    assert all(abs(v * 300 - round(v * 300)) < 1e-9 for v in got)  # counts over 300 samples
+
+
+def test_train_first_example_takes_the_books_numpy_arrays() -> None:
+    images, labels = _toy(200, torch.float32)
+    a = build_first_example_model(generator=torch.Generator().manual_seed(0))
+    b = build_first_example_model(generator=torch.Generator().manual_seed(0))
+    from_numpy = train_first_example(
+        a,
+        images.numpy(),
+        labels.numpy().astype(np.uint8),
+        epochs=1,
+        generator=torch.Generator().manual_seed(1),
+    )
+    from_tensors = train_first_example(
+        b, images, labels, epochs=1, generator=torch.Generator().manual_seed(1)
+    )
+    assert from_numpy == from_tensors

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ import torch
 from torch.testing import assert_close
 
 from dl_ch2 import GradientTape, ScalarGraph, chain_rule, derivative, sgd_path, variable
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_derivative_is_local_slope() -> None:
@@ -132,3 +135,37 @@ def test_one_sgd_step_lowers_the_loss() -> None:
     assert grad.shape == W0.shape
     W1 = W0.detach() - 0.01 * grad
     assert float(((x @ W1 - target) ** 2).mean()) < float(loss0.detach())
+
+
+# --- the tape beside plain autograd (docs/listings.md), and its differences from TF ---
+
+
+def test_the_listings_tape_and_plain_autograd_snippet_runs_and_agrees(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    text = (ROOT / "docs" / "listings.md").read_text(encoding="utf-8")
+    block = text.split("### The gradient tape beside plain autograd", 1)[1]
+    code = block.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, object] = {}
+    exec(compile(code, "docs/listings.md", "exec"), namespace)
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == "tensor(2.) tensor(2.)"  # dy/dx of 2x + 3, by hand
+    x = namespace["x"]
+    assert isinstance(x, torch.Tensor)
+    w_grad, b_grad = namespace["grad_of_y_wrt_W_and_b"]  # type: ignore[misc]
+    torch.testing.assert_close(b_grad, torch.tensor([2.0, 2.0]))  # two rows of x
+    column_sums = x.sum(dim=0)  # d(sum(x @ W))/dW[i, j] = sum_k x[k, i], by hand
+    torch.testing.assert_close(w_grad, column_sums[:, None].expand(2, 2))
+
+
+def test_the_tape_records_outside_its_block_and_gives_zeros_where_tf_gives_none() -> None:
+    """The two differences from TensorFlow's tape that gradients.py and listings.md state."""
+    x, unused = variable(3.0), variable(5.0)
+    y = x * x  # computed before the `with`: TF's tape would not have recorded it
+    with GradientTape() as tape:
+        pass
+    grad_x, grad_unused = tape.gradient(y, [x, unused])  # type: ignore[misc]
+    assert float(grad_x) == 6.0  # 2x at x = 3
+    assert torch.equal(grad_unused, torch.zeros(()))  # TF: None
+    with pytest.raises(RuntimeError):  # like a non-persistent tape: one call per target
+        tape.gradient(y, x)

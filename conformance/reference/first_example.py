@@ -55,6 +55,13 @@ class FirstExampleModel:
     def loss_and_gradients(
         self, images: np.ndarray, labels: np.ndarray
     ) -> tuple[float, list[np.ndarray]]:
+        loss, grads, _ = self.loss_gradients_and_hits(images, labels)
+        return loss, grads
+
+    def loss_gradients_and_hits(
+        self, images: np.ndarray, labels: np.ndarray
+    ) -> tuple[float, list[np.ndarray], int]:
+        """The batch's loss, gradients and number of correct predictions (one forward)."""
         W1, b1, W2, b2 = self.weights
         z1 = images @ W1.T + b1
         h = np.maximum(z1, 0)
@@ -64,7 +71,7 @@ class FirstExampleModel:
         dW2, db2 = dz2.T @ h, dz2.sum(axis=0)
         dz1 = (dz2 @ W2) * (z1 > 0)
         dW1, db1 = dz1.T @ images, dz1.sum(axis=0)
-        return loss, [dW1, db1, dW2, db2]
+        return loss, [dW1, db1, dW2, db2], int((z2.argmax(axis=1) == labels).sum())
 
 
 def train_first_example(
@@ -77,8 +84,13 @@ def train_first_example(
     optimizer: RMSprop | None = None,
     rng: np.random.Generator | None = None,
     on_epoch_end: Callable[[int, float], Any] | None = None,
+    keras_accuracy: list[float] | None = None,
 ) -> list[float]:
-    """Keras-style fit: reshuffle every epoch, RMSprop; returns mean loss per epoch."""
+    """Keras-style fit: reshuffle every epoch, RMSprop; returns mean loss per epoch.
+
+    ``keras_accuracy`` gets each epoch's Keras-printed accuracy: correct predictions of
+    each batch's forward pass (before its update), over the epoch's samples.
+    """
     require_positive_int("epochs", epochs)
     require_positive_int("batch_size", batch_size)
     if len(images) != len(labels) or len(images) == 0:
@@ -94,16 +106,18 @@ def train_first_example(
     for epoch in range(epochs):
         perm = rng.permutation(n)
         xs, ys = images[perm], labels[perm]
-        total = 0.0
+        total, correct = 0.0, 0
         for k in range(steps):
             xb, yb = (
                 xs[k * batch_size : (k + 1) * batch_size],
                 ys[k * batch_size : (k + 1) * batch_size],
             )
-            loss, grads = model.loss_and_gradients(xb, yb)
+            loss, grads, hits = model.loss_gradients_and_hits(xb, yb)
             opt.apply_gradients(grads, model.weights)
-            total += loss * len(xb)
+            total, correct = total + loss * len(xb), correct + hits
         out.append(total / n)
+        if keras_accuracy is not None:
+            keras_accuracy.append(correct / n)
         if on_epoch_end is not None:
             on_epoch_end(epoch, out[-1])
     return out

@@ -43,6 +43,20 @@ def test_reshape_builds_the_chapter_tensors_with_their_rank_and_shape(
     check_equal(impl, out, expected, what=f"values of the {name}")
 
 
+@pytest.mark.erratum
+def test_mnist_training_images_are_60000_matrices_of_28_by_28(impl: Impl) -> None:
+    # Erratum (1st edition, §2.2.5): "an array of 60,000 matrices of 28 × 8 integers";
+    # each MNIST image is a 28 × 28 matrix of uint8.
+    images = np.zeros((60000, 28, 28), dtype=np.uint8)
+    images[4, 10:18, 14] = 255  # a stroke: one image among 60,000
+    t = impl.arr(images, "uint8", "the (60000, 28, 28) uint8 zeros with images[4, 10:18, 14] = 255")
+    check_equal(impl, impl.run("reshape", t, (60000, 28, 28)).shape, (60000, 28, 28), what="shape")
+    digit = impl.run("getitem", t, (4,))
+    check_equal(impl, digit.shape, (28, 28), what="train_images[4].shape: a 28 x 28 matrix")
+    check_equal(impl, str(digit.dtype), "uint8", what="train_images[4].dtype")
+    check_equal(impl, digit, images[4], what="train_images[4]")
+
+
 def _source(n: int) -> str:
     return f"np.random.default_rng(0).integers(0, 256, ({n}, 28, 28))"
 

@@ -274,6 +274,42 @@ def test_transpose_300_by_20(impl: Impl) -> None:
 
 
 @pytest.mark.erratum
+def test_broadcast_repeats_y_once_per_row_of_x_32_times_not_10(impl: Impl) -> None:
+    # Erratum (1st edition, §2.3.2): X (32, 10) + y (10,) pictures y "repeated 10 times";
+    # it is repeated along the new axis once per row of X: 32 times (10 is y's length).
+    rng = np.random.default_rng(11)
+    x, y = rng.normal(size=(32, 10)), rng.normal(size=(10,))
+    ty = impl.arr(y)
+    repeated = impl.run("stretch", ty, (32, 10))
+    check_equal(impl, repeated.shape, (32, 10), what="stretch(y, (32, 10)): y repeated 32 times")
+    check_close(
+        impl, repeated, np.tile(y, (32, 1)), what="each of the 32 rows is y", rtol=0, atol=0
+    )
+    out = impl.run("add", impl.arr(x), ty)
+    check_close(impl, out, x + y[None, :], what="X (32, 10) + y (10,): all 32 rows get y")
+
+
+@pytest.mark.requires("naive_ops")
+@pytest.mark.erratum
+@pytest.mark.parametrize(
+    "verb", ["naive_matrix_vector_dot", "naive_matrix_vector_dot_via_vector_dot"]
+)
+def test_dot_naive_matrix_vector_has_one_entry_per_row_of_x_not_the_shape_of_y(
+    impl: Impl, verb: str
+) -> None:
+    # Erratum (1st edition, §2.3.3): the result is described as zeros "with the same shape
+    # as y"; it is np.zeros(x.shape[0]): one entry per row of x. x (4, 3), y (3,) -> (4,).
+    rng = np.random.default_rng(12)
+    x, y = rng.uniform(-1, 1, (4, 3)), rng.uniform(-1, 1, (3,))
+    tx, ty = impl.arr(x), impl.arr(y)
+    out = impl.run(verb, tx, ty)
+    check_equal(impl, out.shape, (4,), what=f"{verb}(x (4, 3), y (3,)).shape")
+    check_close(impl, out, x @ y, what=f"{verb}(x (4, 3), y (3,))")
+    vectorized = impl.run("dot", tx, ty)  # the operation the loops spell out
+    check_close(impl, out, vectorized, what=f"{verb}(x, y) vs dot(x, y)")
+
+
+@pytest.mark.erratum
 def test_transpose_2_by_3_becomes_3_by_2(impl: Impl) -> None:
     # Erratum (review): it claims the transpose of a (2, 3) array keeps shape (2, 3).
     x = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
