@@ -28,11 +28,13 @@ def tensors_from_numpy(model: object, images: Any, labels: Any = None) -> tuple[
 
 
 def _device_of(model: object) -> torch.device:
-    """The device of the model's first weight (``model.weights``, else its parameters)."""
+    """The device of the model's first weight (``model.weights`` when it is the book's
+    list, else its parameters: an attribute of one's own called ``weights`` is not it)."""
     weights = getattr(model, "weights", None)
-    if weights is None and isinstance(model, torch.nn.Module):
-        weights = list(model.parameters())
-    for w in weights or []:
+    if not isinstance(weights, list | tuple):
+        params = model.parameters() if isinstance(model, torch.nn.Module) else ()
+        weights = list(params)
+    for w in weights:
         if isinstance(w, torch.Tensor):
             return w.device
     return torch.device("cpu")
