@@ -178,12 +178,16 @@ class Connection:
                 os.chmod(self.log_path, 0o600)
             self.worker = WorkerProcess(self.iso, self.runtime, scratch, target, log, self.paths)
         self.generation += 1
-        until = time.monotonic() + START_TIMEOUT if deadline is None else deadline
+        began = time.monotonic()
+        until = began + START_TIMEOUT if deadline is None else deadline
         try:
             header, _ = wire.read_message(self.worker.rep_r, deadline=until, max_bytes=1 << 24)
         except TimeoutError:
             self.close()
-            raise AdapterLoadError("loading the adapter took too long") from None
+            raise AdapterLoadError(
+                f"loading the adapter took longer than its limit of {until - began:.0f} s "
+                "(importing the submission and reading its ADAPTER; does it hang at import?)"
+            ) from None
         except (EOFError, wire.WireError) as exc:
             why = "ended its process" if isinstance(exc, EOFError) else f"broke the wire ({exc})"
             text = self._ended(why)

@@ -346,6 +346,7 @@ class WorkerProcess:
         self.rep_r, rep_w = os.pipe()
         fds = ["--in", str(req_r), "--out", str(rep_w), "--adapter", target]
         fds += [a for p in paths or [] for a in ("--path", p)]
+        fds += ["--verbs", ",".join(_verb_names())]
         script = str(runtime / "worker.py")
         if iso.trusted or iso.uid is None:
             if not iso.trusted:
@@ -411,6 +412,13 @@ class WorkerProcess:
         for fd in (self.req_w, self.rep_r):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def _verb_names() -> list[str]:
+    """Every verb of the protocol: the worker looks each up (``__getattr__`` verbs too)."""
+    from conformance.adapter import VERBS
+
+    return sorted({v for verbs in VERBS.values() for v in verbs})
 
 
 def kill_uid(uid: int, gid: int) -> None:
