@@ -7,12 +7,18 @@ batch re-grades what did not finish.
 
 from __future__ import annotations
 
+import csv
+import re
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from worker_shared import shared_dir
 
 from conformance.adapter import AdapterLoadError
 from conformance.grading.client import Connection, RemoteAdapter, plan
@@ -70,3 +76,94 @@ def test_a_hang_at_import_is_reported_with_its_limit(tmp_path: Path) -> None:
         conn.close()
         release_uids()
         shutil.rmtree(conn.grade_dir, ignore_errors=True)
+
+
+# --- item 1: a resumed batch re-grades what did not finish --------------------------------
+
+HOLD = """
+import os, time
+
+def _hold(where):
+    if os.path.exists(os.path.join(FLAGS, "hold-" + where)):
+        open(os.path.join(FLAGS, "started"), "w").close()
+        time.sleep(3600)
+
+_hold("import")
+_relu = StudentAdapter.relu
+
+def _held_relu(x):
+    _hold("verb")
+    return _relu(x)
+
+StudentAdapter.relu = staticmethod(_held_relu)
+"""
+CORE = "[assignment]\ncovers = []\n"  # the core verbs: a short grade
+
+
+def _batch_cmd(subs: Path, out: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "conformance", "grade-all", str(subs), "--out", str(out)]
+    return [*cmd, "--rubric", str(subs.parent / "core.toml"), "--jobs", "1", "--no-progress"]
+
+
+def _table(out: Path) -> dict[str, list[str]]:
+    """The gradebook without its "graded" column (how each row came about)."""
+    rows = list(csv.reader((out / "gradebook.csv").read_text().splitlines()))
+    assert rows[0][-1] == "graded"
+    return {r[0]: r[:-1] for r in rows[1:]}
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, list[str]]]:
+    """(the submissions, an uninterrupted run's output folder, its gradebook)."""
+    flags = shared_dir("dl-ch2-i29-flags-")
+    base = tmp_path_factory.mktemp("batch")
+    subs = base / "subs"
+    subs.mkdir()
+    (base / "core.toml").write_text(CORE)
+    (subs / "a.py").write_text(STUDENT.read_text())
+    (subs / "b.py").write_text(f"FLAGS = {str(flags)!r}\n" + STUDENT.read_text() + HOLD)
+    out = base / "out"
+    proc = subprocess.run(_batch_cmd(subs, out), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    table = _table(out)
+    assert [r[-2] for r in table.values()] == ["ok", "ok"], table
+    return subs, out, table
+
+
+@pytest.mark.parametrize(
+    ("where", "signals", "code"),
+    [("import", ["SIGINT"], 130), ("verb", ["SIGINT", "SIGINT"], 130), ("verb", ["SIGTERM"], 143)],
+    ids=["ctrl-c-at-import", "ctrl-c-twice-in-a-verb", "sigterm-in-a-verb"],
+)
+def test_a_stopped_batch_resumes_to_the_gradebook_of_an_uninterrupted_run(
+    tmp_path: Path, batch: tuple[Path, Path, dict[str, list[str]]], where: str,
+    signals: list[str], code: int,
+) -> None:  # fmt: skip
+    subs, base_out, expected = batch
+    flags = Path(re.findall(r"FLAGS = '([^']+)'", (subs / "b.py").read_text())[0])
+    out = tmp_path / "out"
+    shutil.copytree(base_out / "submissions" / "a.py", out / "submissions" / "a.py")
+    (flags / f"hold-{where}").touch()
+    (flags / "started").unlink(missing_ok=True)
+    proc = subprocess.Popen(_batch_cmd(subs, out), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, preexec_fn=_default_sigint)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (flags / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for sig in signals:
+        proc.send_signal(getattr(signal, sig))
+        time.sleep(0.5)
+    output = proc.communicate(timeout=120)[0].decode()
+    (flags / f"hold-{where}").unlink()
+    assert proc.returncode == code, output[-3000:]
+    stopped = _table(out)
+    assert stopped["a.py"] == expected["a.py"] and stopped["b.py"][-2] != "ok", stopped
+    resumed = subprocess.run(_batch_cmd(subs, out), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr[-3000:]
+    assert _table(out) == expected
+    graded = {r[0]: r[-1] for r in csv.reader((out / "gradebook.csv").read_text().splitlines())}
+    assert graded["a.py"] == "reused" and graded["b.py"].startswith("regraded: was "), graded
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

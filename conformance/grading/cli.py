@@ -87,6 +87,7 @@ def _grade_all(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             progress=not args.no_progress,
             hard_timeout_s=args.hard_timeout,
+            rubric_path=args.rubric,
         )
     except KeyboardInterrupt as exc:
         how = "SIGTERM" if isinstance(exc, BatchStopped) else "Ctrl-C"
@@ -100,11 +101,14 @@ def _grade_all(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
     bad = sum(1 for r in rows if r.status != "ok")
     reused = sum(1 for r in rows if r.reused)
+    regraded = sum(1 for r in rows if r.graded.startswith("regraded"))
     print(
-        f"graded {len(rows)} submission(s) ({reused} unchanged, reused); {bad} not ok; "
+        f"graded {len(rows)} submission(s) ({reused} complete and unchanged, reused; "
+        f"{regraded} unfinished before, graded again); {bad} not ok; "
         f"see {Path(args.out) / 'gradebook.csv'} and summary.md"
     )
-    return 0
+    # a batch in which a submission could not be graded is not a success: look at it
+    return 1 if bad else 0
 
 
 def _gradescope_run(args: argparse.Namespace) -> int:

@@ -132,12 +132,13 @@ def run_grade(
     own process group, killed whole after ``hard_timeout_s`` (default: the grade's budget
     plus a grace) in case the grader itself hangs.
     """
+    workdir = workdir.resolve()  # the child runs in it: a relative path would nest
     workdir.mkdir(parents=True, exist_ok=True)
     report_json, report_md = workdir / "report.json", workdir / "card.md"
     for stale in (report_json, report_md):
         stale.unlink(missing_ok=True)
     target, sep, attr = adapter.partition(":")
-    if target.endswith(".py") or Path(target).is_dir():  # the child runs elsewhere
+    if target.endswith((".py", ".ipynb")) or Path(target).is_dir():  # the child runs elsewhere
         adapter = str(Path(target).resolve()) + sep + attr
     cmd = grade_command(
         adapter, report_json, report_md, rubric, python=python, jobs=jobs, hide=hide, folder=folder
@@ -209,6 +210,14 @@ def stop_running_grades(grace: float = 30.0) -> None:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             _kill_group(proc)
+
+
+def kill_running_grades() -> None:
+    """SIGKILL every running grade's process group now (a second Ctrl-C); no waiting, so it
+    may run in a signal handler."""
+    for proc in list(_RUNNING):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _kill_group(proc: subprocess.Popen[Any]) -> None:
