@@ -425,10 +425,10 @@ def _run(batch: _Batch, pool: ThreadPoolExecutor, grade: Callable[..., Row],
         _stop(pool)
         pool.shutdown(wait=True)
         for fut, (sub, how) in futures.items():  # grades that ended while the batch stopped
-            if sub not in batch.rows and fut.done() and not fut.cancelled():
-                if fut.exception() is None:
-                    batch.rows[sub] = fut.result()
-                    batch.rows[sub].graded = how
+            ended = fut.done() and not fut.cancelled() and fut.exception() is None
+            if sub not in batch.rows and ended:
+                batch.rows[sub] = fut.result()
+                batch.rows[sub].graded = how
         return exc
     finally:
         pool.shutdown(wait=True)
@@ -494,8 +494,9 @@ def grade_all(
         if bar is not None:
             bar.close()
     hard = "budget + 60 s" if hard_timeout_s is None else f"{hard_timeout_s:g} s"
+    rubric_name = rubric_path or "the default"
     options = (f"{n} submission(s) at once (--jobs), hard timeout {hard} (--hard-timeout), "
-               f"rubric {rubric_path or 'the default'} (--rubric, sha256 {rubric.digest[:12]})")  # fmt: skip
+               f"rubric {rubric_name} (--rubric, sha256 {rubric.digest[:12]})")  # fmt: skip
     try:
         ordered = _write_outputs(out, batch, options)
     finally:
