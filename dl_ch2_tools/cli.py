@@ -273,8 +273,8 @@ def _bench(args: argparse.Namespace) -> int:
 def _grade(args: argparse.Namespace) -> int:
     from conformance.__main__ import grade_from_args
 
-    if getattr(args, "gradescope", None):
-        return _classroom(args)
+    if getattr(args, "gradescope", None) or getattr(args, "rubric", None):
+        return _classroom(args)  # course mode (conformance.grading.cli.course_mode)
     return grade_from_args(args)
 
 

@@ -8,6 +8,7 @@ batch re-grades what did not finish.
 from __future__ import annotations
 
 import csv
+import json
 import re
 import shutil
 import signal
@@ -100,9 +101,9 @@ StudentAdapter.relu = staticmethod(_held_relu)
 CORE = "[assignment]\ncovers = []\n"  # the core verbs: a short grade
 
 
-def _batch_cmd(subs: Path, out: Path) -> list[str]:
+def _batch_cmd(subs: Path | str, out: Path | str) -> list[str]:
     cmd = [sys.executable, "-m", "conformance", "grade-all", str(subs), "--out", str(out)]
-    return [*cmd, "--rubric", str(subs.parent / "core.toml"), "--jobs", "1", "--no-progress"]
+    return [*cmd, "--rubric", "core.toml", "--jobs", "1", "--no-progress", "--hard-timeout", "300"]
 
 
 def _table(out: Path) -> dict[str, list[str]]:
@@ -122,9 +123,11 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[st
     (base / "core.toml").write_text(CORE)
     (subs / "a.py").write_text(STUDENT.read_text())
     (subs / "b.py").write_text(f"FLAGS = {str(flags)!r}\n" + STUDENT.read_text() + HOLD)
-    out = base / "out"
-    proc = subprocess.run(_batch_cmd(subs, out), capture_output=True, text=True, timeout=300)
+    out = base / "out"  # relative paths, as a shell user writes them (issue 29, item 3)
+    proc = subprocess.run(_batch_cmd("subs", "out"), capture_output=True, text=True, timeout=300,
+                          cwd=base)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert proc.stderr.strip() == "", proc.stderr  # --no-progress: no bar
     table = _table(out)
     assert [r[-2] for r in table.values()] == ["ok", "ok"], table
     return subs, out, table
@@ -145,7 +148,7 @@ def test_a_stopped_batch_resumes_to_the_gradebook_of_an_uninterrupted_run(
     shutil.copytree(base_out / "submissions" / "a.py", out / "submissions" / "a.py")
     (flags / f"hold-{where}").touch()
     (flags / "started").unlink(missing_ok=True)
-    proc = subprocess.Popen(_batch_cmd(subs, out), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(_batch_cmd(subs, out), stdout=subprocess.PIPE, cwd=subs.parent,
                             stderr=subprocess.STDOUT, preexec_fn=_default_sigint)  # fmt: skip
     deadline = time.monotonic() + 120
     while not (flags / "started").exists() and time.monotonic() < deadline:
@@ -158,7 +161,8 @@ def test_a_stopped_batch_resumes_to_the_gradebook_of_an_uninterrupted_run(
     assert proc.returncode == code, output[-3000:]
     stopped = _table(out)
     assert stopped["a.py"] == expected["a.py"] and stopped["b.py"][-2] != "ok", stopped
-    resumed = subprocess.run(_batch_cmd(subs, out), capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(_batch_cmd(subs, out), capture_output=True, text=True, timeout=300,
+                             cwd=subs.parent)  # fmt: skip
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr[-3000:]
     assert _table(out) == expected
     graded = {r[0]: r[-1] for r in csv.reader((out / "gradebook.csv").read_text().splitlines())}
@@ -167,3 +171,140 @@ def test_a_stopped_batch_resumes_to_the_gradebook_of_an_uninterrupted_run(
 
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# --- item 4: every option means something in every mode -----------------------------------
+
+#: How the test below shows each option of ``grade`` applied (the card names its value).
+GRADE_OPTIONS = {
+    "adapter": "the graded implementation's name on the card",
+    "dtype": "dtype float32 on the card",
+    "report_json": "the report written there",
+    "report_md": "the card written there",
+    "jobs": "-n 1 (pytest-xdist's own -n is refused as a pytest argument)",
+    "spec_timeout": "spec timeout 7 s",
+    "budget": "budget 100 s",
+    "max_worker_restart": "worker restarts 4",
+    "allow": "libraries numpy, packaging",
+    "hide": "hidden <path>",
+    "memory_limit": "memory 3 GiB",
+    "pytest_args": "plain mode: -k narrows the grade; course mode: refused, exit 2",
+    "gradescope": "results.json written, its output is the card",
+    "rubric": "the rubric's score printed, its budget used",
+}
+GRADE_ALL_OPTIONS = {
+    "submissions": "the folder graded",
+    "out": "the output folder (relative to the current folder)",
+    "rubric": "rubric core.toml in summary.md",
+    "jobs": "1 submission(s) at once (--jobs)",
+    "hard_timeout": "hard timeout 300 s",
+    "no_progress": "no progress bar on stderr",
+}
+
+
+def _dests(command: str) -> set[str]:
+    from dl_ch2_tools.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    parser = sub.choices[command]  # type: ignore[index]
+    return {a.dest for a in parser._actions if a.dest not in ("help", "func", "classroom_func")}
+
+
+def test_the_option_tables_cover_every_option_of_grade_and_grade_all() -> None:
+    assert _dests("grade") == set(GRADE_OPTIONS)
+    assert _dests("grade-all") == set(GRADE_ALL_OPTIONS)
+
+
+def _card_options(tmp_path: Path) -> list[str]:
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    return ["--dtype", "float32", "--report-json", "r.json", "--report-md", "card.md", "-n", "1",
+            "--spec-timeout", "7", "--budget", "100", "--max-worker-restart", "4",
+            "--allow", "packaging", "--hide", "hidden", "--memory-limit", "3"]  # fmt: skip
+
+
+def _assert_card_shows_options(tmp_path: Path, card: str, report: dict[str, object]) -> None:
+    want = ["dtype float32", "budget 100 s", "spec timeout 7 s", "worker restarts 4",
+            "memory 3 GiB", "libraries numpy, packaging", str(tmp_path / "hidden")]  # fmt: skip
+    assert all(w in card for w in want), [w for w in want if w not in card]
+    assert "student-numpy" in card and report["dtype"] == "float32"
+
+
+def _dl_ch2(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "conformance", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+
+
+def test_every_grade_option_applies_in_plain_mode(tmp_path: Path) -> None:
+    (tmp_path / "adapter.py").write_text(STUDENT.read_text())
+    proc = _dl_ch2(tmp_path, "grade", "adapter.py", *_card_options(tmp_path), "--", "-k",
+                   "vector_add")  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    _assert_card_shows_options(tmp_path, (tmp_path / "card.md").read_text(), report)
+    assert report["totals"]["passed"] == 2  # -k applied
+
+
+def test_every_grade_option_applies_in_course_mode_or_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "adapter.py").write_text(STUDENT.read_text())
+    (tmp_path / "core.toml").write_text(CORE + "[grading]\nbudget = 240\n")
+    course = ["--rubric", "core.toml", "--gradescope", "results.json"]
+    refused = _dl_ch2(tmp_path, "grade", "adapter.py", *course, "--", "-k", "vector_add")
+    assert refused.returncode == 2 and "pytest arguments ['-k', 'vector_add']" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    proc = _dl_ch2(tmp_path, "grade", "adapter.py", *course, *_card_options(tmp_path))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    report = json.loads((tmp_path / "r.json").read_text())
+    _assert_card_shows_options(tmp_path, results["output"], report)
+    score = re.findall(r"rubric score: (\S+) / (\S+) \(results.json: results.json\)", proc.stdout)
+    assert score and score[0][0] == score[0][1] == f"{results['score']:g}", proc.stdout[-500:]
+
+
+def test_grade_with_a_rubric_alone_prints_its_score_and_uses_its_budget(tmp_path: Path) -> None:
+    (tmp_path / "core.toml").write_text(CORE + "[grading]\nbudget = 240\n")
+    broken = tmp_path / "adapter.py"
+    broken.write_text(STUDENT.read_text().replace("return np.maximum(x, 0)", "return x"))
+    proc = _dl_ch2(tmp_path, "grade", "adapter.py", "--rubric", "core.toml", "--report-md", "c.md")
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    score = re.findall(r"rubric score: (\S+) / (\S+)", proc.stdout)
+    assert score and float(score[0][0]) < float(score[0][1]) == 104, proc.stdout[-1000:]
+    assert "budget 240 s" in (tmp_path / "c.md").read_text()
+
+
+def test_grade_all_refuses_an_option_it_does_not_know(tmp_path: Path) -> None:
+    (tmp_path / "subs").mkdir()
+    cmd = [sys.executable, "-m", "conformance", "grade-all", "subs", "--out", "o", "--budget", "5"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2 and "--budget" in proc.stderr, proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_grade_all_with_relative_paths_shows_its_options_and_keeps_its_outputs_private(
+    batch: tuple[Path, Path, dict[str, list[str]]],
+) -> None:
+    _subs, out, table = batch
+    assert float(table["a.py"][1]) == float(table["a.py"][2]) > 0  # graded, in the right place
+    summary = (out / "summary.md").read_text()
+    for shown in ("1 submission(s) at once (--jobs)", "hard timeout 300 s", "rubric core.toml"):
+        assert shown in summary, summary
+    for path in [out, *out.rglob("*")]:
+        mode = path.stat().st_mode & 0o777
+        assert mode & 0o077 == 0 or path.parent.stat().st_mode & 0o077 == 0, (path, oct(mode))
+    assert (out.stat().st_mode & 0o777) == 0o700
+    assert (out / "submissions").stat().st_mode & 0o777 == 0o700
+
+
+def test_grade_all_exits_1_when_a_submission_errors_and_a_rerun_grades_it_again(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "core.toml").write_text(CORE)
+    (tmp_path / "subs" / "broken.py").write_text("ADAPTER = undefined_name\n")
+    for graded in ("new", "regraded: was error"):
+        proc = subprocess.run(_batch_cmd("subs", "grades"), capture_output=True, text=True,
+                              cwd=tmp_path, timeout=120)  # fmt: skip
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        rows = list(csv.DictReader((tmp_path / "grades" / "gradebook.csv").open()))
+        assert rows[0]["status"] == "error" and "NameError" in rows[0]["reason"], rows
+        assert rows[0]["graded"] == graded

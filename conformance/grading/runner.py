@@ -242,8 +242,8 @@ def grade(
         ]
         if (jobs or 1) > 1:
             args += ["-n", str(jobs)]
-        for path in [*hide, *outputs]:
-            args += ["--hide", path]
+        for path in [*hide, *outputs]:  # absolute: pytest runs in the grade's own folder
+            args += ["--hide", str(Path(path).resolve())]
         if folder:
             args += ["--submission-folder", str(Path(folder).resolve())]
         if spec_timeout is not None:
