@@ -125,6 +125,7 @@ def plan(spec: str, *, packages: list[str], hide: list[str], limits: Limits,
 def make_runtime(folder: Path) -> Path:
     """Copy what a worker runs of ours into ``folder`` (readable by anyone, owned by us)."""
     folder.mkdir(mode=0o755, parents=True, exist_ok=True)
+    (folder.parent / "view").mkdir(mode=0o755, exist_ok=True)  # where a worker's view is built
     for f in (*RUNTIME_FILES, Path(__file__).with_name("launch.py")):
         shutil.copyfile(f, folder / f.name)
         os.chmod(folder / f.name, 0o644)

@@ -374,6 +374,7 @@ class WorkerProcess:
                         "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"},
                 "cwd": str(scratch), "uid": iso.uid, "gid": iso.gid, "hide": iso.hide,
                 "limits": iso.limits.rlimits(), "mount_namespace": iso.namespaces,
+                "view": worker_view(iso, runtime, scratch, paths or []) if iso.namespaces else None,
             }  # fmt: skip
             launcher = [sys.executable, "-I", str(runtime / "launch.py"), json.dumps(config)]
             argv = [*_UNSHARE, "--", *launcher] if iso.namespaces else launcher
@@ -412,6 +413,29 @@ class WorkerProcess:
         for fd in (self.req_w, self.rep_r):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+#: What every worker's view holds of the system, read-only (those that exist).
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
+                "/sys/devices/system/cpu")  # fmt: skip
+#: Folders shared with every worker, read-write (``os.pathsep``-separated): for test
+#: harnesses that watch a worker; never a folder holding submissions or results.
+SHARED_ENV = "DL_CH2_WORKER_SHARED"
+
+
+def worker_view(iso: Isolation, runtime: Path, scratch: Path, paths: list[str]) -> dict[str, Any]:
+    """What a worker in namespaces sees (``launch.py`` builds it): the system's programs and
+    libraries, its interpreter, its allowed libraries, its runtime and its own scratch
+    folder; no other submission, batch, output or earlier run."""
+    python = Path(os.path.realpath(iso.python))
+    prefix = python.parents[1]  # e.g. /usr, or /opt/python3.11 for a Python of its own
+    ro = [*SYSTEM_PATHS, str(prefix), *iso.site, str(runtime), *paths]
+    shared = [p for p in os.environ.get(SHARED_ENV, "").split(os.pathsep) if p]
+    rw = [str(scratch), *(os.path.realpath(p) for p in shared)]
+    cap = iso.limits.memory_bytes
+    return {"root": str(runtime.parent / "view"), "ro": [os.path.realpath(p) if not
+            os.path.islink(p) else p for p in ro], "rw": rw,
+            "shm_bytes": cap if cap > 0 else 2**30}  # fmt: skip
 
 
 def _verb_names() -> list[str]:
