@@ -58,7 +58,7 @@ def _bind(src: str, root: str, *, writable: bool = False) -> None:
         os.makedirs(dst, exist_ok=True)
     else:
         os.makedirs(os.path.dirname(dst), exist_ok=True)
-        open(dst, "a").close()  # noqa: SIM115 - an empty file to mount over
+        open(dst, "a").close()  # an empty file to mount over
     _mount(src, dst, None, _MS_BIND | _MS_REC)
     flags = _MS_REMOUNT | _MS_BIND | _MS_NOSUID | (0 if writable else _MS_RDONLY)
     _mount("none", dst, None, flags | (0 if src.startswith("/dev/") else _MS_NODEV))
