@@ -8,6 +8,7 @@ batch re-grades what did not finish.
 from __future__ import annotations
 
 import csv
+import os
 import json
 import re
 import shutil
@@ -308,3 +309,49 @@ def test_grade_all_exits_1_when_a_submission_errors_and_a_rerun_grades_it_again(
         rows = list(csv.DictReader((tmp_path / "grades" / "gradebook.csv").open()))
         assert rows[0]["status"] == "error" and "NameError" in rows[0]["reason"], rows
         assert rows[0]["graded"] == graded
+
+
+# --- item 5: memory is memory ------------------------------------------------------------
+
+SHARED_MEMORY = """
+import mmap, os
+
+def _touch_shared(x):
+    held = mmap.mmap(-1, 2 * 2**30, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+    _KEEP.append(held)
+    for mib in range(0, 2048, 64):
+        for offset in range(mib * 2**20, (mib + 64) * 2**20, 4096):
+            held[offset] = 1
+        with open(os.path.join(FLAGS, "touched"), "w") as f:
+            f.write(str(mib + 64))
+    return np.maximum(x, 0)
+
+_KEEP = []
+StudentAdapter.relu = staticmethod(_touch_shared)
+"""
+
+
+@pytest.mark.parametrize("mechanism", ["default", "watchdog"])
+def test_two_gib_of_shared_memory_under_a_one_gib_cap_is_stopped(
+    tmp_path: Path, mechanism: str
+) -> None:
+    flags = shared_dir("dl-ch2-i29-shm-")
+    (tmp_path / "adapter.py").write_text(
+        f"FLAGS = {str(flags)!r}\n" + STUDENT.read_text() + SHARED_MEMORY
+    )
+    env = dict(os.environ)
+    if mechanism == "watchdog":
+        env["DL_CH2_MEMORY_CAP"] = "watchdog"
+    cmd = [sys.executable, "-m", "conformance", "grade", "adapter.py", "--memory-limit", "1"]
+    cmd += ["--report-json", "r.json", "--", "-k", "test_relu_of_zero"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300, env=env)
+    report = json.loads((tmp_path / "r.json").read_text())
+    failed = [s for s in report["specs"] if s["outcome"] == "failed"]
+    assert proc.returncode == 1 and len(failed) == 1, proc.stdout[-3000:]
+    message = failed[0]["message"]
+    assert "stopped by its memory cap of 1 GiB" in message, message
+    held = report["isolation"]["memory_cap"]["mechanism"]
+    assert ("watchdog" in held) == (mechanism == "watchdog"), held
+    assert held.split(":")[0] in message  # the report says which mechanism held
+    touched = int((flags / "touched").read_text())
+    assert touched < 2048, f"the worker touched {touched} MiB of shared memory"

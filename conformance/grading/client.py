@@ -245,6 +245,8 @@ class Connection:
             with contextlib.suppress(Exception):
                 self.worker.proc.wait(timeout=2)
             status = self.worker.status()
+            memory = self.worker.memory_note()
+            status += f": {memory}" if memory else ""
         return f"{why} ({status}){self._log_tail()}".replace("  (", " (")
 
     def close(self) -> None:

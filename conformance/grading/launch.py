@@ -122,6 +122,9 @@ def _drop(uid: int, gid: int) -> None:
 
 def main() -> None:
     config = json.loads(sys.argv[1])
+    if config.get("cgroup"):  # the memory cap, shared memory included (issue 29)
+        with open(os.path.join(config["cgroup"], "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
     if config.get("mount_namespace"):
         argv = config["argv"]
         sites = [v for k, v in itertools.pairwise(argv) if k in ("--site", "--path")]
