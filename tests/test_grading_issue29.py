@@ -8,8 +8,8 @@ batch re-grades what did not finish.
 from __future__ import annotations
 
 import csv
-import os
 import json
+import os
 import re
 import shutil
 import signal

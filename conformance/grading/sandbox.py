@@ -579,9 +579,9 @@ def memory_cgroup_parent() -> tuple[Path, int] | None:
     if os.geteuid() != 0 or os.environ.get(MEMORY_CAP_ENV) == "watchdog":
         return None
     v2 = _own_cgroup(2)
-    if v2 is not None and "memory" in _read(v2 / "cgroup.subtree_control").split():
-        if os.access(v2, os.W_OK):
-            return v2, 2
+    delegated = v2 is not None and "memory" in _read(v2 / "cgroup.subtree_control").split()
+    if v2 is not None and delegated and os.access(v2, os.W_OK):
+        return v2, 2
     v1 = _own_cgroup(1)
     if v1 is not None and (v1 / "memory.limit_in_bytes").exists() and os.access(v1, os.W_OK):
         return v1, 1
