@@ -234,11 +234,15 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise UsageError("--weights", f"{args.weights} is not a file")
     result = evaluate_weights(path, device=args.device, data_root=args.root)
     recorded = result["recorded_test_accuracy"]
-    print(f"weights: {path} ({result['model']} model, sha256 {result['sha256'][:16]}... verified)")
+    trusted, why = result["record_trusted"]
+    sha = result["sha256"][:16]
+    print(f"weights: {path} ({result['model']} model, sha256 {sha}... matches; {why})")
     line = f"test accuracy: {result['test_accuracy']:.4f}"
-    if isinstance(recorded, (int, float)):
+    if isinstance(recorded, (int, float)) and trusted:
         same = "the same" if recorded == result["test_accuracy"] else "DIFFERENT"
         line += f" (the run recorded {recorded:.4f}: {same})"
+    elif isinstance(recorded, (int, float)):
+        line += " (the sidecar's recorded accuracy is not compared: it is not signed by you)"
     print(line)
     return 0
 
