@@ -119,13 +119,18 @@ def _check_signature(side: Path, sidecar: Mapping[str, Any]) -> None:
         )
 
 
+def _signed_by(key: bytes | None, sig: object, sidecar: Mapping[str, Any]) -> bool:
+    if not isinstance(sig, dict) or key is None or sig.get("key_id") != _key_id(key):
+        return False
+    return hmac.compare_digest(str(sig.get("hmac_sha256")), _mac(key, sidecar))
+
+
 def record_trust(sidecar: Mapping[str, Any]) -> tuple[bool, str]:
     """(whether the sidecar's record is the user's own, signed and intact; in words)."""
     sig = sidecar.get(_SIGNATURE)
     key = _key(create=False)
-    if isinstance(sig, dict) and key is not None and sig.get("key_id") == _key_id(key):
-        if hmac.compare_digest(str(sig.get("hmac_sha256")), _mac(key, sidecar)):
-            return True, f"sidecar signed with your key ({key_path()}, HMAC-SHA256)"
+    if _signed_by(key, sig, sidecar):
+        return True, f"sidecar signed with your key ({key_path()}, HMAC-SHA256)"
     why = "signed with another key" if isinstance(sig, dict) else "not signed"
     return False, (
         f"sidecar {why}: its sha256 detects corruption, not tampering, and its record "
