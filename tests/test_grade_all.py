@@ -118,7 +118,7 @@ def test_grade_all_a_folder_with_good_and_bad_submissions_then_resume(tmp_path: 
     assert (out / "histogram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "submissions" / "alice" / "card.md").exists()
 
-    # a re-run grades nothing unchanged; an edited submission is graded again
+    # a re-run reuses the complete grade and grades the errored ones again (issue 29)
     graded.clear()
     again = grade_all(
         subs,
@@ -128,11 +128,13 @@ def test_grade_all_a_folder_with_good_and_bad_submissions_then_resume(tmp_path: 
         progress=False,
         on_row=lambda r: graded.append(r.submission),
     )
-    assert graded == [] and all(r.reused for r in again)
+    assert sorted(graded) == ["broken.py", "noadapter"]
+    assert [r.graded for r in again] == ["reused", "regraded: was error", "regraded: was error"]
     assert [(r.submission, r.score, r.status) for r in again] == [
         (r.submission, r.score, r.status) for r in rows
     ]
-    (subs / "broken.py").write_text("ADAPTER = also_undefined\n")
+    (subs / "alice" / "my_impl.py").write_text(STUDENT.read_text() + "\n# edited\n")
+    graded.clear()
     grade_all(
         subs,
         out,
@@ -141,7 +143,7 @@ def test_grade_all_a_folder_with_good_and_bad_submissions_then_resume(tmp_path: 
         progress=False,
         on_row=lambda r: graded.append(r.submission),
     )
-    assert graded == ["broken.py"]
+    assert sorted(graded) == ["alice", "broken.py", "noadapter"]  # an edit regrades it
 
 
 def test_a_hanging_submission_gets_an_error_row_and_the_batch_goes_on(tmp_path: Path) -> None:

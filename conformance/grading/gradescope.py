@@ -129,6 +129,11 @@ def grade_command(
     return cmd
 
 
+def _hard_timeout(rubric: Rubric, options: GradeOptions | None) -> float:
+    budget = options.budget if options is not None and options.budget else _budget(rubric)
+    return budget + KILL_GRACE_S
+
+
 def _budget(rubric: Rubric) -> float:
     return rubric.budget if rubric.budget is not None else DEFAULT_BUDGET_S
 
@@ -172,8 +177,7 @@ def run_grade(
     cmd = grade_command(adapter, report_json, report_md, rubric, python=python, jobs=jobs,
                         hide=hide, folder=folder, options=options)  # fmt: skip
     if hard_timeout_s is None:
-        budget = options.budget if options is not None and options.budget else _budget(rubric)
-        hard_timeout_s = budget + KILL_GRACE_S
+        hard_timeout_s = _hard_timeout(rubric, options)
     child_env = dict(os.environ if env is None else env)
     child_env.setdefault("PYTHONWARNINGS", "ignore")
     # the child must import the installed (or this checkout's) conformance, not the submission's
