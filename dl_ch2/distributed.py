@@ -34,7 +34,7 @@ seconds, 60 by default; gloo's own default is 30 minutes), so a rank that dies e
 job within that time instead of hanging it. Each rank also watches its launcher: when
 ``torchrun`` itself dies (SIGKILL, a closed terminal), the rank notices within a fraction of
 a second, says so on stderr and stops itself with SIGTERM (the main job turns that into
-``StoppedBySignal``: nothing is marked complete), and exits outright if it has not ended
+``StoppedBySignal``: nothing is marked complete), and is killed outright if it has not ended
 ``PARENT_GRACE_S`` seconds later: an orphaned rank never goes on writing a run.
 """
 
@@ -47,7 +47,6 @@ import re
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 
 import torch
@@ -118,14 +117,15 @@ PARENT_POLL_S, PARENT_GRACE_S = 0.2, 10.0
 
 def _watch_parent(launcher: int) -> None:
     """Stop this rank when its launcher (torchrun's agent, pid ``launcher``) is gone."""
+    tick = threading.Event()  # never set: its wait is the watch's clock
     while os.getppid() == launcher:
-        time.sleep(PARENT_POLL_S)
+        tick.wait(PARENT_POLL_S)
     rank = os.environ.get("RANK", "?")
     print(f"dl-ch2: rank {rank}: its launcher (torchrun, pid {launcher}) died; stopping",
           file=sys.stderr, flush=True)  # fmt: skip
     os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(PARENT_GRACE_S)
-    os._exit(128 + signal.SIGTERM)  # still running: a collective holds it, end it here
+    tick.wait(PARENT_GRACE_S)
+    os.kill(os.getpid(), signal.SIGKILL)  # still running: a collective holds it, end it here
 
 
 def init_from_env(*, timeout_s: float | None = None, backend: str | None = None) -> bool:

@@ -324,6 +324,7 @@ def _touch_shared(x):
             held[offset] = 1
         with open(os.path.join(FLAGS, "touched"), "w") as f:
             f.write(str(mib + 64))
+    __import__("time").sleep(3)  # held, as a program holds what it uses
     return np.maximum(x, 0)
 
 _KEEP = []
@@ -354,4 +355,5 @@ def test_two_gib_of_shared_memory_under_a_one_gib_cap_is_stopped(
     assert ("watchdog" in held) == (mechanism == "watchdog"), held
     assert held.split(":")[0] in message  # the report says which mechanism held
     touched = int((flags / "touched").read_text())
-    assert touched < 2048, f"the worker touched {touched} MiB of shared memory"
+    if mechanism == "default" and "cgroup" in held:  # exact: the touch itself is stopped
+        assert touched < 2048, f"the worker touched {touched} MiB of shared memory"
