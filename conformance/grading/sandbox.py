@@ -51,7 +51,16 @@ _HERE = Path(__file__).resolve().parent
 _SUITE = _HERE.parent
 #: Files copied into each grade's runtime folder: all a worker runs of ours.
 RUNTIME_FILES = (_HERE / "worker.py", _HERE / "wire.py", _SUITE / "curves.py")
-_UNSHARE = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc"]
+_UNSHARE = [
+    "unshare",
+    "--net",
+    "--ipc",
+    "--pid",
+    "--fork",
+    "--kill-child",
+    "--mount",
+    "--mount-proc",
+]
 
 
 @dataclass(frozen=True)
@@ -528,10 +537,20 @@ def become_subreaper() -> None:
 
 
 def _kill_orphans() -> None:
+    """Kill this subreaper's orphans, round after round: killing a daemon's parent makes the
+    daemon an orphan of ours only once that parent has died, after the round that killed it."""
+    for _ in range(50):
+        if not _kill_orphans_once():
+            return
+        time.sleep(0.01)
+
+
+def _kill_orphans_once() -> bool:
     me = os.getpid()
     proc = Path("/proc")
+    killed = False
     if not proc.is_dir():
-        return
+        return killed
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -539,9 +558,11 @@ def _kill_orphans() -> None:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             if int(fields[1]) == me and _is_worker_orphan(int(entry.name)):
                 os.kill(int(entry.name), signal.SIGKILL)
+                killed = True
     with contextlib.suppress(ChildProcessError):
         while os.waitpid(-1, os.WNOHANG)[0]:
             pass
+    return killed
 
 
 def _is_worker_orphan(pid: int) -> bool:
