@@ -41,7 +41,7 @@ def add_grade_arguments(g: argparse.ArgumentParser) -> None:
         "-n",
         "--jobs",
         type=int,
-        default=1,
+        default=None,
         help="grading processes, each with a worker of its own (pytest-xdist; default 1)",
     )
     g.add_argument(
@@ -53,13 +53,13 @@ def add_grade_arguments(g: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--budget",
         type=float,
-        default=DEFAULT_BUDGET,
-        help=f"seconds for the whole grade (default {DEFAULT_BUDGET:g})",
+        default=None,
+        help=f"seconds for the whole grade (default {DEFAULT_BUDGET:g}; with a rubric, its own)",
     )
     g.add_argument(
         "--max-worker-restart",
         type=int,
-        default=DEFAULT_MAX_WORKER_RESTART,
+        default=None,
         help=f"worker losses (crashes, timeouts) tolerated (default {DEFAULT_MAX_WORKER_RESTART})",
     )
     g.add_argument(
@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     classroom_cli.add_gradescope_options(g)
     classroom_cli.register(sub)
     args, rest = parser.parse_known_args(argv)
-    handled = classroom_cli.dispatch(args)
+    handled = classroom_cli.dispatch(args, rest)
     if handled is not None:
         return handled
     if args.command == "mutants":

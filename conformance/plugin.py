@@ -218,6 +218,8 @@ def _connect(config: pytest.Config, state: State, grade_dir: Path) -> None:
     state.unmatched += [f"notebook: dropped {note} (not Python)" for note in conn.notes]
     state.meta = AdapterMeta.of(state.adapter)
     state.isolation = iso.summary()
+    state.isolation["libraries"] = packages  # what --allow let the submission import
+    state.isolation["hidden"] = list(dict.fromkeys(config.getoption("--hide")))
 
 
 def pytest_configure(config: pytest.Config) -> None:

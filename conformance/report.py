@@ -130,6 +130,28 @@ def fill_counts(report: dict[str, Any]) -> None:
     report["sections"] = summary
 
 
+def _limits_line(iso: dict[str, Any]) -> str:
+    """The grade's limits as the options that set them (issue 29: every option shows)."""
+    if "budget_s" not in iso:
+        return ""
+    parts = []
+    if iso.get("budget_s") is not None:
+        parts.append(f"budget {iso['budget_s']:g} s")
+    parts.append(f"spec timeout {iso.get('spec_timeout_s', 0):g} s")
+    parts.append(f"worker restarts {iso.get('max_restarts')}")
+    data = (iso.get("limits") or {}).get("RLIMIT_DATA")
+    cap = iso.get("memory_cap") or {}
+    memory = f"memory {data / 2**30:g} GiB" if data else "memory not capped"
+    if cap.get("mechanism"):
+        memory += f" ({cap['mechanism']})"
+    parts.append(memory)
+    if iso.get("libraries"):
+        parts.append("libraries " + ", ".join(iso["libraries"]))
+    if iso.get("hidden"):
+        parts.append("hidden " + ", ".join(iso["hidden"]))
+    return "limits: " + "; ".join(parts)
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     impl = report["implementation"]
     lines = [
@@ -142,6 +164,9 @@ def report_markdown(report: dict[str, Any]) -> str:
     level = (report.get("isolation") or {}).get("level")
     if level:
         lines += [f"isolation: {level}", ""]
+    limits = _limits_line(report.get("isolation") or {})
+    if limits:
+        lines += [limits, ""]
     if not report.get("complete", False):
         lines += [
             f"**INCOMPLETE**: {report.get('incomplete_reason')}; "

@@ -31,7 +31,11 @@ are unchanged).
 Launch with ``torchrun`` (gloo on CPU, NCCL on CUDA); :func:`init_from_env` joins the
 process group it describes with a short collective timeout (``DL_CH2_DIST_TIMEOUT``
 seconds, 60 by default; gloo's own default is 30 minutes), so a rank that dies ends the
-job within that time instead of hanging it.
+job within that time instead of hanging it. Each rank also watches its launcher: when
+``torchrun`` itself dies (SIGKILL, a closed terminal), the rank notices within a fraction of
+a second, says so on stderr and stops itself with SIGTERM (the main job turns that into
+``StoppedBySignal``: nothing is marked complete), and is killed outright if it has not ended
+``PARENT_GRACE_S`` seconds later: an orphaned rank never goes on writing a run.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ import datetime
 import math
 import os
 import re
+import signal
+import sys
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -104,6 +111,23 @@ def launched_by_torchrun() -> bool:
     return all(os.environ.get(k) for k in _TORCHRUN_ENV)
 
 
+#: Seconds between two looks of a rank at its launcher; seconds it has to stop after it.
+PARENT_POLL_S, PARENT_GRACE_S = 0.2, 10.0
+
+
+def _watch_parent(launcher: int) -> None:
+    """Stop this rank when its launcher (torchrun's agent, pid ``launcher``) is gone."""
+    tick = threading.Event()  # never set: its wait is the watch's clock
+    while os.getppid() == launcher:
+        tick.wait(PARENT_POLL_S)
+    rank = os.environ.get("RANK", "?")
+    print(f"dl-ch2: rank {rank}: its launcher (torchrun, pid {launcher}) died; stopping",
+          file=sys.stderr, flush=True)  # fmt: skip
+    os.kill(os.getpid(), signal.SIGTERM)
+    tick.wait(PARENT_GRACE_S)
+    os.kill(os.getpid(), signal.SIGKILL)  # still running: a collective holds it, end it here
+
+
 def init_from_env(*, timeout_s: float | None = None, backend: str | None = None) -> bool:
     """Join the process group ``torchrun`` describes; returns whether one is joined.
 
@@ -127,6 +151,8 @@ def init_from_env(*, timeout_s: float | None = None, backend: str | None = None)
         raise ValueError(f"backend must be 'gloo' or 'nccl', got {backend!r}")
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    watch = threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True)
+    watch.start()  # a killed torchrun leaves no orphaned rank writing
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
     return True
 

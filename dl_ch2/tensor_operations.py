@@ -217,6 +217,11 @@ def dot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """
     require_tensor("x", x)
     require_tensor("y", y)
+    if x.device != y.device:  # torch would mix a meta tensor in and return garbage
+        raise ValueError(
+            f"dot: x is on {x.device} and y is on {y.device}: tensors on different devices; "
+            f"move one, e.g. y.to({str(x.device)!r})"
+        )
     dot_output_shape(x.shape, y.shape)  # raises ValueError naming the shapes
     if x.ndim == 0 or y.ndim == 0:
         return x * y

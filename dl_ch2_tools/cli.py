@@ -234,11 +234,15 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise UsageError("--weights", f"{args.weights} is not a file")
     result = evaluate_weights(path, device=args.device, data_root=args.root)
     recorded = result["recorded_test_accuracy"]
-    print(f"weights: {path} ({result['model']} model, sha256 {result['sha256'][:16]}... verified)")
+    trusted, why = result["record_trusted"]
+    sha = result["sha256"][:16]
+    print(f"weights: {path} ({result['model']} model, sha256 {sha}... matches; {why})")
     line = f"test accuracy: {result['test_accuracy']:.4f}"
-    if isinstance(recorded, (int, float)):
+    if isinstance(recorded, (int, float)) and trusted:
         same = "the same" if recorded == result["test_accuracy"] else "DIFFERENT"
         line += f" (the run recorded {recorded:.4f}: {same})"
+    elif isinstance(recorded, (int, float)):
+        line += " (the sidecar's recorded accuracy is not compared: it is not signed by you)"
     print(line)
     return 0
 
@@ -280,8 +284,8 @@ def _bench(args: argparse.Namespace) -> int:
 def _grade(args: argparse.Namespace) -> int:
     from conformance.__main__ import grade_from_args
 
-    if getattr(args, "gradescope", None):
-        return _classroom(args)
+    if getattr(args, "gradescope", None) or getattr(args, "rubric", None):
+        return _classroom(args)  # course mode (conformance.grading.cli.course_mode)
     return grade_from_args(args)
 
 

@@ -721,7 +721,7 @@ def evaluate_weights(
     are loaded into it (strictly), MNIST is loaded and checked against the md5s the run
     recorded, and the test accuracy is measured as the run measured it.
     """
-    from dl_ch2_tools.weights import WeightsError, load_weights
+    from dl_ch2_tools.weights import WeightsError, load_weights, record_trust
 
     tensors, sidecar = load_weights(path)
     kind = sidecar.get("model")
@@ -763,6 +763,7 @@ def evaluate_weights(
         "model": kind,
         "test_accuracy": accuracy,
         "recorded_test_accuracy": sidecar.get("test_accuracy"),
+        "record_trusted": record_trust(sidecar),  # (trusted, in words): dl_ch2_tools.weights
         "sha256": sidecar["sha256"],
         "config": sidecar.get("config"),
     }

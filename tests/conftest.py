@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +23,12 @@ settings.register_profile(
 )
 settings.register_profile("dev", deadline=None, max_examples=100)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# the weights' signing key of this test process, never the user's own (issue 29)
+os.environ.setdefault(
+    "DL_CH2_WEIGHTS_KEY",
+    os.path.join(tempfile.mkdtemp(prefix="dl-ch2-test-key-"), "weights.key"),
+)
 
 DEVICES = [
     "cpu",

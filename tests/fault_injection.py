@@ -24,6 +24,8 @@ from dl_ch2._steps import BatchStep, ShardStep
 
 FAULT_ENV = "DL_CH2_TEST_EXIT_AT_STEP"
 FAULT_EXIT_CODE = 17
+#: A file the hanging rank creates when its hang begins.
+HANG_FLAG_ENV = "DL_CH2_TEST_HANG_FLAG"
 
 
 def fault_from_env(rank: int) -> tuple[int, bool] | None:
@@ -54,6 +56,9 @@ def install() -> None:
         def faulty(images_batch: torch.Tensor, labels_batch: torch.Tensor) -> torch.Tensor:
             if fault is not None and self.steps == fault[0]:
                 if fault[1]:
+                    flag = os.environ.get(HANG_FLAG_ENV)
+                    if flag:  # tells the test the hang has begun
+                        open(flag, "w").close()
                     time.sleep(3600)
                 os._exit(FAULT_EXIT_CODE)
             return inner(images_batch, labels_batch)

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from worker_shared import shared_dir as worker_shared_dir
 
 from conformance.adapter import AdapterLoadError, load_adapter
 from conformance.grading.runner import exit_code
@@ -54,8 +54,7 @@ def shared_dir(tmp_path: Path) -> Path:
     """A folder the unprivileged worker may write (tmp_path's parents are root's own)."""
     link = tmp_path / "shared"
     if not link.exists():
-        folder = Path(tempfile.mkdtemp(prefix="dl-ch2-test-shared-"))
-        folder.chmod(0o777)
+        folder = worker_shared_dir("dl-ch2-test-shared-")  # as root the worker sees no other
         link.symlink_to(folder)
     return link.resolve()
 

@@ -28,7 +28,12 @@ WORKER = Path(__file__).resolve().parent / "dist_worker.py"
 FAULTY_CLI = Path(__file__).resolve().parent / "fault_injection.py"
 sys.path.insert(0, str(WORKER.parent))
 import dist_worker  # noqa: E402
-from fault_injection import FAULT_ENV, FAULT_EXIT_CODE, fault_from_env  # noqa: E402
+from fault_injection import (  # noqa: E402
+    FAULT_ENV,
+    FAULT_EXIT_CODE,
+    HANG_FLAG_ENV,
+    fault_from_env,
+)
 
 
 def torchrun(
@@ -352,3 +357,43 @@ def test_train_under_torchrun_refuses_compile_and_numpy_as_usage_errors(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"argument {option}" in err[0] and "torchrun" in err[0]
     assert not out.exists()  # refused before any work: no run folder
+
+
+def _ranks_of(marker: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if marker in cmd and "torch.distributed.run" not in cmd:
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_ranks_stop_when_torchrun_is_killed_and_write_nothing(tmp_path: Path) -> None:
+    """Issue 29: SIGKILL to torchrun left its ranks running, and they wrote a complete run."""
+    out, flag = tmp_path / "out", tmp_path / "hanging"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(WORKER.parent)])}
+    env.update({FAULT_ENV: "1:3:hang", distributed.TIMEOUT_ENV: "300", HANG_FLAG_ENV: str(flag)})
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    proc = subprocess.Popen([*launcher, "--nproc-per-node", "2", str(WORKER), str(out)],
+                            cwd=ROOT, env=env, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not flag.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert flag.exists(), "rank 1 never reached its hang"
+    ranks = _ranks_of(str(out))
+    assert len(ranks) == 2, ranks
+    proc.kill()  # SIGKILL: torchrun can tell its ranks nothing
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while _ranks_of(str(out)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = _ranks_of(str(out))
+    for pid in left:  # do not leave them behind if the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "ranks outlived their launcher by 30 s"
+    assert list(out.iterdir()) == []  # nothing written, nothing marked complete

@@ -8,12 +8,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
 from pathlib import Path
 
 import pytest
+from worker_shared import shared_dir
 
 from conformance.grading.grade_all import (
     Row,
@@ -62,10 +62,12 @@ def test_gradebook_and_summary_from_rows() -> None:
         Row("dan", 0.0, None, {}, "error", "importing adapter.py raised NameError: x"),
     ]
     table = list(csv.reader(gradebook_csv(rows).splitlines()))
-    assert table[0] == ["submission", "score", "max_score", "§2.3", "§2.5", "status", "reason"]
-    assert table[1] == ["ann", "10", "10", "6", "4", "ok", ""]
-    assert table[2] == ["ben", "5", "10", "5", "0", "ok", ""]
-    assert table[4] == ["dan", "0", "", "", "", "error", "importing adapter.py raised NameError: x"]
+    head = ["submission", "score", "max_score", "§2.3", "§2.5", "status", "reason", "graded"]
+    assert table[0] == head
+    assert table[1] == ["ann", "10", "10", "6", "4", "ok", "", "new"]
+    assert table[2] == ["ben", "5", "10", "5", "0", "ok", "", "new"]
+    dan = ["dan", "0", "", "", "", "error", "importing adapter.py raised NameError: x", "new"]
+    assert table[4] == dan
     md = summary_markdown(rows, "histogram.png")
     assert "4 submission(s): 2 ok, 1 incomplete, 1 error." in md
     assert "mean 50.0, median 50.0, min 0.0, max 100.0" in md  # of 100, 50, 0
@@ -116,7 +118,7 @@ def test_grade_all_a_folder_with_good_and_bad_submissions_then_resume(tmp_path: 
     assert (out / "histogram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "submissions" / "alice" / "card.md").exists()
 
-    # a re-run grades nothing unchanged; an edited submission is graded again
+    # a re-run reuses the complete grade and grades the errored ones again (issue 29)
     graded.clear()
     again = grade_all(
         subs,
@@ -126,11 +128,13 @@ def test_grade_all_a_folder_with_good_and_bad_submissions_then_resume(tmp_path: 
         progress=False,
         on_row=lambda r: graded.append(r.submission),
     )
-    assert graded == [] and all(r.reused for r in again)
+    assert sorted(graded) == ["broken.py", "noadapter"]
+    assert [r.graded for r in again] == ["reused", "regraded: was error", "regraded: was error"]
     assert [(r.submission, r.score, r.status) for r in again] == [
         (r.submission, r.score, r.status) for r in rows
     ]
-    (subs / "broken.py").write_text("ADAPTER = also_undefined\n")
+    (subs / "alice" / "my_impl.py").write_text(STUDENT.read_text() + "\n# edited\n")
+    graded.clear()
     grade_all(
         subs,
         out,
@@ -139,7 +143,7 @@ def test_grade_all_a_folder_with_good_and_bad_submissions_then_resume(tmp_path: 
         progress=False,
         on_row=lambda r: graded.append(r.submission),
     )
-    assert graded == ["broken.py"]
+    assert sorted(graded) == ["alice", "broken.py", "noadapter"]  # an edit regrades it
 
 
 def test_a_hanging_submission_gets_an_error_row_and_the_batch_goes_on(tmp_path: Path) -> None:
@@ -220,8 +224,7 @@ def test_hashing_a_submission_streams_it(tmp_path: Path) -> None:
 def test_stopping_the_batch_writes_the_gradebook_of_what_finished(
     tmp_path: Path, sig: str, code: int
 ) -> None:
-    flag = Path(tempfile.mkdtemp(prefix="dl-ch2-stop-"))
-    flag.chmod(0o777)
+    flag = shared_dir("dl-ch2-stop-")  # a folder the worker may write
     subs = tmp_path / "subs"
     subs.mkdir()
     (subs / "a_good.py").write_text(STUDENT.read_text())
@@ -249,12 +252,13 @@ def test_stopping_the_batch_writes_the_gradebook_of_what_finished(
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == code, output.decode()[-2000:]
     assert b"stopped by" in output
-    table = list(csv.reader((out / "gradebook.csv").read_text().splitlines()))
-    rows = {row[0]: row for row in table[1:]}
+    table = csv.DictReader((out / "gradebook.csv").read_text().splitlines())
+    rows = {row["submission"]: row for row in table}
     assert set(rows) == {"a_good.py", "b_hangs.py", "c_waits.py", "d_waits.py"}
-    assert rows["a_good.py"][-2] == "ok"
-    assert "not graded" in rows["c_waits.py"][-1] and "not graded" in rows["d_waits.py"][-1]
-    assert rows["b_hangs.py"][-2] in ("incomplete", "error")
+    assert rows["a_good.py"]["status"] == "ok"
+    assert "not graded" in rows["c_waits.py"]["reason"]
+    assert "not graded" in rows["d_waits.py"]["reason"]
+    assert rows["b_hangs.py"]["status"] in ("incomplete", "error")
     time.sleep(1)
     leftover = subprocess.run(["pgrep", "-f", str(subs)], capture_output=True, text=True)
     assert leftover.stdout.strip() == "", "a grade outlived the stopped batch"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from worker_shared import shared_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "conformance"
@@ -78,8 +79,7 @@ def verbs() -> list[str]:
 
 def shared(tmp_path: Path) -> Path:
     """A folder the worker may write, for its notes (tmp_path's parents are root's own)."""
-    folder = Path(tempfile.mkdtemp(prefix="dl-ch2-hostile-"))
-    folder.chmod(0o777)
+    folder = shared_dir("dl-ch2-hostile-")  # as root the worker sees no other folder
     # the probe's worker and the grade's may run as different uids: both must append
     (folder / "notes.jsonl").touch()
     (folder / "notes.jsonl").chmod(0o666)
@@ -512,3 +512,55 @@ def test_the_grade_s_secret_seed_never_reaches_the_worker(tmp_path: Path, level:
     )
     assert report.exists(), proc.stdout[-2000:] + proc.stderr[-2000:]
     assert set(notes(tmp_path)["secret"]) == {"None"}
+
+
+EARLIER_BATCH = """
+import os
+for path in [ALICE, GRADEBOOK, REPORT_1]:
+    try:
+        code = open(path).read()
+    except OSError as exc:
+        note("denied", type(exc).__name__)
+        continue
+    note("read", path)
+    if "alice" + "'s work" in code:
+        exec(code)
+        Stub = StudentAdapter  # noqa: F821
+for folder in ("/", "/tmp", "/work", "/home", "/root", FIRST):
+    try:
+        note("ls " + folder, sorted(os.listdir(folder)))
+    except OSError as exc:
+        note("ls " + folder, type(exc).__name__)
+"""
+
+
+@ROOT_ONLY
+def test_a_second_batch_cannot_read_the_first(tmp_path: Path) -> None:
+    """Issue 29: a batch sees only itself, whatever the modes of another batch's folders."""
+    from conformance.grading.grade_all import grade_all
+    from conformance.grading.rubric import parse_rubric
+
+    rubric = parse_rubric("[assignment]\ncovers = []\n")
+    first = Path(tempfile.mkdtemp(prefix="dl-ch2-batch-1-"))
+    first.chmod(0o755)  # as a TA's folders often are: readable by anyone
+    (first / "subs").mkdir(mode=0o755)
+    (first / "subs" / "alice.py").write_text("# alice's work\n" + STUDENT.read_text())
+    grade_all(first / "subs", first / "out", rubric, jobs=1, progress=False)
+    alice = first / "subs" / "alice.py"
+    report_1 = first / "out" / "submissions" / "alice.py" / "report.json"
+    attack = EARLIER_BATCH.replace("ALICE", repr(str(alice))).replace("FIRST", repr(str(first)))
+    attack = attack.replace("GRADEBOOK", repr(str(first / "out" / "gradebook.csv")))
+    attack = attack.replace("REPORT_1", repr(str(report_1)))
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    (subs / "mallory.py").write_text(hostile(tmp_path, attack).read_text())
+    rows = grade_all(subs, tmp_path / "out", rubric, jobs=1, progress=False)
+    seen = notes(tmp_path)
+    import shutil
+
+    shutil.rmtree(first, ignore_errors=True)
+    assert rows[0].score == 0, rows[0]
+    assert "read" not in seen and len(seen["denied"]) >= 3, seen
+    assert all(v.startswith("[") for v in seen["ls /"]), seen  # it did list its view
+    listed = " ".join(v for k, vs in seen.items() if k.startswith("ls") for v in vs)
+    assert "alice" not in listed and "dl-ch2-batch-1" not in listed, seen

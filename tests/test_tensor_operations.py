@@ -250,3 +250,14 @@ def test_property_rotation_preserves_length_and_composes(theta: float, x: float,
     q = ops.rotate(p, theta)
     assert math.isclose(float(q.norm()), float(p.norm()), rel_tol=1e-12, abs_tol=1e-12)
     assert_close(ops.rotate(q, -theta), p, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize(("dx", "dy"), [("cpu", "meta"), ("meta", "cpu")])
+def test_dot_refuses_tensors_on_different_devices_naming_both(dx: str, dy: str) -> None:
+    """Issue 29: dot of a CPU and a meta tensor returned uninitialised memory."""
+    x = torch.ones(2, 2, device=dx)
+    y = torch.ones(2, 2, device=dy)
+    with pytest.raises(ValueError, match=rf"x is on {dx}.*y is on {dy}"):
+        ops.dot(x, y)
+    with pytest.raises(ValueError, match="different devices"):
+        ops.dot(torch.ones(3, device=dx), torch.ones(3, device=dy))

@@ -199,3 +199,58 @@ def test_the_docs_snippet_saves_and_loads_a_naive_sequential(
         assert torch.equal(a, b)
     x = torch.rand(3, 784, generator=torch.Generator().manual_seed(1))
     assert torch.equal(model(x), restored(x))
+
+
+def _forge(path: Path, accuracy: float | None = None) -> None:
+    """Zero the weights and edit the sidecar to match: what anyone can do to a checksum."""
+    tensors, meta = load_weights(path)
+    blob = weights._save_safetensors({k: torch.zeros_like(v) for k, v in tensors.items()})
+    path.write_bytes(blob)
+    meta["sha256"], meta["bytes"] = hashlib.sha256(blob).hexdigest(), len(blob)
+    if accuracy is not None:
+        meta["test_accuracy"] = accuracy
+    sidecar_path(path).write_text(json.dumps(meta))
+
+
+def test_the_signing_key_is_made_once_and_kept_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = tmp_path / "cfg" / "weights.key"
+    monkeypatch.setenv("DL_CH2_WEIGHTS_KEY", str(key))
+    model = build_naive_model(generator=torch.Generator().manual_seed(0))
+    save_weights(model, tmp_path / "a.safetensors")
+    first = key.read_bytes()
+    save_weights(model, tmp_path / "b.safetensors")
+    assert key.read_bytes() == first and len(bytes.fromhex(first.decode().strip())) == 32
+    assert key.stat().st_mode & 0o777 == 0o600 and key.parent.stat().st_mode & 0o777 == 0o700
+    assert weights.record_trust(load_weights(tmp_path / "a.safetensors")[1])[0] is True
+    key.chmod(0o644)
+    with pytest.raises(WeightsError, match="readable by others"):
+        load_weights(tmp_path / "a.safetensors")
+
+
+def test_a_sidecar_edited_to_match_forged_weights_is_refused(tmp_path: Path) -> None:
+    """Issue 29: zeroed weights with a recomputed sha256 loaded as "verified"."""
+    path = tmp_path / "m.safetensors"
+    save_weights(build_naive_model(generator=torch.Generator().manual_seed(0)), path)
+    _forge(path)
+    with pytest.raises(WeightsError, match="edited after it was signed with your key"):
+        load_weights(path)
+
+
+def test_evaluate_compares_only_a_record_signed_with_your_key(
+    trained_run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = trained_run / "keras.safetensors"
+    capsys.readouterr()
+    assert main(["evaluate", "--weights", str(path)]) == 0
+    assert "signed with your key" in capsys.readouterr().out
+    _forge(path)  # a forger's edit of the record is refused...
+    assert main(["evaluate", "--weights", str(path)]) == 1
+    assert "edited after it was signed" in capsys.readouterr().err
+    # ...and on a machine without the key, the record is not trusted, and says why
+    monkeypatch.setenv("DL_CH2_WEIGHTS_KEY", str(trained_run / "another.key"))
+    assert main(["evaluate", "--weights", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "detects corruption, not tampering" in out and "not compared" in out, out
+    assert "the same" not in out

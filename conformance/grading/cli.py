@@ -27,14 +27,38 @@ def add_gradescope_options(grade: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="also write Gradescope's results.json here (points from --rubric)",
     )
-    grade.add_argument("--rubric", metavar="PATH", help="rubric TOML (default: every spec 1 point)")
+    grade.add_argument(
+        "--rubric",
+        metavar="PATH",
+        help="grade as a course does (course mode): print the rubric's score, the rubric's "
+        "budget and timeouts unless given (default rubric with --gradescope: the course's)",
+    )
+
+
+def course_mode(args: argparse.Namespace) -> bool:
+    """``grade`` with ``--gradescope`` or ``--rubric``: scored by a rubric, as a course does."""
+    return bool(getattr(args, "gradescope", None) or getattr(args, "rubric", None))
 
 
 def run_gradescope_grade(args: argparse.Namespace) -> int:
-    """``grade ADAPTER --gradescope PATH``: grade in a child process, write results.json."""
-    from conformance.grading.gradescope import grade_to_gradescope
+    """``grade ADAPTER --rubric R [--gradescope PATH]``: grade in a child process, print the
+    rubric's score, write results.json. Every option of ``grade`` applies (and shows on the
+    card) but pytest's own arguments, which would change what the score counts: refused."""
+    from conformance.grading.gradescope import GradeOptions, grade_to_gradescope
     from conformance.grading.rubric import load_rubric
 
+    if getattr(args, "pytest_args", None):
+        raise ValueError(
+            f"pytest arguments {args.pytest_args} are refused with --rubric/--gradescope: "
+            "a course grade counts every spec of the assignment (narrow it in the rubric)"
+        )
+    options = GradeOptions(
+        budget=getattr(args, "budget", None),
+        memory_limit_gib=getattr(args, "memory_limit", None),
+        max_worker_restart=getattr(args, "max_worker_restart", None),
+        allow=tuple(getattr(args, "allow", None) or ()),
+        hide=tuple(getattr(args, "hide", None) or ()),
+    )
     rubric = load_rubric(args.rubric)
     if getattr(args, "dtype", None):
         rubric = dataclasses.replace(rubric, dtype=args.dtype)
@@ -47,6 +71,7 @@ def run_gradescope_grade(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         report_json=getattr(args, "report_json", None),
         report_md=getattr(args, "report_md", None),
+        options=options,
     )
 
 
@@ -87,6 +112,7 @@ def _grade_all(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             progress=not args.no_progress,
             hard_timeout_s=args.hard_timeout,
+            rubric_path=args.rubric,
         )
     except KeyboardInterrupt as exc:
         how = "SIGTERM" if isinstance(exc, BatchStopped) else "Ctrl-C"
@@ -100,11 +126,14 @@ def _grade_all(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
     bad = sum(1 for r in rows if r.status != "ok")
     reused = sum(1 for r in rows if r.reused)
+    regraded = sum(1 for r in rows if r.graded.startswith("regraded"))
     print(
-        f"graded {len(rows)} submission(s) ({reused} unchanged, reused); {bad} not ok; "
+        f"graded {len(rows)} submission(s) ({reused} complete and unchanged, reused; "
+        f"{regraded} unfinished before, graded again); {bad} not ok; "
         f"see {Path(args.out) / 'gradebook.csv'} and summary.md"
     )
-    return 0
+    # a batch in which a submission could not be graded is not a success: look at it
+    return 1 if bad else 0
 
 
 def _gradescope_run(args: argparse.Namespace) -> int:
@@ -173,12 +202,19 @@ def register(sub: Any) -> None:
     s.set_defaults(classroom_func=_starter)
 
 
-def dispatch(args: argparse.Namespace) -> int | None:
-    """Run a classroom subcommand if ``args`` names one (else None); one-line errors."""
+def dispatch(args: argparse.Namespace, rest: list[str] | None = None) -> int | None:
+    """Run a classroom subcommand if ``args`` names one (else None); one-line errors.
+
+    ``rest``: what the parser did not know; refused here, never dropped in silence."""
     func = getattr(args, "classroom_func", None)
-    if func is None and not getattr(args, "gradescope", None):
+    if func is None and not course_mode(args):
         return None
     try:
+        unknown = [a for a in rest or [] if a != "--"]
+        if unknown and func is None:  # grade in course mode: its pytest arguments
+            args.pytest_args = [*getattr(args, "pytest_args", []), *unknown]
+        elif unknown:
+            raise ValueError(f"unknown option(s) {unknown}")
         return int(func(args) if func is not None else run_gradescope_grade(args))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

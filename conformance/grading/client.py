@@ -125,6 +125,7 @@ def plan(spec: str, *, packages: list[str], hide: list[str], limits: Limits,
 def make_runtime(folder: Path) -> Path:
     """Copy what a worker runs of ours into ``folder`` (readable by anyone, owned by us)."""
     folder.mkdir(mode=0o755, parents=True, exist_ok=True)
+    (folder.parent / "view").mkdir(mode=0o755, exist_ok=True)  # where a worker's view is built
     for f in (*RUNTIME_FILES, Path(__file__).with_name("launch.py")):
         shutil.copyfile(f, folder / f.name)
         os.chmod(folder / f.name, 0o644)
@@ -178,12 +179,16 @@ class Connection:
                 os.chmod(self.log_path, 0o600)
             self.worker = WorkerProcess(self.iso, self.runtime, scratch, target, log, self.paths)
         self.generation += 1
-        until = time.monotonic() + START_TIMEOUT if deadline is None else deadline
+        began = time.monotonic()
+        until = began + START_TIMEOUT if deadline is None else deadline
         try:
             header, _ = wire.read_message(self.worker.rep_r, deadline=until, max_bytes=1 << 24)
         except TimeoutError:
             self.close()
-            raise AdapterLoadError("loading the adapter took too long") from None
+            raise AdapterLoadError(
+                f"loading the adapter took longer than its limit of {until - began:.0f} s "
+                "(importing the submission and reading its ADAPTER; does it hang at import?)"
+            ) from None
         except (EOFError, wire.WireError) as exc:
             why = "ended its process" if isinstance(exc, EOFError) else f"broke the wire ({exc})"
             text = self._ended(why)
@@ -240,6 +245,8 @@ class Connection:
             with contextlib.suppress(Exception):
                 self.worker.proc.wait(timeout=2)
             status = self.worker.status()
+            memory = self.worker.memory_note()
+            status += f": {memory}" if memory else ""
         return f"{why} ({status}){self._log_tail()}".replace("  (", " (")
 
     def close(self) -> None:

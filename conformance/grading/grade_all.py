@@ -27,8 +27,10 @@ import io
 import json
 import os
 import re
+import signal
 import statistics
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -37,7 +39,13 @@ from typing import Any
 
 from conformance import __version__ as SUITE_VERSION
 from conformance.atomic import atomic_path, atomic_write
-from conformance.grading.gradescope import GradeRun, find_adapter, run_grade, stop_running_grades
+from conformance.grading.gradescope import (
+    GradeRun,
+    find_adapter,
+    kill_running_grades,
+    run_grade,
+    stop_running_grades,
+)
 from conformance.grading.rubric import Rubric, score_report
 
 __all__ = [
@@ -66,6 +74,9 @@ class Row:
     elapsed_s: float = 0.0
     key: str = ""
     reused: bool = False
+    #: "new", "reused" (a complete grade of the same content, suite and rubric), or
+    #: "regraded: was <status>" (an earlier grade that did not finish, graded again)
+    graded: str = "new"
 
 
 def default_jobs() -> int:
@@ -217,23 +228,29 @@ def _grade_one(
             folder=submission.resolve() if submission.is_dir() else None,
             hide=hide,
         )
-        atomic_write(slot_dir / "grade.log", run.log)
+        atomic_write(slot_dir / "grade.log", run.log, mode=0o600)
         row = row_from_run(name, run, rubric)
     row.key = key
-    atomic_write(slot_dir / "meta.json", json.dumps(asdict(row), indent=1) + "\n")
+    atomic_write(slot_dir / "meta.json", json.dumps(asdict(row), indent=1) + "\n", mode=0o600)
     return row
 
 
-def _load_meta(slot_dir: Path, key: str) -> Row | None:
+def _load_meta(slot_dir: Path, key: str) -> tuple[Row | None, str]:
+    """(the stored row if it may be reused, else None; why it is graded again, or "new").
+
+    Only a complete grade (status ok) of the same key is reused: an interrupted, errored or
+    incomplete one is graded again, and its row says so."""
     try:
         meta = json.loads((slot_dir / "meta.json").read_text(encoding="utf-8"))
         row = Row(**meta)
     except (OSError, ValueError, TypeError):
-        return None
+        return None, "new"
     if row.key != key:
-        return None
-    row.reused = True
-    return row
+        return None, "new"
+    if row.status != "ok":
+        return None, f"regraded: was {row.status}"
+    row.reused, row.graded = True, "reused"
+    return row, "reused"
 
 
 def _fmt(x: float | None) -> str:
@@ -245,8 +262,9 @@ def gradebook_csv(rows: Sequence[Row]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(
-        ["submission", "score", "max_score", *(f"§{s}" for s in sections), "status", "reason"]
-    )
+        ["submission", "score", "max_score", *(f"§{s}" for s in sections), "status", "reason",
+         "graded"]
+    )  # fmt: skip
     for r in rows:
         w.writerow(
             [
@@ -259,6 +277,7 @@ def gradebook_csv(rows: Sequence[Row]) -> str:
                 ),
                 r.status,
                 r.reason,
+                r.graded,
             ]
         )
     return buf.getvalue()
@@ -321,7 +340,7 @@ def write_histogram(path: Path, rows: Sequence[Row]) -> bool:
     ax.set_ylabel("submissions")
     ax.set_title(f"{len(pct)} graded submission(s)")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
+    with atomic_path(path, mode=0o600) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     return True
@@ -329,6 +348,104 @@ def write_histogram(path: Path, rows: Sequence[Row]) -> bool:
 
 class BatchStopped(KeyboardInterrupt):
     """SIGTERM (or Ctrl-C) stopped the batch: the gradebook holds what finished."""
+
+
+@dataclass
+class _Batch:
+    """What one run of ``grade_all`` grades, and the rows it has so far."""
+
+    entries: list[tuple[Path, str | None]]
+    rows: dict[Path, Row]
+    todo: list[tuple[Path, Path, str, str]]  # submission, slot folder, key, "new"/"regraded"
+
+
+def _private_dir(path: Path) -> Path:
+    """A folder of the batch's outputs: the grader's user alone may enter it (mode 700)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def _plan(submissions: Path, out: Path, rubric: Rubric) -> _Batch:
+    entries = triage(submissions)
+    _private_dir(out)
+    _private_dir(out / "submissions")
+    suite = suite_fingerprint()
+    batch = _Batch(entries, {}, [])
+    for sub, problem in entries:
+        if problem is not None:
+            batch.rows[sub] = Row(display_name(sub.name), 0.0, None, {}, "error", problem)
+            continue
+        slot_dir = out / "submissions" / _slot(sub)
+        key = submission_key(sub, suite, rubric)
+        cached, how = _load_meta(slot_dir, key)
+        if cached is not None:
+            batch.rows[sub] = cached
+        else:
+            _private_dir(slot_dir)
+            batch.todo.append((sub, slot_dir, key, how))
+    return batch
+
+
+def _stop(pool: ThreadPoolExecutor) -> None:
+    """End the grades running (each leaves its incomplete report); a second Ctrl-C or
+    SIGTERM while they wind down kills them at once, and the gradebook is still written."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda _s, _f: kill_running_grades())
+    pool.shutdown(wait=False, cancel_futures=True)
+    try:
+        stop_running_grades()
+    except KeyboardInterrupt:  # a handler of the caller's: the same, at once
+        kill_running_grades()
+        stop_running_grades(grace=5.0)
+
+
+def _run(batch: _Batch, pool: ThreadPoolExecutor, grade: Callable[..., Row],
+         on_row: Callable[[Row], None] | None, bar: Any) -> BaseException | None:  # fmt: skip
+    """Grade ``batch.todo`` on ``pool``; the KeyboardInterrupt that stopped it, if one did."""
+    futures: dict[Any, tuple[Path, str]] = {}
+    try:
+        for sub, slot, key, how in batch.todo:
+            futures[pool.submit(grade, sub, slot, key)] = (sub, how)
+        for fut in as_completed(futures):
+            sub, how = futures[fut]
+            try:
+                row = fut.result()
+            except Exception as exc:  # the batch never stops for one submission
+                row = Row(display_name(sub.name), 0.0, None, {}, "error",
+                          f"{type(exc).__name__}: {exc}")  # fmt: skip
+            row.graded = how
+            batch.rows[sub] = row
+            if on_row is not None:
+                on_row(row)
+            if bar is not None:
+                bar.update(1)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into BatchStopped
+        _stop(pool)
+        pool.shutdown(wait=True)
+        for fut, (sub, how) in futures.items():  # grades that ended while the batch stopped
+            ended = fut.done() and not fut.cancelled() and fut.exception() is None
+            if sub not in batch.rows and ended:
+                batch.rows[sub] = fut.result()
+                batch.rows[sub].graded = how
+        return exc
+    finally:
+        pool.shutdown(wait=True)
+    return None
+
+
+def _write_outputs(out: Path, batch: _Batch, options: str) -> list[Row]:
+    why = "not graded: the batch was stopped (Ctrl-C or SIGTERM) before it finished"
+    ordered = [
+        batch.rows.get(s) or Row(display_name(s.name), 0.0, None, {}, "error", why)
+        for s, _ in batch.entries
+    ]
+    atomic_write(out / "gradebook.csv", gradebook_csv(ordered), mode=0o600)
+    has_png = write_histogram(out / "histogram.png", ordered)
+    md = summary_markdown(ordered, "histogram.png" if has_png else None)
+    atomic_write(out / "summary.md", md + f"\nGraded with: {options}.\n", mode=0o600)
+    return ordered
 
 
 def grade_all(
@@ -342,82 +459,59 @@ def grade_all(
     python: str = sys.executable,
     hard_timeout_s: float | None = None,
     on_row: Callable[[Row], None] | None = None,
+    rubric_path: str | None = None,
 ) -> list[Row]:
     """Grade every submission in ``submissions`` into ``out``; returns the gradebook rows.
 
     Every entry gets a row: graded, an error with its reason, or not gradable. A Ctrl-C or
     SIGTERM stops the batch, ends the grades running, writes the gradebook of what finished
-    (the rest: "not graded: the batch was stopped") and re-raises.
+    (the rest: "not graded: the batch was stopped") and re-raises. Relative paths are taken
+    from the current folder; the outputs are the grader's user's alone (folders 700, files
+    600).
     """
     if jobs is not None and jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     if grade_jobs < 1:
         raise ValueError(f"grade_jobs must be >= 1, got {grade_jobs}")
-    entries = triage(submissions)
-    out.mkdir(parents=True, exist_ok=True)
-    suite = suite_fingerprint()
-    hide = [str(submissions.resolve()), str(out.resolve())]
-    rows: dict[Path, Row] = {}
-    todo: list[tuple[Path, Path, str]] = []
-    for sub, problem in entries:
-        if problem is not None:
-            rows[sub] = Row(display_name(sub.name), 0.0, None, {}, "error", problem)
-            continue
-        slot_dir = out / "submissions" / _slot(sub)
-        key = submission_key(sub, suite, rubric)
-        cached = _load_meta(slot_dir, key)
-        if cached is not None:
-            rows[sub] = cached
-        else:
-            slot_dir.mkdir(parents=True, exist_ok=True)
-            todo.append((sub, slot_dir, key))
+    submissions, out = submissions.resolve(), out.resolve()
+    batch = _plan(submissions, out, rubric)
+    hide = [str(submissions), str(out)]
+
+    def grade(sub: Path, slot: Path, key: str) -> Row:
+        return _grade_one(sub, slot, rubric, key, grade_jobs, python, hard_timeout_s, hide)
+
     bar: Any = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(entries), initial=len(rows), unit="submission", file=sys.stderr)
-    pool = ThreadPoolExecutor(max_workers=jobs or default_jobs())
-    stopped: BaseException | None = None
+        bar = tqdm(total=len(batch.entries), initial=len(batch.rows), unit="submission",
+                   file=sys.stderr)  # fmt: skip
+    n = jobs or default_jobs()
+    handlers = _signal_handlers()
     try:
-        futures = {
-            pool.submit(
-                _grade_one, sub, slot, rubric, key, grade_jobs, python, hard_timeout_s, hide
-            ): sub
-            for sub, slot, key in todo
-        }
-        for fut in as_completed(futures):
-            sub = futures[fut]
-            try:
-                row = fut.result()
-            except Exception as exc:  # the batch never stops for one submission
-                row = Row(
-                    display_name(sub.name), 0.0, None, {}, "error", f"{type(exc).__name__}: {exc}"
-                )
-            rows[sub] = row
-            if on_row is not None:
-                on_row(row)
-            if bar is not None:
-                bar.update(1)
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into BatchStopped
-        stopped = exc
-        pool.shutdown(wait=False, cancel_futures=True)
-        stop_running_grades()
+        stopped = _run(batch, ThreadPoolExecutor(max_workers=n), grade, on_row, bar)
     finally:
-        pool.shutdown(wait=True)
         if bar is not None:
             bar.close()
-    for fut, sub in futures.items():  # grades that finished while the batch stopped
-        if sub not in rows and fut.done() and not fut.cancelled() and fut.exception() is None:
-            rows[sub] = fut.result()
-    why = "not graded: the batch was stopped (Ctrl-C or SIGTERM) before it finished"
-    ordered = [
-        rows.get(s) or Row(display_name(s.name), 0.0, None, {}, "error", why) for s, _ in entries
-    ]
-    atomic_write(out / "gradebook.csv", gradebook_csv(ordered))
-    has_png = write_histogram(out / "histogram.png", ordered)
-    atomic_write(
-        out / "summary.md", summary_markdown(ordered, "histogram.png" if has_png else None)
-    )
+    hard = "budget + 60 s" if hard_timeout_s is None else f"{hard_timeout_s:g} s"
+    rubric_name = rubric_path or "the default"
+    options = (f"{n} submission(s) at once (--jobs), hard timeout {hard} (--hard-timeout), "
+               f"rubric {rubric_name} (--rubric, sha256 {rubric.digest[:12]})")  # fmt: skip
+    try:
+        ordered = _write_outputs(out, batch, options)
+    finally:
+        _restore(handlers)  # a stop's handlers lasted until the gradebook was written
     if stopped is not None:
         raise stopped
     return ordered
+
+
+def _signal_handlers() -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore(handlers: dict[int, Any]) -> None:
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)

@@ -53,6 +53,30 @@ DEFAULT_BUDGET_S = 600.0
 
 
 @dataclass(frozen=True)
+class GradeOptions:
+    """``grade``'s own options given with a rubric (course mode): each one is passed on to
+    the grade and shown on its card; None (or empty) keeps the rubric's or the default."""
+
+    budget: float | None = None
+    memory_limit_gib: float | None = None
+    max_worker_restart: int | None = None
+    allow: tuple[str, ...] = ()
+    hide: tuple[str, ...] = ()
+
+    def args(self) -> list[str]:
+        out: list[str] = []
+        if self.memory_limit_gib is not None:
+            out += ["--memory-limit", f"{self.memory_limit_gib:g}"]
+        if self.max_worker_restart is not None:
+            out += ["--max-worker-restart", str(self.max_worker_restart)]
+        for package in self.allow:
+            out += ["--allow", package]
+        for path in self.hide:
+            out += ["--hide", str(Path(path).resolve())]
+        return out
+
+
+@dataclass(frozen=True)
 class GradeRun:
     """The outcome of one grade in a child process."""
 
@@ -78,6 +102,7 @@ def grade_command(
     jobs: int | None = None,
     hide: Sequence[str] = (),
     folder: Path | None = None,
+    options: GradeOptions | None = None,
 ) -> list[str]:
     """The ``python -m conformance grade`` command line for one adapter under ``rubric``.
 
@@ -90,7 +115,10 @@ def grade_command(
         cmd += ["--dtype", rubric.dtype]
     if rubric.spec_timeout is not None:
         cmd += ["--spec-timeout", f"{rubric.spec_timeout:g}"]
-    cmd += ["--budget", f"{_budget(rubric):g}"]
+    given = options.budget if options is not None else None
+    cmd += ["--budget", f"{given if given is not None else _budget(rubric):g}"]
+    if options is not None:
+        cmd += options.args()
     n = jobs if jobs is not None else rubric.jobs
     if n is not None:
         cmd += ["-n", str(n)]
@@ -99,6 +127,11 @@ def grade_command(
     for path in hide:
         cmd += ["--hide", str(path)]
     return cmd
+
+
+def _hard_timeout(rubric: Rubric, options: GradeOptions | None) -> float:
+    budget = options.budget if options is not None and options.budget else _budget(rubric)
+    return budget + KILL_GRACE_S
 
 
 def _budget(rubric: Rubric) -> float:
@@ -125,6 +158,7 @@ def run_grade(
     env: Mapping[str, str] | None = None,
     hide: Sequence[str] = (),
     folder: Path | None = None,
+    options: GradeOptions | None = None,
 ) -> GradeRun:
     """Grade ``adapter`` in a child process whose working directory is ``workdir``.
 
@@ -132,18 +166,18 @@ def run_grade(
     own process group, killed whole after ``hard_timeout_s`` (default: the grade's budget
     plus a grace) in case the grader itself hangs.
     """
+    workdir = workdir.resolve()  # the child runs in it: a relative path would nest
     workdir.mkdir(parents=True, exist_ok=True)
     report_json, report_md = workdir / "report.json", workdir / "card.md"
     for stale in (report_json, report_md):
         stale.unlink(missing_ok=True)
     target, sep, attr = adapter.partition(":")
-    if target.endswith(".py") or Path(target).is_dir():  # the child runs elsewhere
+    if target.endswith((".py", ".ipynb")) or Path(target).is_dir():  # the child runs elsewhere
         adapter = str(Path(target).resolve()) + sep + attr
-    cmd = grade_command(
-        adapter, report_json, report_md, rubric, python=python, jobs=jobs, hide=hide, folder=folder
-    )
+    cmd = grade_command(adapter, report_json, report_md, rubric, python=python, jobs=jobs,
+                        hide=hide, folder=folder, options=options)  # fmt: skip
     if hard_timeout_s is None:
-        hard_timeout_s = _budget(rubric) + KILL_GRACE_S
+        hard_timeout_s = _hard_timeout(rubric, options)
     child_env = dict(os.environ if env is None else env)
     child_env.setdefault("PYTHONWARNINGS", "ignore")
     # the child must import the installed (or this checkout's) conformance, not the submission's
@@ -209,6 +243,14 @@ def stop_running_grades(grace: float = 30.0) -> None:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             _kill_group(proc)
+
+
+def kill_running_grades() -> None:
+    """SIGKILL every running grade's process group now (a second Ctrl-C); no waiting, so it
+    may run in a signal handler."""
+    for proc in list(_RUNNING):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _kill_group(proc: subprocess.Popen[Any]) -> None:
@@ -345,28 +387,35 @@ def find_adapter(submission: Path, name: str = "adapter.py") -> Path:
 
 def grade_to_gradescope(
     adapter: str,
-    out: str | Path,
+    out: str | Path | None,
     rubric: Rubric,
     *,
     workdir: Path | None = None,
     jobs: int | None = None,
     report_json: str | Path | None = None,
     report_md: str | Path | None = None,
+    options: GradeOptions | None = None,
 ) -> int:
-    """Grade ``adapter`` and write Gradescope's results.json to ``out``; the grade's exit code.
+    """Grade ``adapter`` under ``rubric``, print its rubric score, and write Gradescope's
+    results.json to ``out`` (if given); the grade's exit code.
 
-    ``dl-ch2 grade ADAPTER --gradescope PATH`` and ``python -m conformance grade ...
-    --gradescope PATH`` run this. Returns 2 when the adapter could not be graded at all.
-    The grader's own report and card are copied to ``report_json`` / ``report_md`` if given.
+    ``dl-ch2 grade ADAPTER --rubric R [--gradescope PATH]`` and ``python -m conformance
+    grade ...`` run this. Returns 2 when the adapter could not be graded at all. The
+    grader's own report and card are copied to ``report_json`` / ``report_md`` if given.
     """
     with tempfile.TemporaryDirectory(prefix="dl-ch2-grade-") as tmp:
         where = Path(workdir or tmp)
-        run = run_grade(adapter, where, rubric, jobs=jobs)
+        run = run_grade(adapter, where, rubric, jobs=jobs, options=options)
         for src, dst in ((where / "report.json", report_json), (where / "card.md", report_md)):
             if dst is not None and src.exists():
                 atomic_write(dst, src.read_bytes())
     sys.stdout.write(run.log)
-    write_gradescope(out, gradescope_results(run, rubric))
+    results = gradescope_results(run, rubric)
+    if out is not None:
+        write_gradescope(out, results)
+    top = sum(t["max_score"] for t in results["tests"])
+    print(f"rubric score: {results['score']:g} / {top:g}"
+          + ("" if out is None else f" (results.json: {out})"))  # fmt: skip
     if run.returncode is None:
         return 3  # killed: incomplete
     if run.report is None and run.returncode == 0:

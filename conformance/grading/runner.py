@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -136,6 +137,88 @@ def _kill_group(pid: int, sig: int) -> None:
             os.kill(pid, sig)
 
 
+def _bad_option(budget: float, spec_timeout: float | None, jobs: int | None,
+                max_worker_restart: int | None, dtype: str | None,
+                extra: Sequence[str]) -> str | None:  # fmt: skip
+    """What is wrong with the grade's options, in one line; None if nothing."""
+    for name, value in (("--budget", budget), ("--spec-timeout", spec_timeout)):
+        if value is not None and not value > 0:
+            return f"{name} must be a positive number of seconds, got {value}"
+    if jobs is not None and jobs < 1:
+        return f"-n/--jobs must be at least 1 (grading always uses worker processes), got {jobs}"
+    if max_worker_restart is not None and max_worker_restart < 0:
+        return f"--max-worker-restart must be >= 0, got {max_worker_restart}"
+    if dtype is not None and dtype not in ("float32", "float64"):
+        return f"--dtype must be float32 or float64, got {dtype!r}"
+    for arg in extra:
+        if arg in ("-n", "--numprocesses", "no:xdist", "no:timeout") or arg.startswith(
+            ("-n", "--numprocesses=", "--dist", "-p no:")
+        ):
+            return f"pytest option {arg!r} would undo the grade's isolation; use grade's own -n"
+    missing = _missing_plugins(jobs or 1)
+    if missing:
+        return f"grading needs {', '.join(missing)}: pip install 'dl-ch2[conformance]'"
+    return None
+
+
+def _pytest_command(adapter: str, tmp: str, budget: float, deadline: float,
+                    opts: dict[str, Any]) -> list[str]:  # fmt: skip
+    """The grading process's command line (``opts``: grade's keyword options)."""
+    here = Path(__file__).resolve().parents[1]  # the suite
+    restarts = opts["max_worker_restart"]
+    args = [sys.executable, "-m", "pytest", str(here / "specs"), "--rootdir", str(here),
+            "-p", "no:cacheprovider", "--impl", absolute_spec(adapter),
+            "--adapter-metadata", str(Path(tmp) / "adapter-metadata.json"), "--grade-dir", tmp,
+            "--max-restarts", str(DEFAULT_MAX_WORKER_RESTART if restarts is None else restarts),
+            "--budget", f"{budget:g}", "--deadline", f"{deadline:.3f}",
+            "--report-json", str(Path(tmp) / "report.json"),
+            "--worker-packages", ",".join(opts["packages"])]  # fmt: skip
+    if (opts["jobs"] or 1) > 1:
+        args += ["-n", str(opts["jobs"])]
+    for path in opts["hide"]:  # absolute: pytest runs in the grade's own folder
+        args += ["--hide", str(Path(path).resolve())]
+    if opts["folder"]:
+        args += ["--submission-folder", str(Path(opts["folder"]).resolve())]
+    if opts["spec_timeout"] is not None:
+        args += ["--spec-timeout", str(opts["spec_timeout"])]
+    if opts["memory_limit_gib"] is not None:
+        args += ["--memory-limit", str(opts["memory_limit_gib"])]
+    if opts["dtype"]:
+        args += ["--dtype", opts["dtype"]]
+    return args
+
+
+def _supervise(proc: subprocess.Popen[bytes], remaining: float) -> tuple[int, str | None, bool]:
+    """Wait for the grading process: (its exit code, why it was stopped, interrupted?).
+
+    Past its budget plus GRACE it is interrupted, GRACE later killed; a first Ctrl-C is
+    passed on to it, a second kills it."""
+    killed = None
+    deadline = time.monotonic() + remaining + GRACE
+    interrupted = False
+    while True:
+        try:
+            return proc.wait(timeout=max(0.1, deadline - time.monotonic())), killed, interrupted
+        except subprocess.TimeoutExpired:
+            if killed is None:
+                # the pytest process should have stopped itself at its budget
+                killed = "the grading process outlived its budget and was interrupted"
+                os.kill(proc.pid, signal.SIGINT)
+                deadline = time.monotonic() + GRACE
+            else:
+                killed = "the grading process outlived its budget and was killed"
+                _kill_group(proc.pid, signal.SIGKILL)
+                return proc.wait(), killed, interrupted
+        except KeyboardInterrupt:
+            if interrupted:  # a second Ctrl-C: stop now
+                killed = "interrupted twice (Ctrl-C); the grading process was killed"
+                _kill_group(proc.pid, signal.SIGKILL)
+                return proc.wait(), killed, interrupted
+            interrupted = True
+            os.kill(proc.pid, signal.SIGINT)
+            deadline = time.monotonic() + GRACE
+
+
 def grade(
     adapter: str,
     dtype: str | None = None,
@@ -152,148 +235,59 @@ def grade(
     hide: Sequence[str] = (),
     folder: str | None = None,
 ) -> int:
-    """Grade ``adapter``; print the report card; return the exit code (module doc).
-
-    A SIGTERM (a batch being stopped, a scheduler) is handled as Ctrl-C: the grade stops,
-    incomplete, with its report.
-
-    ``packages``: what an unprivileged worker may import; ``hide``: more paths it must not
-    see; ``folder``: a folder submission holding the adapter file (copied whole).
-    """
-    import threading
-
+    """Grade ``adapter``; print the report card; return the exit code (module doc). A SIGTERM
+    is handled as Ctrl-C (the grade stops, incomplete, with its report). ``packages``: what a
+    worker may import; ``hide``: more paths it must not see; ``folder``: a folder submission."""
     if hasattr(signal, "SIGTERM") and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.default_int_handler)
-    t0 = time.monotonic()
-    wall0 = time.time()
+    t0, wall0 = time.monotonic(), time.time()
     budget = DEFAULT_BUDGET if budget is None else budget
-    for name, value in (("--budget", budget), ("--spec-timeout", spec_timeout)):
-        if value is not None and not value > 0:
-            return _usage(f"{name} must be a positive number of seconds, got {value}")
-    if jobs is not None and jobs < 1:
-        return _usage(
-            f"-n/--jobs must be at least 1 (grading always uses worker processes), got {jobs}"
-        )
-    if max_worker_restart is not None and max_worker_restart < 0:
-        return _usage(f"--max-worker-restart must be >= 0, got {max_worker_restart}")
-    if dtype is not None and dtype not in ("float32", "float64"):
-        return _usage(f"--dtype must be float32 or float64, got {dtype!r}")
-    for arg in extra:
-        if arg in ("-n", "--numprocesses", "no:xdist", "no:timeout") or arg.startswith(
-            ("-n", "--numprocesses=", "--dist", "-p no:")
-        ):
-            return _usage(
-                f"pytest option {arg!r} would undo the grade's isolation; use grade's own -n"
-            )
-    missing = _missing_plugins(jobs or 1)
-    if missing:
-        return _usage(f"grading needs {', '.join(missing)}: pip install 'dl-ch2[conformance]'")
+    bad = _bad_option(budget, spec_timeout, jobs, max_worker_restart, dtype, extra)
+    if bad is not None:
+        return _usage(bad)
     try:
-        meta = probe_metadata(
-            adapter,
-            timeout=min(PROBE_TIMEOUT, budget),
-            packages=packages,
-            folder=Path(folder) if folder else None,
-        )
+        meta = probe_metadata(adapter, timeout=min(PROBE_TIMEOUT, budget), packages=packages,
+                              folder=Path(folder) if folder else None)  # fmt: skip
     except AdapterLoadError as exc:
         return _usage(str(exc))
     except KeyboardInterrupt:
-        return _publish(
-            _interrupted_before_start(adapter, dtype), report_json, report_md, printed=False
-        )
+        stopped = _interrupted_before_start(adapter, dtype)
+        return _publish(stopped, report_json, report_md, printed=False)
     if dtype is not None and dtype not in meta.dtypes:
-        return _usage(
-            f"--dtype {dtype}: the adapter {meta.name} declares dtypes {meta.dtypes} only"
-        )
-    here = Path(__file__).resolve().parents[1]  # the suite
+        return _usage(f"--dtype {dtype}: the adapter {meta.name} declares {meta.dtypes} only")
     outputs = [str(Path(p).resolve().parent) for p in (report_json, report_md) if p]
+    opts = {"max_worker_restart": max_worker_restart, "packages": packages, "jobs": jobs,
+            "hide": [*hide, *outputs], "folder": folder, "spec_timeout": spec_timeout,
+            "memory_limit_gib": memory_limit_gib, "dtype": dtype}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="dl-ch2-grade-", ignore_cleanup_errors=True) as tmp:
         os.chmod(tmp, 0o711)  # the worker reaches its own scratch folder in it, nothing else
-        meta_path = Path(tmp) / "adapter-metadata.json"
-        meta_path.write_text(meta.to_json())
-        json_path = Path(tmp) / "report.json"
+        (Path(tmp) / "adapter-metadata.json").write_text(meta.to_json())
         remaining = max(1.0, budget - (time.monotonic() - t0))
-        args = [
-            sys.executable,
-            "-m",
-            "pytest",
-            str(here / "specs"),
-            "--rootdir",
-            str(here),
-            "-p",
-            "no:cacheprovider",
-            "--impl",
-            absolute_spec(adapter),
-            "--adapter-metadata",
-            str(meta_path),
-            "--grade-dir",
-            tmp,
-            "--max-restarts",
-            str(DEFAULT_MAX_WORKER_RESTART if max_worker_restart is None else max_worker_restart),
-            "--budget",
-            f"{budget:g}",
-            # pytest's start-up counts against the budget; WIND_DOWN is kept for its exit
-            "--deadline",
-            f"{wall0 + budget - WIND_DOWN:.3f}",
-            "--report-json",
-            str(json_path),
-            "--worker-packages",
-            ",".join(packages),
-        ]
-        if (jobs or 1) > 1:
-            args += ["-n", str(jobs)]
-        for path in [*hide, *outputs]:
-            args += ["--hide", path]
-        if folder:
-            args += ["--submission-folder", str(Path(folder).resolve())]
-        if spec_timeout is not None:
-            args += ["--spec-timeout", str(spec_timeout)]
-        if memory_limit_gib is not None:
-            args += ["--memory-limit", str(memory_limit_gib)]
-        if dtype:
-            args += ["--dtype", dtype]
-        env = dict(os.environ)
-        # the grader imports only itself: never a module from the folder it was started in
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in [str(here.parent), env.get("PYTHONPATH")] if p
-        )
-        env["DL_CH2_ORIGIN_CWD"] = os.getcwd()
-        env["DL_CH2_GRADE_SECRET"] = secrets.token_hex(16)  # fresh inputs no worker sees
-        proc = subprocess.Popen([*args, *extra], start_new_session=True, env=env, cwd=tmp)
-        killed = None
-        deadline = time.monotonic() + remaining + GRACE
-        interrupted = False
-        while True:
-            try:
-                rc = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-                break
-            except subprocess.TimeoutExpired:
-                if killed is None:
-                    # the pytest process should have stopped itself at its budget
-                    killed = "the grading process outlived its budget and was interrupted"
-                    os.kill(proc.pid, signal.SIGINT)
-                    deadline = time.monotonic() + GRACE
-                else:
-                    killed = "the grading process outlived its budget and was killed"
-                    _kill_group(proc.pid, signal.SIGKILL)
-                    rc = proc.wait()
-                    break
-            except KeyboardInterrupt:
-                if interrupted:  # a second Ctrl-C: stop now
-                    killed = "interrupted twice (Ctrl-C); the grading process was killed"
-                    _kill_group(proc.pid, signal.SIGKILL)
-                    rc = proc.wait()
-                    break
-                interrupted = True
-                os.kill(proc.pid, signal.SIGINT)
-                deadline = time.monotonic() + GRACE
+        # pytest's start-up counts against the budget; WIND_DOWN is kept for its exit
+        args = _pytest_command(adapter, tmp, budget, wall0 + budget - WIND_DOWN, opts)
+        proc = subprocess.Popen([*args, *extra], start_new_session=True, env=_grader_env(),
+                                cwd=tmp)  # fmt: skip
+        rc, killed, interrupted = _supervise(proc, remaining)
         _kill_group(proc.pid, signal.SIGKILL)  # stray workers, if any
         if rc == int(pytest_usage_error()):  # pytest printed the error (bad -k, option, ...)
             return EXIT_USAGE
-        report, printed = _final_report(json_path, meta, adapter, dtype, killed, interrupted)
+        report, printed = _final_report(
+            Path(tmp) / "report.json", meta, adapter, dtype, killed, interrupted
+        )
         if rc == 5 and report.get("totals", {}).get("collected") == 0:
             return _usage("no spec selected (check the -k/-m options given to pytest)")
     return _publish(report, report_json, report_md, printed=printed)
+
+
+def _grader_env() -> dict[str, str]:
+    """The grading process's environment: it imports only the suite, never a module of the
+    folder it was started in; the grade's secret seed is fresh (no worker sees it)."""
+    here = Path(__file__).resolve().parents[1]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(here.parent), env.get("PYTHONPATH")] if p)
+    env["DL_CH2_ORIGIN_CWD"] = os.getcwd()
+    env["DL_CH2_GRADE_SECRET"] = secrets.token_hex(16)  # fresh inputs no worker sees
+    return env
 
 
 def pytest_usage_error() -> int:

@@ -39,6 +39,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,16 @@ _HERE = Path(__file__).resolve().parent
 _SUITE = _HERE.parent
 #: Files copied into each grade's runtime folder: all a worker runs of ours.
 RUNTIME_FILES = (_HERE / "worker.py", _HERE / "wire.py", _SUITE / "curves.py")
-_UNSHARE = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc"]
+_UNSHARE = [
+    "unshare",
+    "--net",
+    "--ipc",
+    "--pid",
+    "--fork",
+    "--kill-child",
+    "--mount",
+    "--mount-proc",
+]
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,8 @@ class Isolation:
     hide: list[str] = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
     note: str = ""
+    #: what caps the worker's memory, shared memory included: "cgroup" or "watchdog"
+    memory_cap: str = "watchdog"
 
     @property
     def privileged_grader(self) -> bool:
@@ -117,7 +129,20 @@ class Isolation:
                 else f"none{': ' + self.note if self.note else ''}"
             ),
             "limits": self.limits.rlimits(),
+            "memory_cap": {"bytes": self.limits.memory_bytes, "mechanism": self.memory_text()},
         }
+
+    def memory_text(self) -> str:
+        if self.limits.memory_bytes <= 0 or self.trusted:
+            return "none"
+        if self.memory_cap == "cgroup":
+            parent = memory_cgroup_parent()
+            version = parent[1] if parent else 1
+            knob = "memory.max" if version == 2 else "memory.limit_in_bytes"
+            how = f"cgroup v{version} {knob}"
+        else:
+            how = f"the grader's watchdog, every {WATCHDOG_PERIOD:g} s"
+        return f"{how}: private and shared memory; RLIMIT_DATA: private"
 
 
 def _runnable_by_others(path: str) -> bool:
@@ -271,6 +296,9 @@ def isolation_for(
     uid = lease_uid(int(given) if given else None)
     gid = int(os.environ.get("DL_CH2_WORKER_GID", uid))
     ok, why = namespaces_work()
+    cap = "cgroup" if memory_cgroup_parent() is not None else "watchdog"
+    if os.environ.get(MEMORY_CAP_ENV) == "cgroup" and cap != "cgroup":
+        raise RuntimeError(f"{MEMORY_CAP_ENV}=cgroup but no memory cgroup is usable here")
     return Isolation(
         trusted=False,
         uid=uid,
@@ -281,12 +309,13 @@ def isolation_for(
         hide=hidden_paths(hide) if ok else [],
         limits=limits,
         note=why,
+        memory_cap=cap,
     )
 
 
 _LEASES: dict[int, Any] = {}
 #: Where concurrent grades take their uids (root only); spare uids have no passwd entry.
-LEASE_DIR = Path("/run/dl-ch2-workers")
+LEASE_DIR = Path(os.environ.get("DL_CH2_LEASE_DIR", "/run/dl-ch2-workers"))
 SPARE_UIDS = range(61000, 62000)
 
 
@@ -342,10 +371,15 @@ class WorkerProcess:
         paths: list[str] | None = None,
     ) -> None:  # fmt: skip
         self.iso = iso
+        self.memory_killed = ""  # what the watchdog saw when it killed the worker
+        self.cgroup = None
+        if iso.uid is not None and iso.memory_cap == "cgroup":
+            self.cgroup = make_memory_cgroup(iso.limits.memory_bytes)
         req_r, self.req_w = os.pipe()
         self.rep_r, rep_w = os.pipe()
         fds = ["--in", str(req_r), "--out", str(rep_w), "--adapter", target]
         fds += [a for p in paths or [] for a in ("--path", p)]
+        fds += ["--verbs", ",".join(_verb_names())]
         script = str(runtime / "worker.py")
         if iso.trusted or iso.uid is None:
             if not iso.trusted:
@@ -373,6 +407,8 @@ class WorkerProcess:
                         "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"},
                 "cwd": str(scratch), "uid": iso.uid, "gid": iso.gid, "hide": iso.hide,
                 "limits": iso.limits.rlimits(), "mount_namespace": iso.namespaces,
+                "view": worker_view(iso, runtime, scratch, paths or []) if iso.namespaces else None,
+                "cgroup": str(self.cgroup[0]) if self.cgroup else None,
             }  # fmt: skip
             launcher = [sys.executable, "-I", str(runtime / "launch.py"), json.dumps(config)]
             argv = [*_UNSHARE, "--", *launcher] if iso.namespaces else launcher
@@ -383,6 +419,32 @@ class WorkerProcess:
             )  # fmt: skip
         os.close(req_r)
         os.close(rep_w)
+        if self.cgroup is None and not iso.trusted and iso.limits.memory_bytes > 0:
+            threading.Thread(target=self._watch, daemon=True).start()
+
+    def _watch(self) -> None:
+        """The watchdog: kill the worker when its private plus shared resident memory
+        passes the cap (where no memory cgroup is usable)."""
+        cap = self.iso.limits.memory_bytes
+        while self.proc.poll() is None:
+            used = resident_bytes(worker_pids(self.iso.uid, self.proc.pid))
+            if used > cap:
+                self.memory_killed = f"{used / 2**30:.2f} GiB resident"
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                if self.iso.uid is not None:
+                    kill_uid(self.iso.uid, self.iso.gid or self.iso.uid)
+                return
+            time.sleep(WATCHDOG_PERIOD)
+
+    def memory_note(self) -> str:
+        """Why the worker ended, if its memory cap stopped it; else ""."""
+        cap = f"its memory cap of {self.iso.limits.memory_bytes / 2**30:g} GiB"
+        if self.cgroup is not None and cgroup_oom_kills(*self.cgroup) > 0:
+            return f"stopped by {cap} ({self.iso.memory_text()})"
+        if self.memory_killed:
+            return f"stopped by {cap} ({self.memory_killed}; {self.iso.memory_text()})"
+        return ""
 
     def status(self) -> str:
         """How the process ended ("exit code N", "killed by SIGSEGV"), or "running"."""
@@ -408,9 +470,41 @@ class WorkerProcess:
             kill_uid(self.iso.uid, self.iso.gid or self.iso.uid)
         else:
             _kill_orphans()
+        if self.cgroup is not None:
+            remove_cgroup(self.cgroup[0])
         for fd in (self.req_w, self.rep_r):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+#: What every worker's view holds of the system, read-only (those that exist).
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
+                "/sys/devices/system/cpu")  # fmt: skip
+#: Folders shared with every worker, read-write (``os.pathsep``-separated): for test
+#: harnesses that watch a worker; never a folder holding submissions or results.
+SHARED_ENV = "DL_CH2_WORKER_SHARED"
+
+
+def worker_view(iso: Isolation, runtime: Path, scratch: Path, paths: list[str]) -> dict[str, Any]:
+    """What a worker in namespaces sees (``launch.py`` builds it): the system's programs and
+    libraries, its interpreter, its allowed libraries, its runtime and its own scratch
+    folder; no other submission, batch, output or earlier run."""
+    python = Path(os.path.realpath(iso.python))
+    prefix = python.parents[1]  # e.g. /usr, or /opt/python3.11 for a Python of its own
+    ro = [*SYSTEM_PATHS, str(prefix), *iso.site, str(runtime), *paths]
+    shared = [p for p in os.environ.get(SHARED_ENV, "").split(os.pathsep) if p]
+    rw = [str(scratch), *(os.path.realpath(p) for p in shared)]
+    cap = iso.limits.memory_bytes
+    return {"root": str(runtime.parent / "view"), "ro": [os.path.realpath(p) if not
+            os.path.islink(p) else p for p in ro], "rw": rw,
+            "shm_bytes": cap if cap > 0 else 2**30}  # fmt: skip
+
+
+def _verb_names() -> list[str]:
+    """Every verb of the protocol: the worker looks each up (``__getattr__`` verbs too)."""
+    from conformance.adapter import VERBS
+
+    return sorted({v for verbs in VERBS.values() for v in verbs})
 
 
 def kill_uid(uid: int, gid: int) -> None:
@@ -443,10 +537,20 @@ def become_subreaper() -> None:
 
 
 def _kill_orphans() -> None:
+    """Kill this subreaper's orphans, round after round: killing a daemon's parent makes the
+    daemon an orphan of ours only once that parent has died, after the round that killed it."""
+    for _ in range(50):
+        if not _kill_orphans_once():
+            return
+        time.sleep(0.01)
+
+
+def _kill_orphans_once() -> bool:
     me = os.getpid()
     proc = Path("/proc")
+    killed = False
     if not proc.is_dir():
-        return
+        return killed
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -454,11 +558,127 @@ def _kill_orphans() -> None:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             if int(fields[1]) == me and _is_worker_orphan(int(entry.name)):
                 os.kill(int(entry.name), signal.SIGKILL)
+                killed = True
     with contextlib.suppress(ChildProcessError):
         while os.waitpid(-1, os.WNOHANG)[0]:
             pass
+    return killed
 
 
 def _is_worker_orphan(pid: int) -> bool:
     """A child of this process that is not a Popen it started itself (they are waited)."""
     return Path(f"/proc/{pid}/environ").exists()
+
+
+# --- the memory cap: private and shared memory (issue 29) -----------------------------------
+
+#: Forces the memory cap's mechanism: "cgroup" (fail if none is usable) or "watchdog".
+MEMORY_CAP_ENV = "DL_CH2_MEMORY_CAP"
+#: Seconds between two looks of the watchdog at the worker's resident memory.
+WATCHDOG_PERIOD = 0.05
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _own_cgroup(version: int) -> Path | None:
+    """This process's memory cgroup folder (v1: the memory hierarchy's; v2: the unified)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _id, controllers, path = line.split(":", 2)
+        if (version == 1 and "memory" in controllers.split(",")) or (
+            version == 2 and _id == "0" and controllers == ""
+        ):
+            base = _CGROUP_ROOT / "memory" if version == 1 else _CGROUP_ROOT
+            return base / path.lstrip("/")
+    return None
+
+
+def memory_cgroup_parent() -> tuple[Path, int] | None:
+    """Where this grader may make memory cgroups (folder, version), or None."""
+    if os.geteuid() != 0 or os.environ.get(MEMORY_CAP_ENV) == "watchdog":
+        return None
+    v2 = _own_cgroup(2)
+    delegated = v2 is not None and "memory" in _read(v2 / "cgroup.subtree_control").split()
+    if v2 is not None and delegated and os.access(v2, os.W_OK):
+        return v2, 2
+    v1 = _own_cgroup(1)
+    if v1 is not None and (v1 / "memory.limit_in_bytes").exists() and os.access(v1, os.W_OK):
+        return v1, 1
+    return None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def make_memory_cgroup(limit: int) -> tuple[Path, int] | None:
+    """A fresh memory cgroup capped at ``limit`` bytes (swap included), or None."""
+    parent = memory_cgroup_parent()
+    if parent is None or limit <= 0:
+        return None
+    base, version = parent
+    folder = Path(tempfile.mkdtemp(prefix="dl-ch2-worker-", dir=base))
+    try:
+        if version == 2:
+            (folder / "memory.max").write_text(str(limit))
+            if (folder / "memory.swap.max").exists():
+                (folder / "memory.swap.max").write_text("0")
+        else:
+            (folder / "memory.limit_in_bytes").write_text(str(limit))
+            if (folder / "memory.memsw.limit_in_bytes").exists():
+                (folder / "memory.memsw.limit_in_bytes").write_text(str(limit))
+    except OSError:
+        remove_cgroup(folder)
+        return None
+    return folder, version
+
+
+def cgroup_oom_kills(folder: Path, version: int) -> int:
+    """How many processes the cgroup's memory cap killed (its OOM events)."""
+    text = _read(folder / ("memory.events" if version == 2 else "memory.oom_control"))
+    for line in text.splitlines():
+        if line.startswith("oom_kill "):
+            return int(line.split()[1])
+    return 0
+
+
+def remove_cgroup(folder: Path) -> None:
+    for _ in range(20):  # the killed processes leave it within a few milliseconds
+        try:
+            folder.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
+def resident_bytes(pids: list[int]) -> int:
+    """Private plus shared resident memory (RssAnon + RssShmem) of ``pids`` together."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith(("RssAnon:", "RssShmem:")):
+                    total += int(line.split()[1]) * 1024
+    return total
+
+
+def worker_pids(uid: int | None, session: int) -> list[int]:
+    """The worker's processes: those of its uid (root level), or of its session."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if uid is not None:
+                if entry.stat().st_uid == uid:
+                    pids.append(int(entry.name))
+            elif os.getsid(int(entry.name)) == session:
+                pids.append(int(entry.name))
+    return pids

@@ -5,7 +5,7 @@ Run as a script from a folder holding copies of this file, ``wire.py`` and ``cur
 reachable). The grader's side is ``conformance.grading.client``.
 
     python -I -S worker.py --in FD --out FD --adapter FILE_OR_MODULE [--site DIR]
-                           [--path DIR] [--python-path DIR]
+                           [--path DIR] [--verbs NAME,NAME,...]
 
 Requests and replies (``wire`` messages):
 
@@ -108,7 +108,7 @@ def _error(exc: BaseException) -> dict[str, Any]:
     return {"err": {"type": type(exc).__name__, "mro": mro, "message": text[:_MAX_TEXT]}}
 
 
-def _metadata(adapter: Any) -> dict[str, Any]:
+def _metadata(adapter: Any, known: tuple[str, ...] = ()) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     for attr in _META:
         if not hasattr(adapter, attr):
@@ -119,8 +119,10 @@ def _metadata(adapter: Any) -> dict[str, Any]:
             meta[attr] = value
         except (wire.WireError, TypeError, RecursionError):
             meta[attr] = {"unsendable": type(value).__name__}
+    # dir() misses verbs served by __getattr__: the grader's verb names are asked for too
+    names = {n for n in dir(adapter) if not n.startswith("_")} | set(known)
     meta["verbs"] = sorted(
-        n for n in dir(adapter) if not n.startswith("_") and callable(getattr(adapter, n, None))
+        n for n in names if not n.startswith("_") and callable(getattr(adapter, n, None))
     )
     exp = getattr(adapter, "expectations_file", None)
     if exp is not None:
@@ -152,11 +154,11 @@ def load(target: str) -> Any:
     return getattr(module, name)
 
 
-def serve(fd_in: int, fd_out: int, target: str) -> int:
+def serve(fd_in: int, fd_out: int, target: str, known: tuple[str, ...] = ()) -> int:
     table = {n: getattr(curves, n) for n in curves.CURVE_NAMES}
     try:
         adapter = load(target)
-        hello: dict[str, Any] = {"hello": wire.encode(_metadata(adapter), [])}
+        hello: dict[str, Any] = {"hello": wire.encode(_metadata(adapter, known), [])}
     except BaseException as exc:
         info = _error(exc)["err"]
         wire.write_message(fd_out, {"load_error": f"{info['type']}: {info['message']}"}, [])
@@ -183,10 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--adapter", required=True)
     p.add_argument("--site", action="append", default=[], help="allowed libraries")
     p.add_argument("--path", action="append", default=[], help="where a module adapter lies")
+    p.add_argument("--verbs", default="", help="the verb names the grader may call")
     args = p.parse_args(argv)
     # a print() of the submission must not corrupt the wire: stdout goes where stderr goes
     os.dup2(2, 1)
-    return serve(args.fd_in, args.fd_out, args.adapter)
+    known = tuple(v for v in args.verbs.split(",") if v)
+    return serve(args.fd_in, args.fd_out, args.adapter, known)
 
 
 if __name__ == "__main__":
