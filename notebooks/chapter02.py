@@ -159,7 +159,8 @@ predictions[0]
 #        2.6657624e-08, 3.8127661e-07], dtype=float32)
 # %% differs
 # torch prints `tensor([...])` with 4 significant digits; the probabilities come from
-# another random initialisation, so each is compared within 0.01.
+# another random initialisation, so each is compared within 0.01. (The book's values as a
+# reader's review of the 2nd edition quotes them.)
 # %% check full
 # numbers 0.01
 
