@@ -4,8 +4,8 @@ From tensors, the book's way: a fresh ``BatchGenerator`` per epoch (in order unl
 ``shuffle``), every image and label checked up front. From any iterable of ``(images,
 labels)`` batches (a ``DataLoader``, a list of pairs), as a PyTorch loop takes them: the
 iterable is iterated once per epoch, in its own order and batch size; each batch is moved
-to the model's device and checked before its step, and the first one before any weight
-moves.
+to the model's device (its labels checked where they come from, so a CPU DataLoader costs
+no device sync) and checked before its step, and the first one before any weight moves.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from dl_ch2._checks import (
     require_labels,
     require_positive_int,
     require_probabilities,
+    require_tensor,
 )
 from dl_ch2._steps import modes
 from dl_ch2.batch_generator import BatchGenerator, num_batches
@@ -122,10 +123,10 @@ class Batches:
                 "images must yield (images, labels) pairs, as a DataLoader over a "
                 f"TensorDataset does; batch {index} is a {type(batch).__name__}"
             )
+        x, y = batch
+        labels = require_labels(y, require_tensor("images", x))  # where they are: no device sync
         device = self.weights[0].device
-        x, y = (t.to(device) if isinstance(t, torch.Tensor) else t for t in batch)
-        x = require_images(x, self.weights)
-        return x, require_labels(y, x)
+        return require_images(x.to(device), self.weights), labels.to(device)
 
     def epoch(self) -> Iterator[Batch]:
         """This epoch's batches, each with its index and whether it is the last."""
