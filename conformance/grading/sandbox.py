@@ -49,7 +49,13 @@ __all__ = ["Isolation", "Limits", "WorkerProcess", "isolation_for", "worker_site
 _HERE = Path(__file__).resolve().parent
 _SUITE = _HERE.parent
 #: Files copied into each grade's runtime folder: all a worker runs of ours.
-RUNTIME_FILES = (_HERE / "worker.py", _HERE / "wire.py", _SUITE / "curves.py")
+RUNTIME_FILES = (
+    _HERE / "worker.py",
+    _HERE / "wire.py",
+    _SUITE / "curves.py",
+    _HERE / "book_names.py",
+    _HERE / "cells.py",
+)
 _UNSHARE = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount", "--mount-proc"]
 
 
