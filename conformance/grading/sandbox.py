@@ -94,6 +94,7 @@ class Isolation:
     hide: list[str] = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
     note: str = ""
+    binds: list[list[str]] = field(default_factory=list)  # [installed, mount point], read-only
 
     @property
     def privileged_grader(self) -> bool:
@@ -277,17 +278,35 @@ def isolation_for(
     uid = lease_uid(int(given) if given else None)
     gid = int(os.environ.get("DL_CH2_WORKER_GID", uid))
     ok, why = namespaces_work()
+    site, binds = library_site(packages, bind=ok)
     return Isolation(
         trusted=False,
         uid=uid,
         gid=gid,
         namespaces=ok,
         python=worker_python(),
-        site=[worker_site(packages)],
+        site=[site],
         hide=hidden_paths(hide) if ok else [],
         limits=limits,
         note=why,
+        binds=binds,
     )
+
+
+def library_site(packages: list[str], *, bind: bool) -> tuple[str, list[list[str]]]:
+    """The worker's library folder: in a mount namespace, a view whose packages are bound
+    read-only from where they are installed (``views``: no copy of a framework per grade or
+    per machine); without one, a copy (``worker_site``)."""
+    if os.environ.get("DL_CH2_WORKER_SITE") or not bind:
+        return worker_site(packages), []
+    from conformance.grading.views import library_view
+
+    root = Path(os.environ.get("DL_CH2_WORKER_CACHE", "/var/cache/dl-ch2"))
+    root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    site, binds = library_view(_distribution_closure(packages), root)
+    if not _ours_alone(Path(site)):  # its binds name what the worker sees: root's file only
+        raise RuntimeError(f"{site} is not this grader's own (owner or mode): remove it")
+    return site, binds
 
 
 _LEASES: dict[int, Any] = {}
@@ -379,6 +398,7 @@ class WorkerProcess:
                         "LANG": "C.UTF-8", "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"},
                 "cwd": str(scratch), "uid": iso.uid, "gid": iso.gid, "hide": iso.hide,
                 "limits": iso.limits.rlimits(), "mount_namespace": iso.namespaces,
+                "binds": iso.binds,
             }  # fmt: skip
             launcher = [sys.executable, "-I", str(runtime / "launch.py"), json.dumps(config)]
             argv = [*_UNSHARE, "--", *launcher] if iso.namespaces else launcher
