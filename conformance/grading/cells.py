@@ -17,6 +17,7 @@ Standard library and NumPy only.
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.abc
 import json
 import os
@@ -161,6 +162,34 @@ def _defined(tree: ast.Module) -> list[str]:
     return names
 
 
+#: Frameworks imported before the first cell, outside its time limit: TensorFlow's import
+#: alone can take longer than a cell may run, and an import cut short leaves it broken.
+_FRAMEWORKS = ("tensorflow", "keras", "torch", "torchvision", "jax", "matplotlib")
+
+
+def _preimport(cells: list[dict[str, Any]], backend: str | None) -> list[str]:
+    """Import the frameworks the cells import (on the submission's behalf, in its worker)."""
+    wanted: list[str] = []
+    for cell in cells:
+        source, _ = python_of(0, str(cell["source"]), backend)
+        try:
+            tree = ast.parse(source or "")
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            wanted += [n for n in names if n.split(".")[0] in _FRAMEWORKS and n not in wanted]
+    notes = []
+    for name in wanted:
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:  # its cell raises it again, and it is reported there
+            notes.append(f"import {name}: {type(exc).__name__}: {str(exc)[:200]}")
+    return notes
+
+
 def _run_cell(code: Any, ns: dict[str, Any], seconds: float) -> None:
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -215,6 +244,7 @@ def run_notebook(
         os.environ["KERAS_BACKEND"] = backend
     finder = _ServeMnist()
     sys.meta_path.insert(0, finder)
+    notes += _preimport(cells, backend)
     where: dict[str, list[int]] = {}
     for cell in cells:
         number = int(cell["number"])
