@@ -166,7 +166,7 @@ class _Globals:
     def __enter__(self) -> None:
         self.saved = {k: self.ns[k] for k in ("learning_rate", "optimizer") if k in self.ns}
         self.ns["learning_rate"] = self.lr
-        opt = self.ns.get("optimizer")
+        opt: Any = self.ns.get("optimizer")
         if callable(getattr(opt, "get_config", None)) and hasattr(type(opt), "from_config"):
             config = dict(opt.get_config(), learning_rate=self.lr)
             self.ns["optimizer"] = type(opt).from_config(config)
@@ -330,7 +330,7 @@ class BookAdapter:
         if shuffle:
             raise NotImplementedError("the book's BatchGenerator does not shuffle (an extension)")
         gen = self._need("BatchGenerator")(images, labels, batch_size)
-        step = getattr(gen, "next", None) or getattr(gen, "__next__", None)
+        step: Any = getattr(gen, "next", None) or getattr(gen, "__next__", None)
         count = getattr(gen, "num_batches", None)
         if count is None:
             count = math.ceil(len(images) / batch_size)
@@ -347,7 +347,8 @@ class BookAdapter:
             if from_logits:
                 raise NotImplementedError("this loss takes no from_logits")
             return own(labels, p)
-        tf, keras = sys.modules.get("tensorflow"), sys.modules.get("keras")
+        tf: Any = sys.modules.get("tensorflow")
+        keras: Any = sys.modules.get("keras")
         if self.fw == "tensorflow" and (tf is not None or keras is not None):
             # the book's own call: the library's loss (tf.keras.losses / keras.ops)
             lib = keras.losses if keras is not None else tf.keras.losses

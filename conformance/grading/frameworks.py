@@ -14,7 +14,7 @@ import ast
 import importlib.metadata as md
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 __all__ = ["DETECTED", "detect_imports", "resolve_packages"]
@@ -66,7 +66,7 @@ def detect_imports(path: Path) -> list[str]:
     return sorted(found)
 
 
-def _distribution(name: str, table: dict[str, list[str]]) -> str | None:
+def _distribution(name: str, table: Mapping[str, list[str]]) -> str | None:
     """The installed distribution providing the import ``name`` (or named ``name``)."""
     if table.get(name):
         return table[name][0]

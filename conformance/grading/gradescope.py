@@ -137,7 +137,7 @@ def run_grade(
     for stale in (report_json, report_md):
         stale.unlink(missing_ok=True)
     target, sep, attr = adapter.partition(":")
-    if target.endswith(".py") or Path(target).is_dir():  # the child runs elsewhere
+    if target.endswith((".py", ".ipynb")) or Path(target).is_dir():  # the child runs elsewhere
         adapter = str(Path(target).resolve()) + sep + attr
     cmd = grade_command(
         adapter, report_json, report_md, rubric, python=python, jobs=jobs, hide=hide, folder=folder
