@@ -32,10 +32,12 @@ def test_naive_dense_init_shapes_range_zero_bias(impl: Impl) -> None:
     )
     for i in (0, 2):
         w = ws[i].astype(np.float64)
+        # U[0, 0.1) (2nd edition) or Keras' "uniform", U[-0.05, 0.05] (3rd edition)
         check(
             impl,
-            w.min() >= 0 and w.max() < 0.1,
-            f"weights[{i}] must lie in [0, 0.1), got [{w.min():.4g}, {w.max():.4g}]",
+            (w.min() >= 0 and w.max() < 0.1) or (w.min() >= -0.05 and w.max() <= 0.05),
+            f"weights[{i}] must lie in [0, 0.1) (2nd edition) or [-0.05, 0.05] (3rd), got "
+            f"[{w.min():.4g}, {w.max():.4g}]",
         )
     for i in (1, 3):
         check(impl, bool(np.all(ws[i] == 0)), f"bias weights[{i}] must start at zero")
