@@ -86,6 +86,7 @@ VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
 CREDITS = ("mastery", "partial")
 
 _NUMERIC = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_ABSENT = re.compile(r"not submitted: the submission defines no (\w+)")
 _KEYS: dict[str, set[str]] = {
     "": {"assignment", "grading", "points", "visibility", "rule", "objective"},
     "assignment": {"covers", "requires", "uses_torch", "adapter", "dtype", "extensions"},
@@ -93,7 +94,16 @@ _KEYS: dict[str, set[str]] = {
     "points": {"default", "sections", "credit"},
     "visibility": {"default"},
     "rule": {"match", "points", "visibility"},
-    "objective": {"name", "points", "match", "section", "visibility", "after", "extension"},
+    "objective": {
+        "name",
+        "points",
+        "match",
+        "section",
+        "visibility",
+        "after",
+        "extension",
+        "owns",
+    },
 }
 
 
@@ -125,6 +135,7 @@ class Objective:
     visibility: str | None = None
     after: tuple[str, ...] = ()  # prerequisite objectives: a failure they explain is not charged
     extension: bool = False  # opt-in: counts only when the assignment's extensions name it
+    owns: tuple[str, ...] = ()  # the book names it grades: their absence is charged here
 
     def matches(self, spec_id: str) -> bool:
         return any(_matches(p, spec_id) for p in self.match)
@@ -150,6 +161,16 @@ class Rubric:
     credit: str = "mastery"
     text: str = ""
     extensions: frozenset[str] = frozenset()  # opt-in objectives graded, by name, or "all"
+
+    def owner(self, objective: Objective | None, output: str) -> Objective | None:
+        """The objective a failure belongs to: a book name "not submitted" is charged to the
+        objective that owns it (``owns``), never to the one whose spec called it."""
+        match = _ABSENT.search(output)
+        if match:
+            for candidate in self.objectives:
+                if match.group(1) in candidate.owns and self.graded(candidate):
+                    return candidate
+        return objective
 
     def graded(self, objective: Objective | None) -> bool:
         """Whether an objective counts: not an extension, or one the assignment names."""
@@ -325,6 +346,9 @@ def _objective_links(
     extension = raw.get("extension", False)
     if not isinstance(extension, bool):
         raise ValueError(f"rubric {source}: objective {name!r}: extension must be true or false")
+    owns = raw.get("owns", [])
+    if not isinstance(owns, list) or not all(isinstance(o, str) and o for o in owns):
+        raise ValueError(f"rubric {source}: objective {name!r}: owns must be a list of names")
     return tuple(after), extension
 
 
@@ -392,6 +416,7 @@ def _objectives(doc: Mapping[str, Any], source: str) -> tuple[Objective, ...]:
                 else _visibility(raw["visibility"], f"objective {name!r} visibility", source),
                 after=after,
                 extension=extension,
+                owns=tuple(raw.get("owns", [])),
             )
         )
     return tuple(objectives)
@@ -520,6 +545,8 @@ def score_report(report: Mapping[str, Any], rubric: Rubric) -> tuple[list[Scored
             continue
         passed, output = judged
         objective = rubric.objective_for(row.id)
+        if not passed:
+            objective = rubric.owner(objective, output)
         if not rubric.graded(objective):  # an extension this assignment does not grade
             outside.add(f"the opt-in objective {objective.name!r}" if objective else row.id)
             continue
@@ -577,9 +604,12 @@ def _prerequisites(rubric: Rubric, name: str) -> set[str]:
 
 
 def _absent(spec: ScoredSpec) -> bool:
-    """A spec that failed because the code it calls was not submitted (a missing verb, a
-    book name the submission does not define): that objective's own charge, always."""
-    return not spec.passed and ("not submitted" in spec.output or "lacks the verb" in spec.output)
+    """A spec that failed on its objective's own fault whatever came before: the code it
+    calls was not submitted (a missing verb, a book name not defined) or does not take the
+    book's arguments (a TypeError about arguments): that objective's own charge, always."""
+    text = spec.output.split("\n", 1)[0]
+    signature = "raised TypeError" in text and "argument" in text
+    return not spec.passed and ("not submitted" in text or "lacks the verb" in text or signature)
 
 
 def _one_charge(
