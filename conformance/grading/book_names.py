@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import math
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -182,24 +183,38 @@ def _set_weight(layer: Any, attr: str, value: Any) -> None:
 
 class _Globals:
     """The module globals the book's code reads (``learning_rate``; ``optimizer``, a fresh
-    copy at the step's learning rate), set for one call and put back after it."""
+    copy at the step's learning rate), set for one call in every module the submission's
+    functions live in, and put back after it."""
 
-    def __init__(self, ns: dict[str, Any], learning_rate: float) -> None:
-        self.ns, self.lr = ns, learning_rate
-        self.saved: dict[str, Any] = {}
+    def __init__(self, spaces: list[dict[str, Any]], learning_rate: float) -> None:
+        self.spaces, self.lr = spaces, learning_rate
+        self.saved: list[dict[str, Any]] = []
 
     def __enter__(self) -> None:
-        self.saved = {k: self.ns[k] for k in ("learning_rate", "optimizer") if k in self.ns}
-        self.ns["learning_rate"] = self.lr
-        opt: Any = self.ns.get("optimizer")
-        if callable(getattr(opt, "get_config", None)) and hasattr(type(opt), "from_config"):
-            config = dict(opt.get_config(), learning_rate=self.lr)
-            self.ns["optimizer"] = type(opt).from_config(config)
+        self.saved = [
+            {k: ns[k] for k in ("learning_rate", "optimizer") if k in ns} for ns in self.spaces
+        ]
+        for ns in self.spaces:
+            ns["learning_rate"] = self.lr
+            opt: Any = ns.get("optimizer")
+            if callable(getattr(opt, "get_config", None)) and hasattr(type(opt), "from_config"):
+                ns["optimizer"] = type(opt).from_config(
+                    dict(opt.get_config(), learning_rate=self.lr)
+                )
 
     def __exit__(self, *exc: object) -> None:
-        self.ns.update(self.saved)
-        if "learning_rate" not in self.saved:
-            self.ns.pop("learning_rate", None)
+        for ns, saved in zip(self.spaces, self.saved, strict=True):
+            ns.update(saved)
+            if "learning_rate" not in saved:
+                ns.pop("learning_rate", None)
+
+
+def _loss_of(result: Any) -> float:
+    """The loss a step returned: the book returns it alone; a reader's step may return
+    (loss, accuracy), the loss first."""
+    if isinstance(result, tuple | list) and result:
+        result = result[0]
+    return float(to_numpy(result))
 
 
 def _not_submitted(name: str) -> NotImplementedError:
@@ -215,9 +230,17 @@ class BookAdapter:
     version = "chapter 2"
     devices = ("cpu",)
 
-    def __init__(self, ns: dict[str, Any], label: str = "submission") -> None:
+    def __init__(
+        self, ns: dict[str, Any], label: str = "submission", more: Sequence[dict[str, Any]] = ()
+    ) -> None:  # fmt: skip
         self.ns = ns
         self.fn = {k: ns[v] for k, v in find_names(ns).items()}
+        for other in more:  # a folder's other modules: the names the script imports from
+            self.fn.update({k: other[v] for k, v in find_names(other).items() if k not in self.fn})
+        self.spaces = [ns] + [
+            g for f in self.fn.values() if isinstance(g := getattr(f, "__globals__", None), dict)
+        ]
+        self.spaces = list({id(g): g for g in self.spaces}.values())
         self.fw = framework_of(ns)
         self.name = f"{label} (graded by the book's names, {self.fw})"
         # a framework's float is float32 (TF's default); NumPy's loops are float64
@@ -230,7 +253,7 @@ class BookAdapter:
         self.notes = self._names_note()
 
     def _names_note(self) -> list[str]:
-        found = find_names(self.ns)
+        found = {k: getattr(f, "__name__", k) for k, f in self.fn.items()}
         used = [f"{k} (as {v})" if k != v else k for k, v in found.items()]
         missing = [k for k in BOOK_NAMES if k not in found]
         notes = [f"book names found and used: {', '.join(used) or 'none'}"]
@@ -385,16 +408,16 @@ class BookAdapter:
     ) -> float:
         step = self._need("one_training_step")
         kwargs = {"learning_rate": learning_rate} if _accepts(step, "learning_rate") else {}
-        with _Globals(self.ns, learning_rate):
+        with _Globals(self.spaces, learning_rate):
             loss = step(model, self._cast(model, x), y, **kwargs)
-        return float(to_numpy(loss))
+        return _loss_of(loss)
 
     def update_weights(self, gradients: Any, weights: Any, learning_rate: float) -> None:
         update = self._need("update_weights")
         grads = [self._like(g, w) for g, w in zip(gradients, weights, strict=False)]
         grads += list(gradients[len(grads) :])
         kwargs = {"learning_rate": learning_rate} if _accepts(update, "learning_rate") else {}
-        with _Globals(self.ns, learning_rate):
+        with _Globals(self.spaces, learning_rate):
             update(grads, weights, **kwargs)
 
     def _like(self, g: Any, w: Any) -> Any:
@@ -416,24 +439,23 @@ class BookAdapter:
 
         def recorded(*args: Any, **kwargs: Any) -> Any:
             loss = step(*args, **kwargs)
-            losses.append(float(to_numpy(loss)))
+            losses.append(_loss_of(loss))
             return loss
 
         kwargs = {"learning_rate": learning_rate} if _accepts(fit, "learning_rate") else {}
-        self.ns[self._spelling("one_training_step")] = recorded  # fit looks it up when called
+        where: dict[str, Any] = getattr(fit, "__globals__", self.ns)  # where fit looks it up
+        name = getattr(step, "__name__", "one_training_step")
+        where[name] = recorded
         try:
-            with _Globals(self.ns, learning_rate):
+            with _Globals(self.spaces, learning_rate):
                 x = self._cast(model, images)
                 history = fit(model, x, labels, epochs, batch_size, **kwargs)
         finally:
-            self.ns[self._spelling("one_training_step")] = step
+            where[name] = step
         if _is_history(history, epochs):
             return [[float(to_numpy(v)) for v in epoch] for epoch in history]
         per = len(losses) // max(1, int(epochs))
         return [losses[e * per : (e + 1) * per] for e in range(int(epochs))]
-
-    def _spelling(self, name: str) -> str:
-        return find_names(self.ns).get(name, name)
 
     def evaluate(self, model: Any, images: Any, labels: Any, batch_size: Any = None) -> float:
         own = self.fn.get("evaluate")
@@ -454,6 +476,11 @@ def _is_history(value: Any, epochs: int) -> bool:
     )
 
 
-def book_adapter(ns: dict[str, Any], label: str = "submission") -> BookAdapter | None:
-    """The adapter of a module that defines the book's names, or None if it defines none."""
-    return BookAdapter(ns, label) if find_names(ns) else None
+def book_adapter(
+    ns: dict[str, Any], label: str = "submission", more: Sequence[dict[str, Any]] = ()
+) -> BookAdapter | None:  # fmt: skip
+    """The adapter of a module that defines the book's names (or of a folder's modules,
+    ``more``), or None if none of them defines one."""
+    if not find_names(ns) and not any(find_names(m) for m in more):
+        return None
+    return BookAdapter(ns, label, more)

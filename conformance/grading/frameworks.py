@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-__all__ = ["DETECTED", "detect_imports", "resolve_packages"]
+__all__ = ["DETECTED", "book_entry", "detect_imports", "resolve_packages"]
 
 #: Import names a submission's worker gets without a flag, when installed.
 DETECTED = ("tensorflow", "keras", "torch", "torchvision", "jax", "jaxlib", "matplotlib")
@@ -97,3 +97,33 @@ def resolve_packages(allowed: Iterable[str], detected: Iterable[str] = ()) -> li
         if dist is not None and dist not in out:
             out.append(dist)
     return out
+
+
+#: The chapter's names, as a folder's files define or import them (both editions).
+_BOOK = re.compile(
+    r"\b(naive_relu|naive_add|naive_\w*(?:dot|product)|NaiveDense|NaiveSequential|"
+    r"BatchGenerator|one_training_step|update_weights)\b"
+)
+
+
+def book_entry(files: list[Path]) -> Path | None:
+    """The file of a folder submission without an ``ADAPTER`` that the grader runs for the
+    book's names: its one notebook, else the one .py file naming the book's code that no
+    sibling imports (the script the reader runs); None if that is not one file."""
+    notebooks = [f for f in files if f.suffix == ".ipynb"]
+    if len(notebooks) == 1:
+        return notebooks[0]
+    named = [f for f in files if f.suffix == ".py" and _BOOK.search(_text(f))]
+    imported: set[str] = set()
+    for f in files:
+        if f.suffix == ".py":
+            imported |= _imports(_text(f))
+    entries = [f for f in named if f.stem not in imported]
+    return entries[0] if len(entries) == 1 else None
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace") if path.stat().st_size < 1 << 22 else ""
+    except OSError:
+        return ""

@@ -157,7 +157,8 @@ def load(target: str) -> Any:
         adapter = getattr(module, name)
         _NOTES[:] = notes
         return adapter
-    built = None if attr else book_names.book_adapter(vars(module), Path(path).stem)
+    more = _folder_modules(Path(path).parent, module)
+    built = None if attr else book_names.book_adapter(vars(module), Path(path).stem, more)
     if built is None:
         raise AttributeError(
             f"{path} has no attribute {name} (the adapter object) and defines none of the "
@@ -166,6 +167,16 @@ def load(target: str) -> Any:
         )
     _NOTES[:] = notes + built.notes
     return built
+
+
+def _folder_modules(folder: Path, main: Any) -> list[dict[str, Any]]:
+    """The globals of the modules the submission imported from its own folder."""
+    out = []
+    for mod in list(sys.modules.values()):
+        file = getattr(mod, "__file__", None)
+        if mod is not main and file and Path(file).resolve().is_relative_to(folder.resolve()):
+            out.append(vars(mod))
+    return out
 
 
 def _by_book_names(path: str) -> bool:
