@@ -33,7 +33,7 @@ import numpy as np
 __all__ = ["CELL_SECONDS", "run_notebook"]
 
 #: Seconds one cell may run (a notebook's demo training loop is cut short, with a note).
-CELL_SECONDS = 5.0
+CELL_SECONDS = 2.0
 _RUN_BODY = ("%%time", "%%timeit", "%%capture")
 _LINE_MAGIC = re.compile(r"^\s*(?:[\w.,\s]+=\s*)?[%!]")
 
