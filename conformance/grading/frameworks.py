@@ -45,7 +45,7 @@ def _imports(source: str) -> set[str]:
     lines = [("pass" if _MAGIC.match(line) else line) for line in source.split("\n")]
     try:
         tree = ast.parse("\n".join(lines))
-    except SyntaxError:
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # hostile or broken text
         return set()
     tops: set[str] = set()
     for node in ast.walk(tree):

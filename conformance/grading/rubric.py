@@ -280,6 +280,32 @@ def parse_rubric(text: str, source: str = "<string>") -> Rubric:
     sections = points.get("sections", {})
     if not isinstance(sections, Mapping):
         raise ValueError(f"rubric {source}: points.sections must be a table")
+    return Rubric(
+        requires=frozenset(requires),
+        covers=frozenset(covers) | frozenset(requires),
+        uses_torch=uses_torch,
+        adapter=adapter,
+        dtype=dtype,
+        spec_timeout=_optional_positive(grading.get("spec_timeout"), "spec_timeout", source),
+        budget=_optional_positive(grading.get("budget"), "budget", source),
+        jobs=jobs,
+        default_points=_points(points.get("default", 1.0), "points.default", source),
+        section_points={
+            str(k): _points(v, f"points.sections.{k}", source) for k, v in sections.items()
+        },
+        default_visibility=_visibility(
+            visibility.get("default", "visible"), "visibility.default", source
+        ),
+        rules=_rules(doc, source),
+        objectives=_objectives(doc, source),
+        credit=str(credit),
+        text=text,
+        extensions=_extensions(assignment, source),
+    )
+
+
+def _rules(doc: Mapping[str, Any], source: str) -> tuple[Rule, ...]:
+    """The ``[[rule]]`` tables: points and visibility by pattern."""
     raw_rules = doc.get("rule", [])
     if not isinstance(raw_rules, list):
         raise ValueError(f"rubric {source}: rule must be an array of tables ([[rule]])")
@@ -302,28 +328,7 @@ def parse_rubric(text: str, source: str = "<string>") -> Rubric:
                 else _visibility(raw["visibility"], f"rule {n} visibility", source),
             )
         )
-    return Rubric(
-        requires=frozenset(requires),
-        covers=frozenset(covers) | frozenset(requires),
-        uses_torch=uses_torch,
-        adapter=adapter,
-        dtype=dtype,
-        spec_timeout=_optional_positive(grading.get("spec_timeout"), "spec_timeout", source),
-        budget=_optional_positive(grading.get("budget"), "budget", source),
-        jobs=jobs,
-        default_points=_points(points.get("default", 1.0), "points.default", source),
-        section_points={
-            str(k): _points(v, f"points.sections.{k}", source) for k, v in sections.items()
-        },
-        default_visibility=_visibility(
-            visibility.get("default", "visible"), "visibility.default", source
-        ),
-        rules=tuple(rules),
-        objectives=_objectives(doc, source),
-        credit=str(credit),
-        text=text,
-        extensions=_extensions(assignment, source),
-    )
+    return tuple(rules)
 
 
 def _extensions(assignment: Mapping[str, Any], source: str) -> frozenset[str]:
@@ -530,6 +535,35 @@ def score_report(report: Mapping[str, Any], rubric: Rubric) -> tuple[list[Scored
     """
     notes: list[str] = []
     reason = report.get("incomplete_reason") or "the grade did not finish"
+    scored, members, outside, skipped_env = _score_rows(report, rubric, reason)
+    heads = _one_charge(
+        rubric,
+        [
+            _objective_entry(rubric, k, objective, members[objective.name])
+            for k, objective in enumerate(rubric.objectives, 1)
+            if objective.name in members
+        ],
+        members,
+    )
+    if skipped_env:
+        notes.append(
+            f"{len(skipped_env)} spec(s) skipped on the grader and not scored: "
+            + "; ".join(skipped_env)
+        )
+    if outside and rubric.objectives:
+        notes.append(
+            "Not part of this assignment (not scored): the specs of "
+            + ", ".join(sorted(outside))
+            + "."
+        )
+    return heads + scored, notes
+
+
+def _score_rows(
+    report: Mapping[str, Any], rubric: Rubric, reason: str
+) -> tuple[list[ScoredSpec], dict[str, list[ScoredSpec]], set[str], list[str]]:
+    """(every spec's entry, the entries by objective, what lies outside the assignment,
+    the specs skipped on the grader) for ``score_report``."""
     skipped_env: list[str] = []
     outside: set[str] = set()
     counters: dict[str, int] = {}
@@ -567,27 +601,7 @@ def score_report(report: Mapping[str, Any], rubric: Rubric) -> tuple[list[Scored
         scored.append(entry)
         if objective:
             members.setdefault(objective.name, []).append(entry)
-    heads = _one_charge(
-        rubric,
-        [
-            _objective_entry(rubric, k, objective, members[objective.name])
-            for k, objective in enumerate(rubric.objectives, 1)
-            if objective.name in members
-        ],
-        members,
-    )
-    if skipped_env:
-        notes.append(
-            f"{len(skipped_env)} spec(s) skipped on the grader and not scored: "
-            + "; ".join(skipped_env)
-        )
-    if outside and rubric.objectives:
-        notes.append(
-            "Not part of this assignment (not scored): the specs of "
-            + ", ".join(sorted(outside))
-            + "."
-        )
-    return heads + scored, notes
+    return scored, members, outside, skipped_env
 
 
 def _prerequisites(rubric: Rubric, name: str) -> set[str]:
