@@ -148,7 +148,8 @@ def _is_python(text: str) -> bool:
 
 def _timed_statement(text: str) -> str | None:
     """``%time stmt`` and ``%timeit stmt`` time a statement: it runs (untimed)."""
-    match = re.match(r"^%(time|timeit)\s+(?:-\S+\s+)*(.+)$", text)
+    # options: -o, -q, and -n/-r/-p with their numbers (``%timeit -n 3 -r 2 f(1)``)
+    match = re.match(r"^%(time|timeit)\s+(?:-[a-zA-Z]\s+(?:\d+\s+)?)*(.+)$", text)
     return match.group(2) if match else None
 
 
