@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.book_notebooks import SEEDS, book_cells, seed_cells, write_notebook
 
 from conformance.grading.rubric import ScoredSpec, load_rubric, score_report
 from conformance.grading.runner import grade
-from tests.fixtures.book_notebooks import SEEDS, book_cells, seed_cells, write_notebook
 
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
 needs_tf = pytest.mark.skipif(
