@@ -35,7 +35,7 @@ TORCH_BUILD_ARGS: dict[str, list[str]] = {
         "-k",
         "not (test_bundle or test_gradescope or test_grade_all or test_student_bugs"
         " or test_hostile_submissions or test_submission_forms or test_conformance_isolation"
-        " or test_grading_issue29)",
+        " or test_grading_issue29 or test_book_notebooks)",
     ],
 }
 
@@ -203,6 +203,24 @@ def lint(session: nox.Session) -> None:
     session.install("ruff==0.17.6")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+#: TensorFlow for the notebooks graded as written (issue 27); the CPU build, ~1.5 GB.
+TENSORFLOW = "tensorflow-cpu==2.21.0"
+
+
+@nox.session(name="book_notebooks")
+def book_notebooks(session: nox.Session) -> None:
+    """Notebooks graded as written, with TensorFlow installed (issue 27): the seed's copy of
+    the 2nd-edition notebook and our book-style TensorFlow notebook (the NumPy and PyTorch
+    ones run in ``tests``, where the TensorFlow ones skip)."""
+    session.install("torch==2.13.0")
+    session.install(*TOOL_PINS)
+    session.install(".[test,plot,conformance]")
+    session.install(TENSORFLOW)
+    session.run(
+        "pytest", "-n", "2", "tests/test_book_notebooks.py", "-k", "tf or seed", *session.posargs
+    )
 
 
 @nox.session

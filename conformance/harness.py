@@ -344,6 +344,21 @@ def _where(idx: tuple[Any, ...]) -> str:
     return "[" + ", ".join(str(int(i)) for i in idx) + "]"
 
 
+def accuracy_atol(impl: Impl, n: int) -> float:
+    """How far an accuracy k/n may be from exact: 1e-12 in a float64 grade; in a float32
+    grade a float32 mean (the book's ``ops.mean(matches)``: 0.99 is 0.99000001), still far
+    below 1/n, so a miscounted sample always fails."""
+    return 1e-12 if impl.dtype == "float64" else min(1e-6, 0.1 / n)
+
+
+def loop_dtype(impl: Impl, actual: np.ndarray) -> str | None:
+    """The dtype a naive loop's result may have: the grade's, or float64 in a float32 grade
+    (§2.3: the book's loops fill ``np.zeros`` buffers, float64 whatever their input)."""
+    if impl.dtype == "float32" and str(getattr(actual, "dtype", "")) == "float64":
+        return "float64"
+    return None
+
+
 def check_close(
     impl: Impl,
     actual: np.ndarray,

@@ -197,14 +197,15 @@ def _connect(config: pytest.Config, state: State, grade_dir: Path) -> None:
     gib = float(config.getoption("--memory-limit"))
     limits = Limits(memory_bytes=int(gib * 2**30), cpu_s=int(state.budget or 1800.0) + 60)
     packages = [p for p in str(config.getoption("--worker-packages")).split(",") if p]
+    folder = config.getoption("--submission-folder", None)
     target, iso, paths = plan(
         state.spec,
         packages=packages,
         hide=list(config.getoption("--hide")),
         limits=limits,
         cwd=str(state.origin_cwd),
+        folder=folder,
     )
-    folder = config.getoption("--submission-folder", None)
     conn = Connection(
         target,
         iso,
@@ -216,6 +217,8 @@ def _connect(config: pytest.Config, state: State, grade_dir: Path) -> None:
     state.conn = conn
     state.adapter = RemoteAdapter(conn, conn.start(), state.spec)
     state.unmatched += [f"notebook: dropped {note} (not Python)" for note in conn.notes]
+    notes = conn.meta.get("notes", [])
+    state.unmatched += [f"submission: {n}" for n in notes if isinstance(n, str)]
     state.meta = AdapterMeta.of(state.adapter)
     state.isolation = iso.summary()
     state.isolation["libraries"] = packages  # what --allow let the submission import

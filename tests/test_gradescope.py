@@ -220,7 +220,7 @@ def test_find_adapter_prefers_the_rubric_name_then_the_single_adapter_file(tmp_p
     empty = tmp_path / "bob"
     empty.mkdir()
     (empty / "main.py").write_text("print('hi')\n")
-    with pytest.raises(ValueError, match=r"no adapter\.py and no \.py file assigning ADAPTER"):
+    with pytest.raises(ValueError, match=r"no adapter\.py, no \.py file assigning ADAPTER"):
         find_adapter(empty)
     (empty / "notes.txt").write_text("ADAPTER = 1\n")
     with pytest.raises(ValueError, match=r"not a \.py file"):

@@ -225,7 +225,11 @@ def test_default_rubric_is_the_chapter_by_objective_worth_100_points() -> None:
     rubric = load_rubric()
     assert rubric.covers == frozenset(CHAPTER_CAPABILITIES)
     assert rubric.credit == "mastery"
-    in_chapter = [o for o in rubric.objectives if "opt-in" not in o.name]
-    assert len(in_chapter) == 12
+    in_chapter = [o for o in rubric.objectives if not o.extension]
+    assert len(in_chapter) == 11
     assert sum(o.points for o in in_chapter) == 100
-    assert all(o.points >= 5 for o in rubric.objectives)
+    assert all(5 <= o.points <= 20 for o in rubric.objectives)
+    # issue 27: the suite's extensions are opt-in, named by the assignment
+    extensions = [o.name for o in rubric.objectives if o.extension]
+    assert len(extensions) == 6 and all(n.startswith("Extension: ") for n in extensions)
+    assert rubric.extensions == frozenset()

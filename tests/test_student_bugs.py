@@ -1,10 +1,12 @@
-"""Realistic student bugs cost real points under the default course rubric (issue 22).
+"""Realistic student bugs cost real points, once (issues 22 and 27).
 
 Each bug of tests/fixtures/student_bugs/bugs.toml is one line of a correct NumPy submission
 (correct.py) changed; one ``grade-all`` batch grades them all, with the book-style submission
-(tests/fixtures/book_style.py). Every bug must cost at least 5% of the grade, the median bug
-at least 10%, a bug that breaks training at least 15%, and each score must match the table
-(published in docs/grading-bugs.md). The book-style submission scores 100%.
+(tests/fixtures/book_style.py), under the rubric of an assignment that covers the chapter and
+every extension (``rubric.extended.toml``: the fixtures write every verb). Every bug must cost
+at least 5% of the grade and at most 20% (one bug, one charge: dependency-aware mastery),
+and each score must match the table (published in docs/grading-bugs.md). The book-style
+submission scores 100%.
 
 ``python tests/test_student_bugs.py`` grades them and prints the table in Markdown.
 """
@@ -28,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BUGS_DIR = ROOT / "tests" / "fixtures" / "student_bugs"
 BOOK_STYLE = ROOT / "tests" / "fixtures" / "book_style.py"
 DOC = ROOT / "docs" / "grading-bugs.md"
+EXTENDED = ROOT / "conformance" / "grading" / "rubric.extended.toml"
 
 
 def load_bugs() -> list[dict[str, Any]]:
@@ -55,7 +58,7 @@ def grade_bugs(tmp: Path) -> dict[str, float]:
 
     write_submissions(tmp / "subs")
     # a generous spec timeout: on a loaded machine a slow spec must not change a score
-    rubric = dataclasses.replace(load_rubric(), spec_timeout=120.0)
+    rubric = dataclasses.replace(load_rubric(EXTENDED), spec_timeout=120.0)
     rows = grade_all(tmp / "subs", tmp / "out", rubric, jobs=2, progress=False)
     scores = {}
     for row in rows:
@@ -117,11 +120,10 @@ def test_every_bug_costs_points_and_the_book_style_code_scores_full_marks(
     bugs = {b["name"]: b for b in load_bugs()}
     costs = {name: 100.0 - score for name, score in scores.items()}
     assert set(costs) == set(bugs)
-    assert {n: c for n, c in costs.items() if c < 5} == {}
-    assert statistics.median(costs.values()) >= 10
+    assert {n: c for n, c in costs.items() if not 5 <= c <= 20} == {}
+    assert statistics.median(costs.values()) >= 5
     training = {n: c for n, c in costs.items() if bugs[n]["breaks_training"]}
     assert len(training) >= 10
-    assert {n: c for n, c in training.items() if c < 15} == {}
 
 
 @pytest.mark.slow

@@ -27,7 +27,8 @@ import numpy as np
 
 from conformance.adapter import BUILTIN, AdapterLoadError, validate_metadata
 from conformance.grading import wire
-from conformance.grading.notebook import notebook_source
+from conformance.grading.frameworks import detect_imports, resolve_packages
+from conformance.grading.notebook import notebook_cells
 from conformance.grading.sandbox import (
     RUNTIME_FILES,
     Isolation,
@@ -101,11 +102,12 @@ def is_trusted(spec: str) -> bool:
 
 
 def plan(spec: str, *, packages: list[str], hide: list[str], limits: Limits,
-         cwd: str) -> tuple[str, Isolation, list[str]]:  # fmt: skip
+         cwd: str, folder: str | None = None) -> tuple[str, Isolation, list[str]]:  # fmt: skip
     """(what the worker loads, how it is fenced in, folders it imports from) for ``spec``.
 
     A file is made absolute (and its folder hidden: the worker gets a copy); a third party's
-    module is imported from ``cwd``, which then stays visible."""
+    module is imported from ``cwd``, which then stays visible. The frameworks a submission
+    imports are allowed to its worker (``frameworks``), with no flag."""
     target = BUILTIN.get(spec, spec)
     path, sep, attr = target.partition(":")
     trusted, paths = is_trusted(spec), []
@@ -116,10 +118,23 @@ def plan(spec: str, *, packages: list[str], hide: list[str], limits: Limits,
             raise AdapterLoadError(f"adapter file {file} does not exist")
         target = str(file) + sep + attr
         hide += [cwd, str(file.parent)]
+        packages = _worker_packages(packages, Path(folder) if folder else file, trusted)
     elif not trusted:
         paths.append(cwd)
+        packages = _worker_packages(packages, None, trusted)
     iso = isolation_for(trusted, packages=packages, hide=[] if trusted else hide, limits=limits)
     return target, iso, paths
+
+
+def _worker_packages(packages: list[str], source: Path | None, trusted: bool) -> list[str]:
+    """``packages`` (import or distribution names) and the frameworks ``source`` imports,
+    as installed distributions; an unknown name is a usage error."""
+    if trusted:
+        return packages
+    try:
+        return resolve_packages(packages, detect_imports(source) if source else [])
+    except ValueError as exc:
+        raise AdapterLoadError(str(exc)) from None
 
 
 def make_runtime(folder: Path) -> Path:
@@ -221,10 +236,13 @@ class Connection:
         else:
             copied = scratch / src.name
             shutil.copyfile(src, copied)
-        if copied.suffix == ".ipynb":  # its code cells, as the .py file it stands for
-            source, self.notes = notebook_source(copied)
-            copied = copied.with_suffix(".py")
-            copied.write_text(source)
+        if copied.suffix == ".ipynb":  # its code cells, run one by one in the worker
+            try:
+                cells = notebook_cells(copied)
+            except ValueError as exc:
+                raise AdapterLoadError(str(exc)) from None
+            copied = copied.with_suffix(".cells.json")
+            copied.write_text(json.dumps(cells))
         if self.iso.uid is not None:
             for d, _dirs, files in os.walk(scratch):
                 os.chown(d, self.iso.uid, self.iso.gid or self.iso.uid)

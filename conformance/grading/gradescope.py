@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.atomic import atomic_write
+from conformance.grading.frameworks import book_entry
 from conformance.grading.notebook import notebook_source
 from conformance.grading.rubric import Rubric, load_rubric, score_report
 
@@ -377,9 +378,12 @@ def find_adapter(submission: Path, name: str = "adapter.py") -> Path:
     candidates = [p for p in (named or files) if _assigns_adapter(p)]
     if len(candidates) == 1:
         return candidates[0]
+    if not candidates and (entry := book_entry(files)) is not None:
+        return entry  # graded by the book's names (issue 27)
     if not candidates:
         raise ValueError(
-            f"submission {submission.name}: no {name} and no .py file assigning ADAPTER"
+            f"submission {submission.name}: no {name}, no .py file assigning ADAPTER and "
+            "no single notebook or script naming the book's code (NaiveDense, fit, ...)"
         )
     rel = [str(p.relative_to(submission)) for p in candidates]
     raise ValueError(f"submission {submission.name}: several files define ADAPTER: {rel}")

@@ -107,6 +107,14 @@ def _hide(paths: list[str], needed: list[str]) -> None:
             )
 
 
+def _bind_libraries(binds: list[list[str]]) -> None:
+    """Bind each installed library folder read-only onto its mount point in the worker's
+    view (only in a mount namespace of its own; before anything is hidden)."""
+    for source, target in binds:
+        subprocess.run(["mount", "--bind", source, target], check=True)
+        subprocess.run(["mount", "-o", "remount,bind,ro", target], check=True)
+
+
 def _limit(limits: dict[str, int]) -> None:
     for name, value in limits.items():
         resource.setrlimit(getattr(resource, name), (value, value))
@@ -129,6 +137,7 @@ def main() -> None:
         argv = config["argv"]
         sites = [v for k, v in itertools.pairwise(argv) if k in ("--site", "--path")]
         needed = [os.path.realpath(p) for p in (config["cwd"], argv[0], argv[3], *sites)]
+        _bind_libraries(config.get("binds", []))  # first: the view binds the site with its mounts
         if config.get("view"):
             _enter_view({**config["view"], "hide": config["hide"], "needed": needed})
         else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["notebook_source"]
+__all__ = ["notebook_cells", "notebook_source"]
 
 _ASSIGNED_MAGIC = re.compile(r"^[\w.,\s]+=\s*[%!]")  # files = !ls, t = %timeit -o f()
 
@@ -45,3 +45,30 @@ def notebook_source(path: Path) -> tuple[str, list[str]]:
             else:
                 out.append(line)
     return "\n".join(out) + "\n", dropped
+
+
+def notebook_cells(path: Path) -> list[dict[str, object]]:
+    """The notebook's code cells as ``{"number", "source"}`` (numbered among all its cells,
+    as Jupyter shows them), for the worker to run one by one (``cells.run_notebook``).
+
+    Read as JSON (nbformat 4, or 3's worksheets): no dependency, so the Gradescope bundle
+    grades notebooks with the grader's own requirements."""
+    import json
+
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path.name} is not a readable notebook: {exc}") from None
+    cells = doc.get("cells") if isinstance(doc, dict) else None
+    if cells is None and isinstance(doc, dict) and doc.get("worksheets"):
+        cells = doc["worksheets"][0].get("cells")
+    if not isinstance(cells, list):
+        raise ValueError(f"{path.name} is not a readable notebook: it has no list of cells")
+    out: list[dict[str, object]] = []
+    for number, cell in enumerate(cells, 1):
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        source = cell.get("source", cell.get("input", ""))
+        text = "".join(source) if isinstance(source, list) else str(source)
+        out.append({"number": number, "source": text})
+    return out

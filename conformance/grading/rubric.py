@@ -57,7 +57,7 @@ import math
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,14 +86,24 @@ VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
 CREDITS = ("mastery", "partial")
 
 _NUMERIC = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_ABSENT = re.compile(r"not submitted: the submission defines no (\w+)")
 _KEYS: dict[str, set[str]] = {
     "": {"assignment", "grading", "points", "visibility", "rule", "objective"},
-    "assignment": {"covers", "requires", "uses_torch", "adapter", "dtype"},
+    "assignment": {"covers", "requires", "uses_torch", "adapter", "dtype", "extensions"},
     "grading": {"spec_timeout", "budget", "jobs"},
     "points": {"default", "sections", "credit"},
     "visibility": {"default"},
     "rule": {"match", "points", "visibility"},
-    "objective": {"name", "points", "match", "section", "visibility"},
+    "objective": {
+        "name",
+        "points",
+        "match",
+        "section",
+        "visibility",
+        "after",
+        "extension",
+        "owns",
+    },
 }
 
 
@@ -123,6 +133,9 @@ class Objective:
     match: tuple[str, ...]
     section: str | None = None
     visibility: str | None = None
+    after: tuple[str, ...] = ()  # prerequisite objectives: a failure they explain is not charged
+    extension: bool = False  # opt-in: counts only when the assignment's extensions name it
+    owns: tuple[str, ...] = ()  # the book names it grades: their absence is charged here
 
     def matches(self, spec_id: str) -> bool:
         return any(_matches(p, spec_id) for p in self.match)
@@ -147,6 +160,23 @@ class Rubric:
     objectives: tuple[Objective, ...] = ()
     credit: str = "mastery"
     text: str = ""
+    extensions: frozenset[str] = frozenset()  # opt-in objectives graded, by name, or "all"
+
+    def owner(self, objective: Objective | None, output: str) -> Objective | None:
+        """The objective a failure belongs to: a book name "not submitted" is charged to the
+        objective that owns it (``owns``), never to the one whose spec called it."""
+        match = _ABSENT.search(output)
+        if match:
+            for candidate in self.objectives:
+                if match.group(1) in candidate.owns and self.graded(candidate):
+                    return candidate
+        return objective
+
+    def graded(self, objective: Objective | None) -> bool:
+        """Whether an objective counts: not an extension, or one the assignment names."""
+        if objective is None or not objective.extension:
+            return True
+        return "all" in self.extensions or objective.name in self.extensions
 
     @property
     def digest(self) -> str:
@@ -250,6 +280,32 @@ def parse_rubric(text: str, source: str = "<string>") -> Rubric:
     sections = points.get("sections", {})
     if not isinstance(sections, Mapping):
         raise ValueError(f"rubric {source}: points.sections must be a table")
+    return Rubric(
+        requires=frozenset(requires),
+        covers=frozenset(covers) | frozenset(requires),
+        uses_torch=uses_torch,
+        adapter=adapter,
+        dtype=dtype,
+        spec_timeout=_optional_positive(grading.get("spec_timeout"), "spec_timeout", source),
+        budget=_optional_positive(grading.get("budget"), "budget", source),
+        jobs=jobs,
+        default_points=_points(points.get("default", 1.0), "points.default", source),
+        section_points={
+            str(k): _points(v, f"points.sections.{k}", source) for k, v in sections.items()
+        },
+        default_visibility=_visibility(
+            visibility.get("default", "visible"), "visibility.default", source
+        ),
+        rules=_rules(doc, source),
+        objectives=_objectives(doc, source),
+        credit=str(credit),
+        text=text,
+        extensions=_extensions(assignment, source),
+    )
+
+
+def _rules(doc: Mapping[str, Any], source: str) -> tuple[Rule, ...]:
+    """The ``[[rule]]`` tables: points and visibility by pattern."""
     raw_rules = doc.get("rule", [])
     if not isinstance(raw_rules, list):
         raise ValueError(f"rubric {source}: rule must be an array of tables ([[rule]])")
@@ -272,27 +328,33 @@ def parse_rubric(text: str, source: str = "<string>") -> Rubric:
                 else _visibility(raw["visibility"], f"rule {n} visibility", source),
             )
         )
-    return Rubric(
-        requires=frozenset(requires),
-        covers=frozenset(covers) | frozenset(requires),
-        uses_torch=uses_torch,
-        adapter=adapter,
-        dtype=dtype,
-        spec_timeout=_optional_positive(grading.get("spec_timeout"), "spec_timeout", source),
-        budget=_optional_positive(grading.get("budget"), "budget", source),
-        jobs=jobs,
-        default_points=_points(points.get("default", 1.0), "points.default", source),
-        section_points={
-            str(k): _points(v, f"points.sections.{k}", source) for k, v in sections.items()
-        },
-        default_visibility=_visibility(
-            visibility.get("default", "visible"), "visibility.default", source
-        ),
-        rules=tuple(rules),
-        objectives=_objectives(doc, source),
-        credit=str(credit),
-        text=text,
-    )
+    return tuple(rules)
+
+
+def _extensions(assignment: Mapping[str, Any], source: str) -> frozenset[str]:
+    value = assignment.get("extensions", [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(
+            f"rubric {source}: assignment.extensions must be a list of objective names "
+            f'(or ["all"]), got {value!r}'
+        )
+    return frozenset(value)
+
+
+def _objective_links(
+    raw: Mapping[str, Any], name: str, source: str
+) -> tuple[tuple[str, ...], bool]:
+    """An objective's ``after`` (names of earlier objectives) and ``extension`` flag."""
+    after = raw.get("after", [])
+    if not isinstance(after, list) or not all(isinstance(a, str) and a for a in after):
+        raise ValueError(f"rubric {source}: objective {name!r}: after must be a list of names")
+    extension = raw.get("extension", False)
+    if not isinstance(extension, bool):
+        raise ValueError(f"rubric {source}: objective {name!r}: extension must be true or false")
+    owns = raw.get("owns", [])
+    if not isinstance(owns, list) or not all(isinstance(o, str) and o for o in owns):
+        raise ValueError(f"rubric {source}: objective {name!r}: owns must be a list of names")
+    return tuple(after), extension
 
 
 def _capabilities(table: Mapping[str, Any], key: str, default: list[str], source: str) -> list[str]:
@@ -341,6 +403,13 @@ def _objectives(doc: Mapping[str, Any], source: str) -> tuple[Objective, ...]:
         section = raw.get("section")
         if section is not None and not isinstance(section, str):
             raise ValueError(f"rubric {source}: objective {name!r}: section must be a string")
+        after, extension = _objective_links(raw, name, source)
+        unknown = [a for a in after if a not in {o.name for o in objectives}]
+        if unknown:
+            raise ValueError(
+                f"rubric {source}: objective {name!r}: after names {unknown}, which are not "
+                "objectives defined above it"
+            )
         objectives.append(
             Objective(
                 name=name,
@@ -350,6 +419,9 @@ def _objectives(doc: Mapping[str, Any], source: str) -> tuple[Objective, ...]:
                 visibility=None
                 if "visibility" not in raw
                 else _visibility(raw["visibility"], f"objective {name!r} visibility", source),
+                after=after,
+                extension=extension,
+                owns=tuple(raw.get("owns", [])),
             )
         )
     return tuple(objectives)
@@ -463,6 +535,35 @@ def score_report(report: Mapping[str, Any], rubric: Rubric) -> tuple[list[Scored
     """
     notes: list[str] = []
     reason = report.get("incomplete_reason") or "the grade did not finish"
+    scored, members, outside, skipped_env = _score_rows(report, rubric, reason)
+    heads = _one_charge(
+        rubric,
+        [
+            _objective_entry(rubric, k, objective, members[objective.name])
+            for k, objective in enumerate(rubric.objectives, 1)
+            if objective.name in members
+        ],
+        members,
+    )
+    if skipped_env:
+        notes.append(
+            f"{len(skipped_env)} spec(s) skipped on the grader and not scored: "
+            + "; ".join(skipped_env)
+        )
+    if outside and rubric.objectives:
+        notes.append(
+            "Not part of this assignment (not scored): the specs of "
+            + ", ".join(sorted(outside))
+            + "."
+        )
+    return heads + scored, notes
+
+
+def _score_rows(
+    report: Mapping[str, Any], rubric: Rubric, reason: str
+) -> tuple[list[ScoredSpec], dict[str, list[ScoredSpec]], set[str], list[str]]:
+    """(every spec's entry, the entries by objective, what lies outside the assignment,
+    the specs skipped on the grader) for ``score_report``."""
     skipped_env: list[str] = []
     outside: set[str] = set()
     counters: dict[str, int] = {}
@@ -478,6 +579,11 @@ def score_report(report: Mapping[str, Any], rubric: Rubric) -> tuple[list[Scored
             continue
         passed, output = judged
         objective = rubric.objective_for(row.id)
+        if not passed:
+            objective = rubric.owner(objective, output)
+        if not rubric.graded(objective):  # an extension this assignment does not grade
+            outside.add(f"the opt-in objective {objective.name!r}" if objective else row.id)
+            continue
         points = 0.0 if objective else rubric.points_for(row.id, row.section)
         counters[row.section] = counters.get(row.section, 0) + 1
         number = row.section if _NUMERIC.match(row.section) else "0"
@@ -495,23 +601,61 @@ def score_report(report: Mapping[str, Any], rubric: Rubric) -> tuple[list[Scored
         scored.append(entry)
         if objective:
             members.setdefault(objective.name, []).append(entry)
-    heads = [
-        _objective_entry(rubric, k, objective, members[objective.name])
-        for k, objective in enumerate(rubric.objectives, 1)
-        if objective.name in members
-    ]
-    if skipped_env:
-        notes.append(
-            f"{len(skipped_env)} spec(s) skipped on the grader and not scored: "
-            + "; ".join(skipped_env)
+    return scored, members, outside, skipped_env
+
+
+def _prerequisites(rubric: Rubric, name: str) -> set[str]:
+    """Every objective ``name`` comes after, directly or through another."""
+    by_name = {o.name: o for o in rubric.objectives}
+    seen: set[str] = set()
+    todo = list(by_name[name].after) if name in by_name else []
+    while todo:
+        n = todo.pop()
+        if n not in seen and n in by_name:
+            seen.add(n)
+            todo += by_name[n].after
+    return seen
+
+
+def _absent(spec: ScoredSpec) -> bool:
+    """A spec that failed on its objective's own fault whatever came before: the code it
+    calls was not submitted (a missing verb, a book name not defined) or does not take the
+    book's arguments (a TypeError about arguments): that objective's own charge, always."""
+    text = spec.output.split("\n", 1)[0]
+    signature = "raised TypeError" in text and "argument" in text
+    return not spec.passed and ("not submitted" in text or "lacks the verb" in text or signature)
+
+
+def _one_charge(
+    rubric: Rubric, heads: list[ScoredSpec], members: dict[str, list[ScoredSpec]]
+) -> list[ScoredSpec]:
+    """Under mastery, an objective that failed while one of its prerequisites failed on
+    submitted code is not charged (one bug, one charge), provided some of its own specs
+    passed and none failed as not submitted: a stub, or a piece left unwritten, still
+    scores 0 for its own objective."""
+    if rubric.credit != "mastery":
+        return heads
+    # a prerequisite whose code is absent ("not submitted") explains no failure downstream
+    causes_of = {
+        str(h.objective)
+        for h in heads
+        if any(not s.passed and not _absent(s) for s in members.get(str(h.objective), []))
+    }
+    out = []
+    for head in heads:
+        name = str(head.objective)
+        causes = sorted(_prerequisites(rubric, name) & causes_of)
+        specs = members.get(name, [])
+        own_code = any(s.passed for s in specs) and not any(_absent(s) for s in specs)
+        if head.passed or not causes or not own_code:
+            out.append(head)
+            continue
+        note = (
+            f" Not charged: its prerequisite {causes[0]!r} failed too, and one bug is "
+            "charged once (fix that objective first; these specs may pass then)."
         )
-    if outside and rubric.objectives:
-        notes.append(
-            "Not part of this assignment (not scored): the specs of "
-            + ", ".join(sorted(outside))
-            + "."
-        )
-    return heads + scored, notes
+        out.append(replace(head, score=head.max_score, output=head.output + note))
+    return out
 
 
 def _objective_entry(

@@ -97,8 +97,9 @@ def probe_metadata(
     metadata is invalid, or loading it ends the process or takes longer than ``timeout``.
     """
     target, iso, paths = plan(
-        spec, packages=list(packages), hide=[], limits=Limits(), cwd=os.getcwd()
-    )
+        spec, packages=list(packages), hide=[], limits=Limits(), cwd=os.getcwd(),
+        folder=str(folder) if folder else None,
+    )  # fmt: skip
     grade_dir = Path(tempfile.mkdtemp(prefix="dl-ch2-probe-"))
     os.chmod(grade_dir, 0o711)
     try:

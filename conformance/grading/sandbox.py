@@ -50,7 +50,13 @@ __all__ = ["Isolation", "Limits", "WorkerProcess", "isolation_for", "worker_site
 _HERE = Path(__file__).resolve().parent
 _SUITE = _HERE.parent
 #: Files copied into each grade's runtime folder: all a worker runs of ours.
-RUNTIME_FILES = (_HERE / "worker.py", _HERE / "wire.py", _SUITE / "curves.py")
+RUNTIME_FILES = (
+    _HERE / "worker.py",
+    _HERE / "wire.py",
+    _SUITE / "curves.py",
+    _HERE / "book_names.py",
+    _HERE / "cells.py",
+)
 _UNSHARE = [
     "unshare",
     "--net",
@@ -100,6 +106,7 @@ class Isolation:
     note: str = ""
     #: what caps the worker's memory, shared memory included: "cgroup" or "watchdog"
     memory_cap: str = "watchdog"
+    binds: list[list[str]] = field(default_factory=list)  # [installed, mount point], read-only
 
     @property
     def privileged_grader(self) -> bool:
@@ -299,18 +306,36 @@ def isolation_for(
     cap = "cgroup" if memory_cgroup_parent() is not None else "watchdog"
     if os.environ.get(MEMORY_CAP_ENV) == "cgroup" and cap != "cgroup":
         raise RuntimeError(f"{MEMORY_CAP_ENV}=cgroup but no memory cgroup is usable here")
+    site, binds = library_site(packages, bind=ok)
     return Isolation(
         trusted=False,
         uid=uid,
         gid=gid,
         namespaces=ok,
         python=worker_python(),
-        site=[worker_site(packages)],
+        site=[site],
         hide=hidden_paths(hide) if ok else [],
         limits=limits,
         note=why,
         memory_cap=cap,
+        binds=binds,
     )
+
+
+def library_site(packages: list[str], *, bind: bool) -> tuple[str, list[list[str]]]:
+    """The worker's library folder: in a mount namespace, a view whose packages are bound
+    read-only from where they are installed (``views``: no copy of a framework per grade or
+    per machine); without one, a copy (``worker_site``)."""
+    if os.environ.get("DL_CH2_WORKER_SITE") or not bind:
+        return worker_site(packages), []
+    from conformance.grading.views import library_view
+
+    root = Path(os.environ.get("DL_CH2_WORKER_CACHE", "/var/cache/dl-ch2"))
+    root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    site, binds = library_view(_distribution_closure(packages), root)
+    if not _ours_alone(Path(site)):  # its binds name what the worker sees: root's file only
+        raise RuntimeError(f"{site} is not this grader's own (owner or mode): remove it")
+    return site, binds
 
 
 _LEASES: dict[int, Any] = {}
@@ -409,6 +434,7 @@ class WorkerProcess:
                 "limits": iso.limits.rlimits(), "mount_namespace": iso.namespaces,
                 "view": worker_view(iso, runtime, scratch, paths or []) if iso.namespaces else None,
                 "cgroup": str(self.cgroup[0]) if self.cgroup else None,
+                "binds": iso.binds,
             }  # fmt: skip
             launcher = [sys.executable, "-I", str(runtime / "launch.py"), json.dumps(config)]
             argv = [*_UNSHARE, "--", *launcher] if iso.namespaces else launcher

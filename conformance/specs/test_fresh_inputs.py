@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from conformance.adapters.numpy_ref import NumpyAdapter
-from conformance.harness import Impl, check_close, check_equal
+from conformance.harness import Impl, accuracy_atol, check_close, check_equal, loop_dtype
 
 SECRET = os.environ.get("DL_CH2_GRADE_SECRET") or secrets.token_hex(16)
 REF = NumpyAdapter()
@@ -92,7 +92,13 @@ def _stretch(impl: Impl, rng: np.random.Generator) -> None:
 def _naive_matrix_dot(impl: Impl, rng: np.random.Generator) -> None:
     x, y = (a.astype(impl.dtype) for a in _dot_pair(rng))
     got = impl.run("naive_matrix_dot", impl.arr(x), impl.arr(y))
-    check_close(impl, got, REF.naive_matrix_dot(x, y), what=_what("naive_matrix_dot"))
+    check_close(
+        impl,
+        got,
+        REF.naive_matrix_dot(x, y),
+        what=_what("naive_matrix_dot"),
+        expect_dtype=loop_dtype(impl, got),
+    )
 
 
 def _labels_and_probabilities(rng: np.random.Generator, dtype: str) -> tuple[np.ndarray, ...]:
@@ -130,8 +136,8 @@ def _evaluate(impl: Impl, rng: np.random.Generator) -> None:
     size = int(rng.integers(7, 60))
     acc = impl.scalar("evaluate", model, impl.arr(x), impl.arr(y, "int64"), size)
     want = REF.evaluate(ref_model, x, y, size)
-    check_close(impl, np.array(acc), np.array(want), what=_what("evaluate"), rtol=0, atol=1e-12,
-                expect_dtype="float64")  # fmt: skip
+    check_close(impl, np.array(acc), np.array(want), what=_what("evaluate"), rtol=0,
+                atol=accuracy_atol(impl, n), expect_dtype="float64")  # fmt: skip
 
 
 def _batches(impl: Impl, rng: np.random.Generator) -> None:

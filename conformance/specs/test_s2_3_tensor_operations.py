@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from conformance.golden import load_case
-from conformance.harness import Impl, check, check_close, check_equal
+from conformance.harness import Impl, check, check_close, check_equal, loop_dtype
 
 pytestmark = pytest.mark.section("2.3")
 
@@ -221,6 +221,7 @@ def test_naive_ops_equal_vectorized_and_leave_inputs(impl: Impl, verb: str, xs, 
         out,
         ref(x.astype(np.float64), None if y is None else y.astype(np.float64)),
         what=f"{verb} vs vectorized",
+        expect_dtype=loop_dtype(impl, out),
     )
     check_equal(impl, impl.to_np(tx), x, what=f"{verb} must not mutate x")
     if ty is not None:
@@ -432,6 +433,7 @@ def test_property_naive_matrix_dot_matches(impl: Impl, m: int, n: int, p: int, s
         x @ y,
         what=f"naive_matrix_dot ({m}, {n}) . ({n}, {p})",
         rtol=1e-5 if impl.dtype == "float32" else None,
+        expect_dtype=loop_dtype(impl, out),
     )
 
 

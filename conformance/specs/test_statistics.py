@@ -28,12 +28,16 @@ def test_naive_dense_w_is_uniform_0_to_0_1(impl: Impl) -> None:
     model = impl.call("dense_model", [(784, 64, "relu")], None, 12345)
     w = impl.to_np(impl.call("model_weights", model)[0], "W")
     check_equal(impl, w.shape, (784, 64), what="W of NaiveDense(784, 64)")
-    d, critical = ks_uniform(w.ravel(), 0.0, 0.1)
+    # 2nd edition: tf.random.uniform(minval=0, maxval=1e-1); 3rd edition: keras.Variable(
+    # initializer="uniform"), Keras' RandomUniform(-0.05, 0.05). Either edition's draw.
+    low, high = (0.0, 0.1) if w.min() >= 0 else (-0.05, 0.05)
+    d, critical = ks_uniform(w.ravel(), low, high)
     check(
         impl,
         d < critical,
-        f"KS distance of W to U[0, 0.1) is {d:.5f} > {critical:.5f} (alpha {ALPHA}, "
-        f"n {w.size}): W is not drawn like tf.random.uniform(minval=0, maxval=0.1)",
+        f"KS distance of W to U[{low:g}, {high:g}) is {d:.5f} > {critical:.5f} (alpha {ALPHA}, "
+        f"n {w.size}): W is drawn neither like tf.random.uniform(minval=0, maxval=0.1) (2nd "
+        f"edition) nor like Keras' 'uniform' initializer, U[-0.05, 0.05) (3rd edition)",
     )
 
 
