@@ -61,11 +61,53 @@ def test_a_failure_explained_by_a_failed_prerequisite_is_not_charged_again() -> 
         _spec("test_fit_a", "failed", "fit: losses differ"),
         _spec("test_fit_b", "passed"),
     )
-    assert got == {"Dense": 0.0, "Fit": 20.0}
+    # forgiven up to what the failed prerequisite cost (Dense's 10), never more: see below
+    assert got == {"Dense": 0.0, "Fit": 10.0}
     alone = _scores(_spec("test_dense_forward", "passed"), _spec("test_fit_a", "failed", "x"))
     assert alone == {"Dense": 10.0, "Fit": 0.0}  # no prerequisite failed: fit's own charge
     stub = _scores(_spec("test_dense_forward", "failed", "x"), _spec("test_fit_a", "failed", "y"))
     assert stub == {"Dense": 0.0, "Fit": 0.0}  # nothing of fit passed: no forgiveness
+
+
+CHAIN = """
+[assignment]
+covers = []
+
+[[objective]]
+name = "Loss"
+points = 10
+match = ["test_loss_*"]
+
+[[objective]]
+name = "Step"
+points = 15
+after = ["Loss"]
+match = ["test_step_*"]
+
+[[objective]]
+name = "Fit"
+points = 20
+after = ["Step"]
+match = ["test_fit_*"]
+"""
+
+
+def test_breaking_a_correct_prerequisite_on_purpose_never_raises_the_grade() -> None:
+    # The attack: a student whose fit is broken (the feedback shows it) breaks the loss or
+    # the step, which were right, so that they "explain" fit. What is given back is bounded
+    # by what the broken prerequisites cost, each given back once: it never pays.
+    fit = [_spec("test_fit_a", "failed", "fit: losses differ"), _spec("test_fit_b", "passed")]
+    ok_loss, bad_loss = _spec("test_loss_a", "passed"), _spec("test_loss_a", "failed", "2 differ")
+    ok_step, bad_step = _spec("test_step_a", "passed"), _spec("test_step_a", "failed", "differ")
+    step_b = _spec("test_step_b", "passed")
+    honest = _scores(ok_loss, ok_step, step_b, *fit, rubric=CHAIN)
+    assert honest == {"Loss": 10.0, "Step": 15.0, "Fit": 0.0}
+    for broken in ([bad_loss, ok_step], [ok_loss, bad_step], [bad_loss, bad_step]):
+        gaming = _scores(*broken, step_b, *fit, rubric=CHAIN)
+        assert sum(gaming.values()) <= sum(honest.values()), (broken, gaming)
+    # the loss's 10 points go back once, to the first objective it explains
+    both = _scores(bad_loss, bad_step, step_b, *fit, rubric=CHAIN)
+    assert both == {"Loss": 0.0, "Step": 10.0, "Fit": 15.0}
 
 
 def test_not_submitted_is_charged_to_its_owner_and_never_forgiven() -> None:

@@ -630,32 +630,47 @@ def _one_charge(
     rubric: Rubric, heads: list[ScoredSpec], members: dict[str, list[ScoredSpec]]
 ) -> list[ScoredSpec]:
     """Under mastery, an objective that failed while one of its prerequisites failed on
-    submitted code is not charged (one bug, one charge), provided some of its own specs
-    passed and none failed as not submitted: a stub, or a piece left unwritten, still
-    scores 0 for its own objective."""
+    submitted code is given back points (one bug, one charge), provided some of its own
+    specs passed and none failed as not submitted: a stub, or a piece left unwritten, still
+    scores 0 for its own objective. What is given back is bounded by what the failed
+    prerequisites cost, shared by everything they explain, so breaking a correct
+    prerequisite on purpose never raises a grade."""
     if rubric.credit != "mastery":
         return heads
     # a prerequisite whose code is absent ("not submitted") explains no failure downstream
-    causes_of = {
-        str(h.objective)
+    budget = {
+        str(h.objective): h.max_score
         for h in heads
         if any(not s.passed and not _absent(s) for s in members.get(str(h.objective), []))
     }
     out = []
     for head in heads:
         name = str(head.objective)
-        causes = sorted(_prerequisites(rubric, name) & causes_of)
+        causes = sorted(_prerequisites(rubric, name) & budget.keys())
         specs = members.get(name, [])
         own_code = any(s.passed for s in specs) and not any(_absent(s) for s in specs)
-        if head.passed or not causes or not own_code:
+        credit = _draw(budget, causes, head.max_score) if own_code and not head.passed else 0
+        if not credit:
             out.append(head)
             continue
         note = (
-            f" Not charged: its prerequisite {causes[0]!r} failed too, and one bug is "
-            "charged once (fix that objective first; these specs may pass then)."
+            f" Charged once: its prerequisite {causes[0]!r} failed too, so {credit:g} of its "
+            f"{head.max_score:g} points are given back (at most what the prerequisite cost; "
+            "fix that objective first: these specs may pass then)."
         )
-        out.append(replace(head, score=head.max_score, output=head.output + note))
+        out.append(replace(head, score=credit, output=head.output + note))
     return out
+
+
+def _draw(budget: dict[str, float], causes: list[str], wanted: float) -> float:
+    """Take up to ``wanted`` points from the causes' budgets, in order; what is taken is
+    spent (one prerequisite's points are given back once, however much it explains)."""
+    taken = 0.0
+    for cause in causes:
+        share = min(budget[cause], wanted - taken)
+        budget[cause] -= share
+        taken += share
+    return taken
 
 
 def _objective_entry(
