@@ -269,7 +269,8 @@ def test_grade_with_a_rubric_alone_prints_its_score_and_uses_its_budget(tmp_path
     proc = _dl_ch2(tmp_path, "grade", "adapter.py", "--rubric", "core.toml", "--report-md", "c.md")
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     score = re.findall(r"rubric score: (\S+) / (\S+)", proc.stdout)
-    assert score and float(score[0][0]) < float(score[0][1]) == 104, proc.stdout[-1000:]
+    # one point a core spec (the rubric names no objective): about a hundred, less for relu
+    assert score and float(score[0][0]) < float(score[0][1]) >= 100, proc.stdout[-1000:]
     assert "budget 240 s" in (tmp_path / "c.md").read_text()
 
 

@@ -306,7 +306,9 @@ def test_dot_naive_matrix_vector_has_one_entry_per_row_of_x_not_the_shape_of_y(
         impl, out, x @ y, what=f"{verb}(x (4, 3), y (3,))", expect_dtype=loop_dtype(impl, out)
     )
     vectorized = impl.run("dot", tx, ty)  # the operation the loops spell out
-    check_close(impl, out, vectorized, what=f"{verb}(x, y) vs dot(x, y)")
+    check_close(
+        impl, out, vectorized, what=f"{verb}(x, y) vs dot(x, y)", expect_dtype=loop_dtype(impl, out)
+    )
 
 
 @pytest.mark.erratum
