@@ -29,13 +29,14 @@ TORCH_BUILDS: dict[str, list[str]] = {
 #: Without arguments, the second build skips the course-staff tools' tests (Gradescope
 #: bundle, grade-all, the planted student bugs): they grade NumPy submissions in their own
 #: processes without torch, so the torch build changes nothing there, and once (on 2.13.0)
-#: keeps CI short.
+#: keeps CI short. The companion notebook's run (test_notebook) and the notebooks graded as
+#: written run once too, on 2.13.0 and in conformance_ci (with TensorFlow).
 TORCH_BUILD_ARGS: dict[str, list[str]] = {
     "2.14.1": [
         "-k",
         "not (test_bundle or test_gradescope or test_grade_all or test_student_bugs"
         " or test_hostile_submissions or test_submission_forms or test_conformance_isolation"
-        " or test_grading_issue29 or test_book_notebooks)",
+        " or test_grading_issue29 or test_book_notebooks or test_notebook)",
     ],
 }
 
@@ -120,17 +121,20 @@ def conformance(session: nox.Session, impl: str) -> None:
 
 @nox.session(name="conformance_ci")
 def conformance_ci(session: nox.Session) -> None:
-    """What CI runs: grade numpy and torch-cpu, then the mutants, in one virtualenv.
+    """What CI runs: grade numpy and torch-cpu, then the mutants, then real code as written
+    with TensorFlow installed (``book_notebooks``' tests), in one virtualenv.
 
-    The same commands as ``conformance(numpy)``, ``conformance(torch-cpu)`` and
-    ``conformance(mutants)``; one install instead of three keeps a fresh CI short.
+    The same commands as ``conformance(numpy)``, ``conformance(torch-cpu)``,
+    ``conformance(mutants)`` and ``book_notebooks``; one install instead of four keeps a
+    fresh CI short.
     """
     session.install("torch==2.13.0")
     session.install(*TOOL_PINS)
-    session.install(".[conformance,plot]")
+    session.install(".[test,conformance,plot]", TENSORFLOW)
     _fetch_mnist(session)
     for impl in ("numpy", "torch-cpu", "mutants"):
         _conformance_target(session, impl, [])
+    session.run("pytest", "-n", "2", *BOOK_NOTEBOOK_TESTS)
 
 
 def _conformance_target(session: nox.Session, impl: str, extra: list[str]) -> None:
@@ -218,9 +222,11 @@ def book_notebooks(session: nox.Session) -> None:
     session.install(*TOOL_PINS)
     session.install(".[test,plot,conformance]")
     session.install(TENSORFLOW)
-    session.run(
-        "pytest", "-n", "2", "tests/test_book_notebooks.py", "-k", "tf or seed", *session.posargs
-    )
+    session.run("pytest", "-n", "2", *BOOK_NOTEBOOK_TESTS, *session.posargs)
+
+
+#: The TensorFlow notebooks graded as written: the seed's copy of the 2nd edition, ours.
+BOOK_NOTEBOOK_TESTS = ["tests/test_book_notebooks.py", "-k", "tf or seed"]
 
 
 @nox.session
