@@ -336,7 +336,7 @@ def _peak_memory(
     err = scratch / "stderr.txt"
     with err.open("w") as err_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dl_ch2", *argv],
+            [sys.executable, "-m", "dl_ch2_tools", *argv],
             stdout=subprocess.DEVNULL,
             stderr=err_file,
         )
@@ -516,8 +516,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(
             {"ratio": k, "what": what, "target": f"{op} {bound}", "value": value, "met": met}
         )
-    peak = results.get("train_peak_memory", {}).get("book", {}).get("peak_rss_mb")
-    if peak is not None:
+    book = results.get("train_peak_memory", {}).get("book", {})
+    peak = book.get("peak_rss_mb") if book.get("returncode", 0) == 0 else None
+    if peak is not None:  # a run that failed measured nothing
         out.append(
             {
                 "ratio": "dl-ch2 train peak memory, book path (MB)",

@@ -97,6 +97,9 @@ def test_targets_judge_the_measured_ratios() -> None:
         "numpy_reference/book_fit/epoch_5": ("<= 1.5", True),
         "dl-ch2 train peak memory, book path (MB)": ("< 1024", False),
     }
+    # a train run that failed measured no memory: no verdict on it
+    results["train_peak_memory"] = {"book": {"peak_rss_mb": 600.0, "returncode": 1}}
+    assert not any("memory" in t["ratio"] for t in bench.targets(results))
 
 
 # --- options ----------------------------------------------------------------------------
