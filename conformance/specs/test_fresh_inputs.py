@@ -83,10 +83,15 @@ def _transpose_reshape(impl: Impl, rng: np.random.Generator) -> None:
 
 
 def _stretch(impl: Impl, rng: np.random.Generator) -> None:
-    m, n = _dims(rng, 2)
-    y = rng.normal(size=n).astype(impl.dtype)
-    got = impl.run("stretch", impl.arr(y), (m, n))
-    check_close(impl, got, REF.stretch(y, (m, n)), what=_what("stretch"))
+    # a vector into a matrix, and a matrix along two new axes, every length distinct: a
+    # stretch along a wrong axis, or a tile of y's rows (right for a vector only), fails
+    a, b, m, n = _dims(rng, 4)
+    for y_shape, shape in (((n,), (m, n)), ((b, n), (a, m, b, n))):
+        y = rng.normal(size=y_shape).astype(impl.dtype)
+        got = impl.run("stretch", impl.arr(y), shape)
+        check_close(
+            impl, got, REF.stretch(y, shape), what=f"{_what('stretch')}: {y_shape} -> {shape}"
+        )
 
 
 def _naive_matrix_dot(impl: Impl, rng: np.random.Generator) -> None:
