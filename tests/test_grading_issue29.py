@@ -323,8 +323,10 @@ def _touch_shared(x):
     for mib in range(0, 2048, 64):
         for offset in range(mib * 2**20, (mib + 64) * 2**20, 4096):
             held[offset] = 1
-        with open(os.path.join(FLAGS, "touched"), "w") as f:
+        # atomically: the cap may kill the worker between a file's truncation and its write
+        with open(os.path.join(FLAGS, "touched.tmp"), "w") as f:
             f.write(str(mib + 64))
+        os.replace(os.path.join(FLAGS, "touched.tmp"), os.path.join(FLAGS, "touched"))
     __import__("time").sleep(3)  # held, as a program holds what it uses
     return np.maximum(x, 0)
 
