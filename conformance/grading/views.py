@@ -66,6 +66,21 @@ def _owned_folders(
     return owned, loose
 
 
+def publish(tmp: Path, dest: Path) -> None:
+    """Make a folder built in ``tmp`` readable by every worker uid (files 644, programs and
+    folders 755) and move it to ``dest`` in one rename; if another grade built ``dest``
+    first, ours is dropped. The library view's and the library copy's last step."""
+    for d, _dirs, files in os.walk(tmp):
+        os.chmod(d, 0o755)
+        for name in files:
+            mode = os.stat(os.path.join(d, name)).st_mode
+            os.chmod(os.path.join(d, name), 0o755 if mode & stat.S_IXUSR else 0o644)
+    try:
+        tmp.rename(dest)
+    except OSError:  # another grade built it first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _build(dest: Path, owned: dict[str, Path], loose: list[tuple[Path, str]], root: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".dl-ch2-view-", dir=root))
     binds = []
@@ -77,15 +92,7 @@ def _build(dest: Path, owned: dict[str, Path], loose: list[tuple[Path, str]], ro
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, target)
     (tmp / _BINDS).write_text(json.dumps(binds))
-    for d, _dirs, files in os.walk(tmp):
-        os.chmod(d, 0o755)
-        for name in files:
-            mode = os.stat(os.path.join(d, name)).st_mode
-            os.chmod(os.path.join(d, name), 0o755 if mode & stat.S_IXUSR else 0o644)
-    try:
-        tmp.rename(dest)
-    except OSError:  # another grade built it first
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish(tmp, dest)
 
 
 def library_view(dists: list[md.Distribution], root: Path) -> tuple[str, list[list[str]]]:
