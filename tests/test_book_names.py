@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from conformance.grading.cells import python_of, statements_as_cells
@@ -182,3 +183,73 @@ def test_a_folder_without_adapter_is_graded_through_its_entry_script(tmp_path: P
     assert book_entry(files) == main
     (tmp_path / "other.py").write_text("from dense import NaiveDense\n")
     assert book_entry(sorted(tmp_path.glob("*.py"))) is None  # two scripts: ambiguous
+
+
+_TORCH_READER = """
+import math
+import numpy as np
+import torch as th
+from torch import Tensor
+
+def naive_relu(x):  # a reader's PyTorch loop: tensors in, tensors out
+    return th.max(x, th.zeros_like(x))
+
+def naive_add(x, y):  # the book's NumPy loop, in the same torch-importing file
+    x = x.copy()
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            x[i, j] += y[i, j]
+    return x
+
+class BatchGenerator:
+    def __init__(self, images, labels, batch_size=128):
+        self.index = 0
+        self.images: Tensor = images
+        self.labels: Tensor = labels
+        self.batch_size = batch_size
+        self.num_batches = math.ceil(len(images) / batch_size)
+
+    def next(self):
+        images = self.images[self.index : self.index + self.batch_size].clone()
+        labels = self.labels[self.index : self.index + self.batch_size].clone()
+        self.index += self.batch_size
+        return images, labels
+"""
+
+
+def test_pytorch_code_gets_tensors_and_numpy_code_gets_arrays() -> None:
+    """A reader's PyTorch loop (``th.zeros_like``, ``.clone()``) is called with tensors, as
+    its author calls it; the book's NumPy loop beside it (``x.copy()``) with arrays."""
+    pytest.importorskip("torch")
+    from conformance.grading.book_names import BookAdapter, to_numpy
+
+    ns: dict[str, Any] = {"__name__": "reader"}
+    exec(compile(_TORCH_READER, "reader.py", "exec"), ns)
+    adapter = BookAdapter(ns)
+    x = np.array([[-1.0, 2.0, 0.5], [3.0, -4.0, 0.0]])
+    assert to_numpy(adapter.naive_relu(x)).tolist() == [[0.0, 2.0, 0.5], [3.0, 0.0, 0.0]]
+    assert to_numpy(adapter.naive_add(x, x)).tolist() == [[-2.0, 4.0, 1.0], [6.0, -8.0, 0.0]]
+    images, labels = np.arange(10.0).reshape(5, 2), np.arange(5)
+    got = adapter.batches(images, labels, 2)
+    assert [to_numpy(b[1]).tolist() for b in got] == [[0, 1], [2, 3], [4]]
+
+
+def test_an_objective_whose_specs_all_need_a_missing_piece_stays_in_the_total() -> None:
+    """Fit's specs all fail on the missing NaiveDense (charged to Dense): Fit is still listed,
+    at 0 of its 20 points with the reason, so the total stays 30 (a reader's PyTorch script
+    with the step and fit as methods printed "15 / 65": the objectives had vanished)."""
+    absent = (
+        "dense_model(...) raised NotImplementedError: "
+        "not submitted: the submission defines no NaiveDense"
+    )
+    entries, _ = score_report(
+        {"specs": [_spec("test_dense_forward", "failed", absent),
+                   _spec("test_fit_a", "failed", absent)]},
+        parse_rubric(RUBRIC),
+    )  # fmt: skip
+    heads = {str(e.objective): e for e in entries if e.kind == "objective"}
+    assert {k: (e.score, e.max_score) for k, e in heads.items()} == {
+        "Dense": (0.0, 10.0),
+        "Fit": (0.0, 20.0),
+    }
+    assert "NaiveDense" in heads["Fit"].output and "not graded" in heads["Fit"].output

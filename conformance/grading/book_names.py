@@ -70,6 +70,40 @@ def _names_used(cls: Any) -> set[str]:
     return names
 
 
+def _code_names(fn: Any) -> set[str]:
+    """The global names a function (or a class's methods) reads, nested code included."""
+    if isinstance(fn, type):
+        return _names_used(fn)
+    names: set[str] = set()
+    todo = [fn.__code__] if hasattr(fn, "__code__") else []
+    while todo:
+        code = todo.pop()
+        names |= set(code.co_names)
+        todo += [c for c in code.co_consts if hasattr(c, "co_names")]
+    return names
+
+
+def takes_tensors(fn: Any) -> bool:
+    """Whether ``fn``'s own code computes with PyTorch (it reads a torch module, function or
+    class, e.g. ``th.zeros_like``, or calls a tensor's own method, e.g. ``.clone()``): such
+    code is called with tensors, as its author calls it; other code gets the book's arrays."""
+    space = getattr(fn, "__globals__", None)
+    if isinstance(fn, type):  # a class: the globals its methods were defined in
+        spaces = [getattr(v, "__globals__", None) for v in vars(fn).values()]
+        space = next((g for g in spaces if isinstance(g, dict)), None)
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(space, dict):
+        return False
+    names = _code_names(fn)
+    if _framework_in({n: space[n] for n in names if n in space}) == "torch":
+        return True
+    # no torch name read: the methods it calls tell (``.clone()`` is a tensor's, ``.copy()``
+    # an array's); code that calls neither kind's own methods gets the book's arrays
+    tensor_only = any(hasattr(torch.Tensor, n) and not hasattr(np.ndarray, n) for n in names)
+    array_only = any(hasattr(np.ndarray, n) and not hasattr(torch.Tensor, n) for n in names)
+    return tensor_only and not array_only
+
+
 def framework_of(ns: dict[str, Any]) -> str:
     """The framework the submission's NaiveDense computes with (the modules its methods
     read), else the one its module globals imported, else numpy."""
@@ -315,27 +349,36 @@ class BookAdapter:
     def getitem(self, x: Any, index: Any) -> Any:
         return x[index]
 
+    def _call(self, name: str, *args: Any) -> Any:
+        """The submission's ``name`` called with ``args`` in the kind its code computes with:
+        NumPy arrays (the book's), or tensors sharing their memory for PyTorch code."""
+        fn = self._need(name)
+        if takes_tensors(fn):
+            torch = sys.modules["torch"]
+            args = tuple(torch.as_tensor(a) if isinstance(a, np.ndarray) else a for a in args)
+        return fn(*args)
+
     # -- §2.3 the naive loops -------------------------------------------------------------------
     def naive_relu(self, x: Any) -> Any:
-        return self._need("naive_relu")(x)
+        return self._call("naive_relu", x)
 
     def naive_add(self, x: Any, y: Any) -> Any:
-        return self._need("naive_add")(x, y)
+        return self._call("naive_add", x, y)
 
     def naive_add_matrix_and_vector(self, x: Any, y: Any) -> Any:
-        return self._need("naive_add_matrix_and_vector")(x, y)
+        return self._call("naive_add_matrix_and_vector", x, y)
 
     def naive_vector_dot(self, x: Any, y: Any) -> Any:
-        return self._need("naive_vector_dot")(x, y)
+        return self._call("naive_vector_dot", x, y)
 
     def naive_matrix_vector_dot(self, x: Any, y: Any) -> Any:
-        return self._need("naive_matrix_vector_dot")(x, y)
+        return self._call("naive_matrix_vector_dot", x, y)
 
     def naive_matrix_vector_dot_via_vector_dot(self, x: Any, y: Any) -> Any:
-        return self._need("naive_matrix_vector_dot")(x, y)
+        return self._call("naive_matrix_vector_dot", x, y)
 
     def naive_matrix_dot(self, x: Any, y: Any) -> Any:
-        return self._need("naive_matrix_dot")(x, y)
+        return self._call("naive_matrix_dot", x, y)
 
     # -- §2.5.1 the model -------------------------------------------------------------------------
     def _seed(self, seed: Any) -> None:
@@ -377,7 +420,7 @@ class BookAdapter:
     ) -> Any:
         if shuffle:
             raise NotImplementedError("the book's BatchGenerator does not shuffle (an extension)")
-        gen = self._need("BatchGenerator")(images, labels, batch_size)
+        gen = self._call("BatchGenerator", images, labels, batch_size)
         step: Any = getattr(gen, "next", None) or getattr(gen, "__next__", None)
         count = getattr(gen, "num_batches", None)
         if count is None:

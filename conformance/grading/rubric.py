@@ -535,13 +535,16 @@ def score_report(report: Mapping[str, Any], rubric: Rubric) -> tuple[list[Scored
     """
     notes: list[str] = []
     reason = report.get("incomplete_reason") or "the grade did not finish"
-    scored, members, outside, skipped_env = _score_rows(report, rubric, reason)
+    moved: dict[str, list[str]] = {}
+    scored, members, outside, skipped_env = _score_rows(report, rubric, reason, moved)
     heads = _one_charge(
         rubric,
         [
             _objective_entry(rubric, k, objective, members[objective.name])
-            for k, objective in enumerate(rubric.objectives, 1)
             if objective.name in members
+            else _not_graded_entry(rubric, k, objective, moved[objective.name])
+            for k, objective in enumerate(rubric.objectives, 1)
+            if objective.name in members or objective.name in moved
         ],
         members,
     )
@@ -560,10 +563,11 @@ def score_report(report: Mapping[str, Any], rubric: Rubric) -> tuple[list[Scored
 
 
 def _score_rows(
-    report: Mapping[str, Any], rubric: Rubric, reason: str
+    report: Mapping[str, Any], rubric: Rubric, reason: str, moved: dict[str, list[str]]
 ) -> tuple[list[ScoredSpec], dict[str, list[ScoredSpec]], set[str], list[str]]:
     """(every spec's entry, the entries by objective, what lies outside the assignment,
-    the specs skipped on the grader) for ``score_report``."""
+    the specs skipped on the grader) for ``score_report``; ``moved`` gets, by objective, the
+    owners its failed specs were charged to instead (a book name not submitted)."""
     skipped_env: list[str] = []
     outside: set[str] = set()
     counters: dict[str, int] = {}
@@ -580,7 +584,12 @@ def _score_rows(
         passed, output = judged
         objective = rubric.objective_for(row.id)
         if not passed:
-            objective = rubric.owner(objective, output)
+            home, objective = objective, rubric.owner(objective, output)
+            if home is not None and objective is not home and rubric.graded(home):
+                piece = _ABSENT.search(output)
+                name = objective.name if objective else "no objective"
+                what = f"{piece.group(1) if piece else 'a piece'}, charged to {name!r}"
+                moved.setdefault(home.name, []).append(what)
         if not rubric.graded(objective):  # an extension this assignment does not grade
             outside.add(f"the opt-in objective {objective.name!r}" if objective else row.id)
             continue
@@ -705,6 +714,30 @@ def _objective_entry(
         max_score=objective.points,
         passed=not failed,
         output=output,
+        visibility=objective.visibility or rubric.default_visibility,
+        kind="objective",
+        objective=objective.name,
+    )
+
+
+def _not_graded_entry(
+    rubric: Rubric, k: int, objective: Objective, owners: list[str]
+) -> ScoredSpec:
+    """An objective every spec of which failed on a book piece not submitted (charged to the
+    piece's own objective): listed at 0, never left out of the total, with the reason; its
+    code cannot be judged without that piece, and unjudged code earns nothing."""
+    names = "; ".join(sorted({o for o in owners if o})) or "another objective"
+    return ScoredSpec(
+        id=f"objective::{objective.name}",
+        section=objective.section or "other",
+        number=f"0.{k}",
+        score=0.0,
+        max_score=objective.points,
+        passed=False,
+        output=(
+            f"not graded: its {len(owners)} spec(s) need what the submission does not define "
+            f"(not submitted: {names}); once it is submitted, these specs are graded."
+        ),
         visibility=objective.visibility or rubric.default_visibility,
         kind="objective",
         objective=objective.name,
