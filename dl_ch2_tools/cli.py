@@ -485,11 +485,24 @@ def _add_classroom_commands(sub: Any, grade: argparse.ArgumentParser) -> None:
         sub.choices[name].set_defaults(func=_classroom)
 
 
+def parse_command(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """``argv`` parsed; for ``grade``, what follows ``--`` goes to pytest wherever the grade's
+    own options stand (argparse takes a positional list only where it first meets it, so
+    ``grade x.py --dtype float64 -- -k relu`` was an error)."""
+    argv = list(argv)
+    if argv[:1] != ["grade"] or "--" not in argv:
+        return parser.parse_args(argv)
+    cut = argv.index("--")
+    args = parser.parse_args(argv[:cut])
+    args.pytest_args = [*args.pytest_args, *argv[cut + 1 :]]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (0 ok, 1 runtime error, 2 usage error)."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parse_command(parser, sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:  # usage errors (2), --help and --version (0)
         return exc.code if isinstance(exc.code, int) else 2
     prog = f"dl-ch2 {args.command}"

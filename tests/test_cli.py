@@ -29,3 +29,21 @@ def test_synthetic_digits_shape_range_and_determinism() -> None:
     assert a[0].shape == (50, 784) and a[0].dtype == torch.float32 and a[1].shape == (50,)
     assert float(a[0].min()) >= 0 and float(a[0].max()) <= 1
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["grade", "x.py", "--dtype", "float64", "--", "-k", "relu"],
+        ["grade", "--dtype", "float64", "x.py", "--", "-k", "relu"],
+        ["grade", "x.py", "--", "-k", "relu"],
+    ],
+)
+def test_grade_passes_what_follows_the_double_dash_to_pytest_wherever_options_stand(
+    argv: list[str],
+) -> None:
+    from dl_ch2_tools.cli import build_parser, parse_command
+
+    args = parse_command(build_parser(), argv)
+    assert (args.adapter, args.pytest_args) == ("x.py", ["-k", "relu"])
+    assert args.dtype == ("float64" if "--dtype" in argv else None)
