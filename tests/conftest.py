@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,11 +25,18 @@ settings.register_profile(
 settings.register_profile("dev", deadline=None, max_examples=100)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-# the weights' signing key of this test process, never the user's own (issue 29)
-os.environ.setdefault(
-    "DL_CH2_WEIGHTS_KEY",
-    os.path.join(tempfile.mkdtemp(prefix="dl-ch2-test-key-"), "weights.key"),
-)
+# the weights' signing key of this test run, never the user's own (issue 29); made once
+# (xdist's workers inherit it) and removed when the process that made it exits
+_KEY_DIRS: list[str] = []
+if "DL_CH2_WEIGHTS_KEY" not in os.environ:
+    _KEY_DIRS.append(tempfile.mkdtemp(prefix="dl-ch2-test-key-"))
+    os.environ["DL_CH2_WEIGHTS_KEY"] = os.path.join(_KEY_DIRS[0], "weights.key")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for folder in _KEY_DIRS:  # only in the process that made it
+        shutil.rmtree(folder, ignore_errors=True)
+
 
 DEVICES = [
     "cpu",
