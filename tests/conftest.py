@@ -34,7 +34,9 @@ if "DL_CH2_WEIGHTS_KEY" not in os.environ:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    for folder in _KEY_DIRS:  # only in the process that made it
+    import worker_shared  # its folder shared with workers, made in this process if at all
+
+    for folder in [*_KEY_DIRS, *worker_shared._ROOT]:  # only in the process that made it
         shutil.rmtree(folder, ignore_errors=True)
 
 
