@@ -12,6 +12,8 @@ import pytest
 from conformance.adapter import CAPABILITIES, CHAPTER_CAPABILITIES, OPT_IN_CAPABILITIES
 from conformance.grading.rubric import load_rubric, parse_rubric, score_report
 
+RUBRICS = Path(__file__).resolve().parents[1] / "conformance" / "grading"
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -219,6 +221,18 @@ def test_every_spec_of_the_suite_counts_towards_an_objective() -> None:
     ids = _suite_spec_ids()
     assert len(ids) > 150
     assert [i for i in ids if rubric.objective_for(i) is None] == []
+
+
+def test_a_spec_of_section_2_2_counts_towards_the_2_2_objective_not_a_2_3_one() -> None:
+    """A §2.2 spec named test_reshape_* was counted under "Reshaping (§2.3.4)": a §2.2 bug
+    cost the §2.3.4 objective, and the §2.2 column missed it."""
+    for name in ("default", "extended"):
+        rubric = load_rubric(Path(RUBRICS) / f"rubric.{name}.toml")
+        sid = "specs/test_s2_2_data_representations.py::test_reshape_builds_the_chapter_tensors"
+        objective = rubric.objective_for(sid + "[x]")
+        assert objective is not None and objective.section == "2.2", (name, objective)
+        moved = "specs/test_s2_3_tensor_operations.py::test_reshape_exact_values"
+        assert "§2.3.4" in str(getattr(rubric.objective_for(moved), "name", "")), name
 
 
 def test_default_rubric_is_the_chapter_by_objective_worth_100_points() -> None:
