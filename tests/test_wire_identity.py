@@ -158,7 +158,7 @@ def test_references_the_grader_never_sent_are_refused_in_the_worker() -> None:
     got = received.decode(first, bufs)
     assert received.decode({"r": 1}, []) is got
     for forged in ({"r": 2}, {"r": 10**40}, {"r": -1}, {"r": "1"}, {"r": 1.0}):
-        with pytest.raises(wire.WireError, match="array reference|never sent"):
+        with pytest.raises(wire.WireError, match=r"array reference|never sent"):
             received.decode(forged, [])
     with pytest.raises(wire.WireError, match="reference where none"):
         wire.decode({"r": 1}, [])  # the grader reads replies without a table
@@ -222,7 +222,8 @@ def test_a_lie_about_writes_scores_no_more_than_the_correct_code(
     correct code (which copies) passes: never more; it cannot make a wrong update pass (the
     expected values are the grader's own); a false "written" fails the liar's own spec."""
     base = CORRECT.read_text()
-    keeps = base.replace("self.weights = [np.array(w) for w in weights]", "self.weights = list(weights)")
+    copies = "self.weights = [np.array(w) for w in weights]"
+    keeps = base.replace(copies, "self.weights = list(weights)")
     idle = base.replace("            w -= learning_rate * g", "            pass")
     assert keeps != base != idle
     unwritten, written = LIE.format(answer="False"), LIE.format(answer="True")

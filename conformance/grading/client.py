@@ -282,6 +282,7 @@ class Connection:
     def _encode(self, value: Any, buffers: list[Any], where: str = "a value") -> Any:
         if self.worker is None:  # restart first: a fresh worker starts a fresh wire.Sent
             self._restart()
+
         def swap(v: Any, path: str) -> Any:
             if isinstance(v, RemoteValue):
                 if v.generation != self.generation:
