@@ -123,6 +123,9 @@ def test_the_worker_says_what_it_wrote_into_and_the_grader_s_array_stays(keeper:
     assert where[0] == "argument 1 of call 1 of the spec, keep" and where[2] is None
     assert where[1] == "argument 2 of call 1 of the spec, keep"
     assert not w.any() and v.tolist() == [1.0, 1.0]  # nothing came back into them
+    v[0] = 5.0  # the grader's own write, sent again: the worker's earlier write still counts
+    assert adapter.first(v) == 5.0
+    assert adapter.written_into([v]) == ["argument 2 of call 1 of the spec, keep"]
     conn.release()
     assert adapter.written_into([w]) == [None]  # a fresh spec: a fresh table
 

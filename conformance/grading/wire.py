@@ -153,7 +153,7 @@ def _stamp(a: np.ndarray) -> tuple[int, tuple[int, ...], str]:
     return zlib.crc32(memoryview(flat)), a.shape, a.dtype.str  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Shared:
     """A grader's array on its way out through ``table`` (``Sent.share``); ``where`` says
     which argument of which call it is, for messages."""
@@ -234,6 +234,7 @@ class Received:
 
     arrays: dict[int, np.ndarray] = field(default_factory=dict)
     stamps: dict[int, Any] = field(default_factory=dict)
+    dirty: set[int] = field(default_factory=set)  # written before the grader sent it again
 
     def decode(self, data: dict[str, Any], buffers: list[Any]) -> np.ndarray:
         token = data["r"]
@@ -245,6 +246,8 @@ class Received:
                 raise WireError(f"a reference to an array never sent ({token})")
             return old
         arr = _decode_array(data, buffers)
+        if old is not None and _stamp(old) != self.stamps[token]:
+            self.dirty.add(token)  # the grader's new bytes must not hide the earlier write
         same = old is not None and old.shape == arr.shape and old.dtype == arr.dtype
         if same and old is not None and old.flags.writeable:  # the grader wrote into it
             np.copyto(old, arr)  # one object, the new bytes
@@ -253,18 +256,20 @@ class Received:
         return arr
 
     def written(self, tokens: Any) -> list[bool]:
-        """For each token, whether its array was written here since the grader sent it."""
+        """For each token, whether its array was written here since the grader first sent it
+        (in this spec): new bytes from the grader do not hide an earlier write."""
         if type(tokens) is not list or not all(type(t) is int for t in tokens):
             raise WireError("malformed list of array tokens")
         out = []
         for t in tokens:
             arr = self.arrays.get(t)
-            out.append(arr is not None and _stamp(arr) != self.stamps[t])
+            out.append(arr is not None and (t in self.dirty or _stamp(arr) != self.stamps[t]))
         return out
 
     def clear(self) -> None:
         self.arrays.clear()
         self.stamps.clear()
+        self.dirty.clear()
 
 
 def decode(data: Any, buffers: list[Any], *, resolve: Any = None, curves: Any = None,
