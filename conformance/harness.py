@@ -288,6 +288,33 @@ class Impl:
             error = exc
         fail(f"{verb} must return a number, got {_kind(out)} ({error})\n{self.repro()}")
 
+    def check_unwritten(self, arrays: list[np.ndarray], name: str) -> None:
+        """The spec's own ``arrays`` (named ``name[i]``), given to the implementation, must
+        not have been written into by it.
+
+        In-process, an array the spec gives is the spec's own object: what the implementation
+        writes into it (a model that keeps the caller's weight arrays, so that training
+        writes into them), the spec sees when it reads the array again. Over the wire the
+        grader's arrays are never written from the worker: the worker says which it wrote
+        into (``Connection.written``), and the spec fails here where, in-process, it would
+        have read a changed array. An adapter in this process (no ``written_into``) is left
+        to the spec's own reads."""
+        ask = getattr(self.adapter, "written_into", None)
+        if ask is None:
+            return
+        try:
+            where = ask(list(arrays))
+        except (RemoteError, WorkerLost) as exc:
+            fail(f"{_raised('asking which arrays were written', exc)}\n{self.repro()}")
+        hit = [f"{name}[{i}] ({w})" for i, w in enumerate(where) if w]
+        if hit:
+            fail(
+                f"the implementation wrote into {' and '.join(hit)}: the caller's own "
+                "arrays, which in-process the caller would see change (does the model keep "
+                "the weight arrays it is given, so that training writes into them? keep a "
+                f"copy: np.array(w))\n{self.repro()}"
+            )
+
     def rejects(self, verb: str, *args: Any, **kwargs: Any) -> BaseException:
         """The verb must raise on this invalid input, where it succeeded on valid input.
 

@@ -64,6 +64,17 @@ EXPECTATIONS_DIR = Path(__file__).parent / "expectations"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("dl-ch2 conformance")
+    _add_what_to_grade(group)
+    _add_limits(group)
+    group.addoption("--adapter-metadata", default=None, help=argparse_suppress())
+    group.addoption("--submission-folder", default=None, help=argparse_suppress())
+    group.addoption("--grade-dir", default=None, help=argparse_suppress())
+    # the supervisor's wall-clock deadline (epoch seconds): its budget includes our start-up
+    group.addoption("--deadline", type=float, default=None, help=argparse_suppress())
+
+
+def _add_what_to_grade(group: pytest.OptionGroup) -> None:
+    """What is graded, in which dtype, and where the report goes."""
     group.addoption(
         "--impl",
         default=None,
@@ -80,6 +91,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="skips/xfails file of test-id patterns (default: the adapter's own)",
     )
+
+
+def _add_limits(group: pytest.OptionGroup) -> None:
+    """Time, memory, restarts, and what the submission's worker may import or see."""
     group.addoption(
         "--spec-timeout",
         type=float,
@@ -124,11 +139,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=[],
         help="a path the submission's worker must not see (repeatable; needs root)",
     )
-    group.addoption("--adapter-metadata", default=None, help=argparse_suppress())
-    group.addoption("--submission-folder", default=None, help=argparse_suppress())
-    group.addoption("--grade-dir", default=None, help=argparse_suppress())
-    # the supervisor's wall-clock deadline (epoch seconds): its budget includes our start-up
-    group.addoption("--deadline", type=float, default=None, help=argparse_suppress())
 
 
 def argparse_suppress() -> str:

@@ -412,6 +412,12 @@ def _add_train(sub: Any) -> None:
         help="SGD learning rate of the from-scratch model (positive, finite)",
     )
     train.add_argument("--seed", type=integer, default=0, help="in [0, 2**64 - 1]")
+    _add_train_outputs(train)
+    train.set_defaults(func=_train)
+
+
+def _add_train_outputs(train: Any) -> None:
+    """``train``'s options after ``--seed``: where the run goes, and how it is run."""
     train.add_argument(
         "--out",
         default=None,
@@ -441,7 +447,6 @@ def _add_train(sub: Any) -> None:
         help="under torchrun: seconds a collective may wait for a peer before the job "
         "fails (default: $DL_CH2_DIST_TIMEOUT, else 60)",
     )
-    train.set_defaults(func=_train)
 
 
 def _add_bench(sub: Any) -> None:

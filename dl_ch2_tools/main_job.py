@@ -631,7 +631,46 @@ def _run(
     start = time.perf_counter()
     if out is not None:
         print(f"run directory: {out}")
-    (train_images, train_labels), (test_images, test_labels) = load_mnist(cfg.data_root)
+    raw, data = _load_and_show(cfg.data_root)
+    backend: Backend = (
+        TorchBackend(cfg, data, device, dp) if cfg.backend == "torch" else NumPyBackend(cfg, data)
+    )
+    metrics: dict[str, Any] = {
+        "seed": cfg.seed,
+        "backend": cfg.backend,
+        "device": str(device),
+        "batch_size": cfg.batch_size,
+        "compile": cfg.compile,
+        "rmsprop": cfg.rmsprop,
+        "versions": _versions(),
+        "argv": sys.argv[1:],
+        "mnist_md5": _mnist_md5s(raw),
+    }
+    if cfg.model in ("naive", "both"):
+        metrics["naive"], naive_model = _train_naive(cfg, backend, device)
+        _save_trained(cfg, naive_model, "naive", out, metrics, device, metrics["naive"])
+    if cfg.model in ("keras", "both"):
+        first_label = int(raw["test_labels"][0])
+        metrics["keras"], keras_model = _train_keras(cfg, backend, device, first_label)
+        _save_trained(cfg, keras_model, "keras", out, metrics, device, metrics["keras"])
+    metrics["wall_time_s"] = time.perf_counter() - start
+    if dp is not None:
+        metrics["data_parallel"] = {
+            "world_size": dp.world_size,
+            "steps": dp.steps,
+            "bytes_all_reduced_per_step": dp.bytes_per_step(),
+        }
+    if out is None:  # only rank 0 writes
+        return metrics
+    _write_outputs(cfg, out, metrics, raw)
+    return metrics
+
+
+def _load_and_show(
+    data_root: str | None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """§2.1: MNIST as loaded (shown as the notebook shows it), and preprocessed."""
+    (train_images, train_labels), (test_images, test_labels) = load_mnist(data_root)
     print("== §2.1 MNIST ==")
     print(f"train_images.shape = {train_images.shape}, dtype {train_images.dtype}")
     print(
@@ -654,50 +693,27 @@ def _run(
         "test_x": test_x,
         "test_y": test_labels.astype(np.int64),
     }
-    backend: Backend = (
-        TorchBackend(cfg, data, device, dp) if cfg.backend == "torch" else NumPyBackend(cfg, data)
-    )
-    metrics: dict[str, Any] = {
-        "seed": cfg.seed,
-        "backend": cfg.backend,
-        "device": str(device),
-        "batch_size": cfg.batch_size,
-        "compile": cfg.compile,
-        "rmsprop": cfg.rmsprop,
-        "versions": _versions(),
-        "argv": sys.argv[1:],
-        "mnist_md5": _mnist_md5s(
-            {
-                "train_images": train_images,
-                "train_labels": train_labels,
-                "test_images": test_images,
-                "test_labels": test_labels,
-            }
-        ),
+    raw = {
+        "train_images": train_images,
+        "train_labels": train_labels,
+        "test_images": test_images,
+        "test_labels": test_labels,
     }
-    if cfg.model in ("naive", "both"):
-        metrics["naive"], naive_model = _train_naive(cfg, backend, device)
-        _save_trained(cfg, naive_model, "naive", out, metrics, device, metrics["naive"])
-    if cfg.model in ("keras", "both"):
-        metrics["keras"], keras_model = _train_keras(cfg, backend, device, int(test_labels[0]))
-        _save_trained(cfg, keras_model, "keras", out, metrics, device, metrics["keras"])
-    metrics["wall_time_s"] = time.perf_counter() - start
-    if dp is not None:
-        metrics["data_parallel"] = {
-            "world_size": dp.world_size,
-            "steps": dp.steps,
-            "bytes_all_reduced_per_step": dp.bytes_per_step(),
-        }
-    if out is None:  # only rank 0 writes
-        return metrics
+    return raw, data
+
+
+def _write_outputs(
+    cfg: TrainConfig, out: Path, metrics: dict[str, Any], raw: dict[str, np.ndarray]
+) -> None:
+    """The figures (if asked for and matplotlib is there), then metrics.json."""
     if cfg.figures:
         try:
             from dl_ch2_tools import figures
 
             written = figures.make_all(
                 out,
-                train_images,
-                train_labels,
+                raw["train_images"],
+                raw["train_labels"],
                 metrics["naive"]["batch_losses"] if "naive" in metrics else None,
             )
             metrics["figures"] = [p.name for p in written]
@@ -705,7 +721,6 @@ def _run(
             print(f"(figures skipped: {exc})")
     _write_json_atomic(out / "metrics.json", metrics)
     print(f"\nwrote {out / 'metrics.json'} ({metrics['wall_time_s']:.1f} s)")
-    return metrics
 
 
 def evaluate_weights(

@@ -616,3 +616,26 @@ def test_the_port_has_short_functions_and_fit_reads_like_the_notebook() -> None:
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
     (fit_body,) = [body for k, (_, body) in lengths.items() if "training_loop.py:fit:" in k]
     assert fit_body <= MAX_FIT_BODY_LINES
+
+
+#: Functions still over the limit, each being split by a concurrent change (issue 27.8):
+#: ``path:name``. An entry whose function is short again must be removed (the test says so).
+LONG_FUNCTIONS_BEING_SPLIT = {
+    "dl_ch2_tools/bench.py:run_bench",
+    "dl_ch2_tools/bench.py:markdown_table",
+    "conformance/grading/gradescope.py:run_grade",
+}
+
+
+def test_the_tools_and_the_suite_have_short_functions_too() -> None:
+    """The guide's rule for every package: no function over MAX_FUNCTION_LINES lines."""
+    long = {
+        f"{_rel(p)}:{name.split(':')[0]}": total
+        for p in _sources("dl_ch2_tools", "conformance")
+        for name, (total, _) in function_lengths(p.read_text(encoding="utf-8")).items()
+        if total > MAX_FUNCTION_LINES
+    }
+    unlisted = {k: n for k, n in long.items() if k not in LONG_FUNCTIONS_BEING_SPLIT}
+    assert not unlisted, f"functions over {MAX_FUNCTION_LINES} lines: {unlisted}"
+    stale = LONG_FUNCTIONS_BEING_SPLIT - set(long)
+    assert not stale, f"short now: remove from LONG_FUNCTIONS_BEING_SPLIT: {sorted(stale)}"

@@ -175,6 +175,8 @@ class Connection:
         self.runtime = make_runtime(grade_dir / "runtime")
         self.log_path = grade_dir / "worker.log"
         self.log_start = 0
+        self.sent = wire.Sent()  # this spec's arrays: one object each in the worker
+        self.calls = 0  # verbs called in this spec
 
     # -- lifecycle ------------------------------------------------------------------------
     def _scratch(self) -> Path:
@@ -186,6 +188,7 @@ class Connection:
     def start(self, deadline: float | None = None) -> dict[str, Any]:
         """Start a worker; return its metadata (raise AdapterLoadError if it cannot load)."""
         self.close()
+        self.sent.clear()  # a fresh worker holds none of them
         scratch = self._scratch()
         target = self._place_submission(scratch)
         with open(self.log_path, "ab") as log:
@@ -276,8 +279,11 @@ class Connection:
     def encode(self, value: Any) -> Any:
         return self._encode(value, [])
 
-    def _encode(self, value: Any, buffers: list[Any]) -> Any:
-        def swap(v: Any) -> Any:
+    def _encode(self, value: Any, buffers: list[Any], where: str = "a value") -> Any:
+        if self.worker is None:  # restart first: a fresh worker starts a fresh wire.Sent
+            self._restart()
+
+        def swap(v: Any, path: str) -> Any:
             if isinstance(v, RemoteValue):
                 if v.generation != self.generation:
                     raise WorkerLost(
@@ -285,13 +291,34 @@ class Connection:
                         "or timeout) cannot be used"
                     )
                 return v.handle
+            if isinstance(v, np.ndarray):  # by identity within the spec (wire.Sent)
+                return self.sent.share(v, f"{where}, item {path}" if path else where)
             if isinstance(v, (list, tuple)):
-                return type(v)(swap(x) for x in v)
+                return type(v)(swap(x, f"{path}[{i}]") for i, x in enumerate(v))
             if isinstance(v, dict):
-                return {k: swap(x) for k, x in v.items()}
+                return {k: swap(x, f"{path}[{k!r}]") for k, x in v.items()}
             return v
 
-        return wire.encode(swap(value), buffers)
+        return wire.encode(swap(value, ""), buffers)
+
+    def written(self, arrays: list[Any]) -> list[str | None]:
+        """For each of ``arrays``, where it was given if the worker wrote into it since
+        (its first call and argument), else None (unwritten, or never sent this spec).
+
+        The worker's answer is untrusted: it can only say "unwritten" (what a correct
+        implementation says: the spec's expected values stay the grader's own) or fail the
+        spec; see ``wire.Sent``."""
+        entries = self.sent.tokens(arrays)
+        asked = [e.token for e in entries if e is not None]
+        if not asked:
+            return [None] * len(arrays)
+        answer = self.request({"op": "written", "tokens": asked})
+        if type(answer) is not list or len(answer) != len(asked):
+            self._lost("the worker broke the protocol: a malformed answer to 'written'")
+        if not all(type(b) is bool for b in answer):
+            self._lost("the worker broke the protocol: a malformed answer to 'written'")
+        said = dict(zip(asked, answer, strict=True))
+        return [e.where if e is not None and said[e.token] else None for e in entries]
 
     def request(self, header: dict[str, Any], buffers: list[Any] | None = None) -> Any:
         """Send one request; return the decoded ``ok`` value or raise RemoteError/WorkerLost."""
@@ -344,7 +371,10 @@ class Connection:
         raise WorkerLost(message + suffix, stop=stop)
 
     def release(self) -> None:
-        """Drop the worker's handles (between specs); a dead worker is left for later."""
+        """Drop the worker's handles and the arrays it was sent (between specs); a dead
+        worker is left for later."""
+        self.sent.clear()
+        self.calls = 0
         if self.worker is not None:
             with contextlib.suppress(WorkerLost, RemoteError):
                 self.request({"op": "release"})
@@ -380,8 +410,12 @@ class RemoteAdapter:
 
     def to_numpy(self, value: Any) -> Any:
         buffers: list[Any] = []
-        data = self._conn._encode(value, buffers)
+        data = self._conn._encode(value, buffers, "the argument of to_numpy")
         return self._conn.request({"op": "to_numpy", "value": data}, buffers)
+
+    def written_into(self, arrays: list[Any]) -> list[str | None]:
+        """Which of the spec's ``arrays`` the implementation wrote into (``Connection.written``)."""
+        return self._conn.written(list(arrays))
 
 
 _META_KEYS = ("name", "version", "devices", "dtypes", "capabilities", "library_versions")
@@ -393,11 +427,16 @@ class _Verb:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         buffers: list[Any] = []
+        self.conn.calls += 1
+        call = f"call {self.conn.calls} of the spec, {self.verb}"
         header = {
             "op": "call",
             "verb": self.verb,
-            "args": self.conn._encode(list(args), buffers),
-            "kwargs": self.conn._encode(dict(kwargs), buffers),
+            "args": [
+                self.conn._encode(a, buffers, f"argument {i + 1} of {call}")
+                for i, a in enumerate(args)
+            ],
+            "kwargs": self.conn._encode(dict(kwargs), buffers, f"a keyword of {call}"),
         }
         return self.conn.request(header, buffers)
 

@@ -8,6 +8,11 @@ infinities included), ``str``, lists, tuples, dicts with string keys, sets of th
 naming an object that stays in the worker) and *curves* (the name of one of the 1-D
 gradient functions of ``conformance/curves.py``, which the worker has its own copy of).
 
+Array identity within a spec (issue 27.7): the grader's arrays go out through a ``Sent``
+table, so an array sent twice in one spec is one object in the worker (``Received``), as an
+in-process call would see it; the worker reports, when asked and as data, which of them it
+wrote into; nothing it reports is ever written into the grader's memory (``Sent``).
+
 Decoding never unpickles or evaluates anything: it parses JSON and rebuilds each array as a
 fresh, writable, base ``np.ndarray`` from bytes, after checking dtype, shape and length.
 This module is standard library plus NumPy, so the worker can run it from a copy.
@@ -22,7 +27,8 @@ import re
 import select
 import struct
 import time
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,6 +36,9 @@ import numpy as np
 __all__ = [
     "MAX_HEADER_BYTES",
     "Handle",
+    "Received",
+    "Sent",
+    "Shared",
     "WireError",
     "decode",
     "encode",
@@ -100,6 +109,8 @@ def encode(obj: Any, buffers: list[Any], *, to_handle: Any = None, depth: int = 
         return {"e": 1}
     if t is Handle:
         return {"h": obj.id}
+    if t is Shared:
+        return obj.table.encode(obj.array, obj.where, buffers)
     if isinstance(obj, np.ndarray) and to_handle is None:
         return _encode_array(obj, buffers, scalar=False)
     if isinstance(obj, np.generic) and to_handle is None:
@@ -130,24 +141,160 @@ def encode_array(a: np.ndarray, buffers: list[Any]) -> Any:
     return _encode_array(a, buffers, scalar=False)
 
 
-def decode(data: Any, buffers: list[Any], *, resolve: Any = None, curves: Any = None) -> Any:
+# -- array identity within a spec (issue 27.7) ---------------------------------------------
+
+#: The most arrays one spec may send by identity (a token names each): past it, a fresh copy.
+MAX_SHARED = 1 << 16
+
+
+def _stamp(a: np.ndarray) -> tuple[int, tuple[int, ...], str]:
+    """An array's checksum, shape and dtype: was it written since it was sent?"""
+    flat = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+    return zlib.crc32(memoryview(flat)), a.shape, a.dtype.str  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, eq=False)
+class Shared:
+    """A grader's array on its way out through ``table`` (``Sent.share``); ``where`` says
+    which argument of which call it is, for messages."""
+
+    table: Sent
+    array: np.ndarray
+    where: str
+
+
+@dataclass
+class _Entry:
+    token: int
+    array: np.ndarray  # held until the spec ends: its id() names it meanwhile
+    stamp: tuple[int, tuple[int, ...], str]
+    where: str  # the first call and argument it was given as
+
+
+@dataclass
+class Sent:
+    """The grader's side of array identity: the NumPy arrays sent in one spec (``clear``
+    at each spec's start and with each fresh worker).
+
+    In-process, an array given twice is one object, and what the implementation writes into
+    it, the caller sees. Over the wire, the first send of an array carries its bytes and a
+    token; a later send of the same object carries the token alone, so that the worker
+    hands the implementation the object it has (``Received``); if the grader wrote into the
+    array meanwhile, its bytes go again and the worker copies them into that object.
+
+    Writes go one way only: nothing the worker sends is written into the grader's memory.
+    The grader asks which of its arrays the worker wrote into (``Connection.written``); the
+    answer is untrusted data and only ever turns a spec's check *off* (nothing written:
+    the expected values are the grader's own, computed from its own unwritten arrays, as
+    for an implementation that copies what it is given) or makes the spec fail (written).
+    A worker that lies gains nothing it could not get by behaving correctly: a false
+    "unchanged" is what a correct implementation answers, a false "written" fails its own
+    spec, and a malformed answer (tokens never sent, huge ids, other types or lengths)
+    breaks the protocol, which fails the spec.
+    """
+
+    by_id: dict[int, _Entry] = field(default_factory=dict)
+
+    def share(self, a: np.ndarray, where: str) -> Shared:
+        return Shared(self, a, where)
+
+    def encode(self, a: np.ndarray, where: str, buffers: list[Any]) -> Any:
+        entry = self.by_id.get(id(a))
+        if entry is not None and entry.array is a:
+            stamp = _stamp(a)
+            if stamp == entry.stamp:
+                return {"r": entry.token}
+            entry.stamp = stamp  # the grader wrote into it: the worker takes the new bytes
+        elif len(self.by_id) < MAX_SHARED:
+            entry = _Entry(len(self.by_id) + 1, a, _stamp(a), where)
+            self.by_id[id(a)] = entry
+        else:
+            return _encode_array(a, buffers, scalar=False)
+        out = _encode_array(a, buffers, scalar=False)
+        out["r"] = entry.token
+        return out
+
+    def tokens(self, arrays: list[Any]) -> list[_Entry | None]:
+        """The entries of ``arrays`` (None: never sent in this spec)."""
+        out = []
+        for a in arrays:
+            entry = self.by_id.get(id(a))
+            out.append(entry if entry is not None and entry.array is a else None)
+        return out
+
+    def clear(self) -> None:
+        self.by_id.clear()
+
+
+@dataclass
+class Received:
+    """The worker's side of ``Sent``: the spec's arrays by token, and their stamps as last
+    sent by the grader (``written`` compares). This runs beside the submission, which can
+    rewrite it: the grader trusts nothing it says (``Sent``)."""
+
+    arrays: dict[int, np.ndarray] = field(default_factory=dict)
+    stamps: dict[int, Any] = field(default_factory=dict)
+    dirty: set[int] = field(default_factory=set)  # written before the grader sent it again
+
+    def decode(self, data: dict[str, Any], buffers: list[Any]) -> np.ndarray:
+        token = data["r"]
+        if type(token) is not int or not 0 < token <= MAX_SHARED or data.get("scalar"):
+            raise WireError("malformed array reference")
+        old = self.arrays.get(token)
+        if "a" not in data:
+            if old is None:
+                raise WireError(f"a reference to an array never sent ({token})")
+            return old
+        arr = _decode_array(data, buffers)
+        if old is not None and _stamp(old) != self.stamps[token]:
+            self.dirty.add(token)  # the grader's new bytes must not hide the earlier write
+        same = old is not None and old.shape == arr.shape and old.dtype == arr.dtype
+        if same and old is not None and old.flags.writeable:  # the grader wrote into it
+            np.copyto(old, arr)  # one object, the new bytes
+            arr = old
+        self.arrays[token], self.stamps[token] = arr, _stamp(arr)
+        return arr
+
+    def written(self, tokens: Any) -> list[bool]:
+        """For each token, whether its array was written here since the grader first sent it
+        (in this spec): new bytes from the grader do not hide an earlier write."""
+        if type(tokens) is not list or not all(type(t) is int for t in tokens):
+            raise WireError("malformed list of array tokens")
+        out = []
+        for t in tokens:
+            arr = self.arrays.get(t)
+            out.append(arr is not None and (t in self.dirty or _stamp(arr) != self.stamps[t]))
+        return out
+
+    def clear(self) -> None:
+        self.arrays.clear()
+        self.stamps.clear()
+        self.dirty.clear()
+
+
+def decode(data: Any, buffers: list[Any], *, resolve: Any = None, curves: Any = None,
+           received: Received | None = None) -> Any:  # fmt: skip
     """Rebuild what ``encode`` made. ``resolve(id, kind)`` gives the object of a handle
-    (default: a ``Handle``); ``curves(name)`` gives a curve's function."""
-    return _decode(data, buffers, resolve, curves, 0)
+    (default: a ``Handle``); ``curves(name)`` gives a curve's function; ``received`` (the
+    worker's) gives the spec's arrays by token: without it, a token is a WireError (the
+    grader reads replies without)."""
+    return _decode(data, buffers, (resolve, curves, received), 0)
 
 
-def _decode(data: Any, buffers: list[Any], resolve: Any, curves: Any, depth: int) -> Any:
+def _decode(data: Any, buffers: list[Any], ctx: tuple[Any, Any, Any], depth: int) -> Any:
     if depth > _MAX_DEPTH:
         raise WireError("data nested too deeply")
     if data is None or type(data) in (bool, int, float, str):
         return data
     if type(data) is list:
-        return [_decode(v, buffers, resolve, curves, depth + 1) for v in data]
+        return [_decode(v, buffers, ctx, depth + 1) for v in data]
     if type(data) is not dict or len(data) == 0:
         raise WireError(f"unexpected {type(data).__name__} in a message")
 
+    resolve, curves, received = ctx
+
     def rec(v: Any) -> Any:
-        return _decode(v, buffers, resolve, curves, depth + 1)
+        return _decode(v, buffers, ctx, depth + 1)
 
     if "x" in data:
         value = float(str(data["x"]))
@@ -172,6 +319,10 @@ def _decode(data: Any, buffers: list[Any], resolve: Any, curves: Any, depth: int
         return slice(*(rec(v) for v in parts))
     if "e" in data:
         return Ellipsis
+    if "r" in data:
+        if received is None:
+            raise WireError("an array reference where none is expected")
+        return received.decode(data, buffers)
     if "h" in data:
         hid, kind = data["h"], data.get("k", "object")
         if type(hid) is not int or type(kind) is not str:

@@ -14,7 +14,9 @@ Requests and replies (``wire`` messages):
   every result that is not plain data (an array, a tensor, a model) stays here as a handle;
 - ``{"op": "to_numpy", "value": x}``: ``{"ok": array}`` with the array as data;
 - ``{"op": "float", "value": handle}``: ``{"ok": float(obj)}``;
-- ``{"op": "release"}``: drops every handle (the end of a spec);
+- ``{"op": "written", "tokens": [...]}``: ``{"ok": [bool, ...]}``, whether each of the
+  spec's arrays (``wire.Received``) was written here since the grader sent it;
+- ``{"op": "release"}``: drops every handle and array (the end of a spec);
 - any error: ``{"err": {"type", "mro", "message"}}``, BaseExceptions included (a verb that
   calls ``sys.exit`` or raises KeyboardInterrupt fails its spec; the worker goes on).
 """
@@ -59,6 +61,7 @@ class Server:
         self.curves = curves
         self.objects: dict[int, Any] = {}
         self.next_id = 1
+        self.received = wire.Received()  # the grader's arrays of this spec, by token
 
     def to_handle(self, obj: Any) -> wire.Handle:
         hid = self.next_id
@@ -77,13 +80,18 @@ class Server:
         return self.curves[name]
 
     def decode(self, data: Any, buffers: list[Any]) -> Any:
-        return wire.decode(data, buffers, resolve=self.resolve, curves=self.curve)
+        return wire.decode(
+            data, buffers, resolve=self.resolve, curves=self.curve, received=self.received
+        )
 
     def handle(self, header: dict[str, Any], buffers: list[Any]) -> tuple[Any, list[Any]]:
         op, out = header.get("op"), []  # type: ignore[var-annotated]
         if op == "release":
             self.objects.clear()
+            self.received.clear()
             return {"ok": None}, out
+        if op == "written":
+            return {"ok": self.received.written(header.get("tokens"))}, out
         if op == "call":
             fn = getattr(self.adapter, str(header["verb"]), None)
             args = self.decode(header.get("args", []), buffers)

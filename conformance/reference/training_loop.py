@@ -159,17 +159,9 @@ def fit(
     the previous check, and of the epoch's last 10 at least, must not reach both half of
     LOSS_CEILING and 1.5 times the run's first loss: that is a DivergenceError.
     """
-    require_positive_int("epochs", epochs)
-    require_positive_int("batch_size", batch_size)
-    require_positive_int("log_every", log_every)
-    if optimizer is None:
-        learning_rate = require_learning_rate(learning_rate)
-    if len(images) != len(labels):
-        raise ValueError(
-            f"images {shape_str(np.shape(images))} and labels {shape_str(np.shape(labels))} "
-            "must have the same number of samples"
-        )
-    require_labels(labels, len(images), np.shape(model(images[:1]))[-1])
+    learning_rate = _check_fit_arguments(
+        model, images, labels, epochs, batch_size, log_every, learning_rate, optimizer
+    )
     emit = print_fn if print_fn is not None else (lambda _s: None)
     history: list[list[float]] = []
     first: float | None = None
@@ -190,17 +182,48 @@ def fit(
             if batch_counter % log_every == 0:
                 emit(f"loss at batch {batch_counter}: {loss:.2f}")
             if batch_counter % log_every == 0 or batch_counter == batch_generator.num_batches - 1:
-                start = max(0, min(checked, len(losses) - 10))
-                recent = float(np.mean(losses[start:]))
-                if recent >= LOSS_CEILING / 2 and recent >= 1.5 * first:
-                    raise DivergenceError(
-                        epoch_counter, batch_counter, recent, first, len(losses) - start
-                    )
+                _check_divergence(losses, checked, first, epoch_counter, batch_counter)
                 checked = len(losses)
         history.append(losses)
         if on_epoch_end is not None:
             on_epoch_end(epoch_counter, losses)
     return history
+
+
+def _check_fit_arguments(
+    model: NaiveSequential,
+    images: np.ndarray,
+    labels: np.ndarray,
+    epochs: int,
+    batch_size: int,
+    log_every: int,
+    learning_rate: float,
+    optimizer: Optimizer | None,
+) -> float:
+    """``fit``'s arguments, every one checked before any weight moves; the learning rate."""
+    require_positive_int("epochs", epochs)
+    require_positive_int("batch_size", batch_size)
+    require_positive_int("log_every", log_every)
+    if optimizer is None:
+        learning_rate = require_learning_rate(learning_rate)
+    if len(images) != len(labels):
+        raise ValueError(
+            f"images {shape_str(np.shape(images))} and labels {shape_str(np.shape(labels))} "
+            "must have the same number of samples"
+        )
+    require_labels(labels, len(images), np.shape(model(images[:1]))[-1])
+    return learning_rate
+
+
+def _check_divergence(
+    losses: list[float], checked: int, first: float, epoch: int, batch: int
+) -> None:
+    """At a log point: the mean loss since the last check (the last 10 at least) must not
+    reach both half of LOSS_CEILING and 1.5 times the run's first loss."""
+    start = max(0, min(checked, len(losses) - 10))
+    recent = float(np.mean(losses[start:]))
+    if recent >= LOSS_CEILING / 2 and recent >= 1.5 * first:
+        raise DivergenceError(epoch, batch, recent, first, len(losses) - start)
 
 
 def evaluate(

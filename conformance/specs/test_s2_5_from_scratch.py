@@ -351,6 +351,8 @@ def test_update_weights_subtracts_lr_times_gradient_from_the_weights_given(impl:
     weights = impl.call("model_weights", model)
     grads = [impl.arr(c[f"g{i}"]) for i in range(4)]
     impl.call("update_weights", grads[:2], weights[:2], 0.25)
+    # in-process, ``ws`` would show a write: a model keeping the caller's arrays fails here
+    impl.check_unwritten(ws, "weights")
     after = [impl.to_np(w) for w in impl.call("model_weights", model)]
     for i in range(4):
         want = ws[i] - 0.25 * c[f"g{i}"].astype(impl.dtype) if i < 2 else ws[i]
