@@ -98,7 +98,9 @@ class SnippetStyle:
             return [*lines, f"from {self.module} import {attr} as impl"]
         return [*lines, f"impl = {attr}"]
 
-    def call(self, verb: str, args: list[str], kwargs: dict[str, str], var: str | None) -> list[str]:
+    def call(
+        self, verb: str, args: list[str], kwargs: dict[str, str], var: str | None
+    ) -> list[str]:
         """The lines of one call; ``var`` receives its result (None: a must-raise call)."""
         if self.kind != "book":
             shown = ", ".join([*args, *(f"{k}={v}" for k, v in kwargs.items())])
@@ -167,7 +169,8 @@ class SnippetStyle:
                 "tensorflow": "_l.W.assign(_W); _l.b.assign(_b)",
                 "torch": "_l.W.data = torch.as_tensor(_W); _l.b.data = torch.as_tensor(_b)",
             }.get(self.framework, "_l.W, _l.b = np.array(_W), np.array(_b)")
-            lines += [f"_w = {p['weights']}", f"for _l, _W, _b in zip(_layers, _w[0::2], _w[1::2]): {put}"]  # fmt: skip
+            loop = f"for _l, _W, _b in zip(_layers, _w[0::2], _w[1::2]): {put}"
+            lines += [f"_w = {p['weights']}", loop]
         return lines, "NaiveSequential(_layers)"
 
 
