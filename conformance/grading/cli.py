@@ -5,7 +5,8 @@
   autograder zip, its wheel built from the checkout it is run in (or DIR);
 - ``grade-all SUBMISSIONS --out DIR [--rubric R] [--jobs N]``: grade a folder;
 - ``gradescope-run [--root /autograder]``: what the bundle's run_autograder runs;
-- ``starter [--rubric R] [--format py|ipynb] -o PATH``: the student starter (every verb).
+- ``starter [--rubric R] [--template book|adapter] [--format py|ipynb] -o PATH``: the
+  student starter (the book's blank cells, or every verb and the adapter).
 
 Light at import (argparse only): the work is imported when a subcommand runs.
 """
@@ -150,7 +151,7 @@ def _starter(args: argparse.Namespace) -> int:
     from conformance.grading.rubric import load_rubric
     from conformance.grading.starter import write_starter
 
-    path = write_starter(load_rubric(args.rubric), Path(args.output), args.format)
+    path = write_starter(load_rubric(args.rubric), Path(args.output), args.format, args.template)
     print(f"wrote {path}")
     return 0
 
@@ -207,6 +208,13 @@ def register(sub: Any) -> None:
     s = sub.add_parser("starter", help="write the student starter of an assignment")
     s.add_argument("--rubric", help="rubric TOML: its assignment's verbs (default: the chapter)")
     s.add_argument("--format", choices=["py", "ipynb"], help="default: from -o's suffix")
+    s.add_argument(
+        "--template",
+        choices=["book", "adapter"],
+        default="book",
+        help="book (default): the chapter's code cells, blank, graded by the book's names; "
+        "adapter: one function per verb and the ADAPTER (other frameworks' layouts)",
+    )
     s.add_argument("-o", "--output", required=True, help="the file to write")
     s.set_defaults(classroom_func=_starter)
 
