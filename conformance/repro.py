@@ -19,6 +19,8 @@ arguments; ``SnippetStyle`` turns them into lines.
 from __future__ import annotations
 
 import ast
+import keyword
+import re
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
@@ -184,11 +186,13 @@ def style_for(spec: str, adapter_name: Any) -> SnippetStyle:
     name = str(adapter_name or "")
     book = BOOK_MARK in name
     framework = name.partition(BOOK_MARK)[2].rstrip(")").strip() or "numpy"
-    module = path.stem if path.suffix == ".py" and path.stem.isidentifier() else None
+    importable = path.stem.isidentifier() and not keyword.iskeyword(path.stem)
+    module = path.stem if path.suffix == ".py" and importable else None
+    shown = re.sub(r"[^\w.\- ]", "_", path.name)  # a comment, whatever the file is called
     if module:
-        where = f"# run in the folder of your {path.name}"
+        where = f"# run in the folder of your {shown}"
     elif path.suffix == ".ipynb":
-        where = f"# run in a new cell at the end of your notebook {path.name}, after its cells"
+        where = f"# run in a new cell at the end of your notebook {shown}, after its cells"
     else:
         where = "# run after your code (in the same namespace), in your submission's folder"
     kind = "book" if book else "adapter"

@@ -170,6 +170,8 @@ def test_an_adapter_snippet_imports_the_students_adapter_by_its_file_name(tmp_pa
     [
         ("/autograder/submission/chapter02.ipynb", "at the end of your notebook chapter02.ipynb"),
         ("/tmp/dl-ch2-x/sub/my-work.py", "# run after your code"),
+        ("/tmp/x/class.py", "# run after your code"),
+        ("/tmp/x/a\nimport os.ipynb", "your notebook a_import os.ipynb"),
     ],
 )  # fmt: skip
 def test_notebook_and_odd_file_names_are_named_without_their_folder(spec: str, want: str) -> None:
