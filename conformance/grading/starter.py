@@ -327,8 +327,9 @@ def _objective_of(rubric: Rubric, piece: str) -> Objective | None:
 
 def _book_piece_md(rubric: Rubric, piece: str, call: str, needs: str) -> str:
     objective = _objective_of(rubric, piece)
+    rule = "all its specs must pass" if rubric.credit == "mastery" else "partial credit"
     graded = (
-        f"Graded in: {objective.name} ({objective.points:g} points; all its specs must pass)."
+        f"Graded in: {objective.name} ({objective.points:g} points; {rule})."
         if objective is not None
         else "Not graded in this assignment."
     )
