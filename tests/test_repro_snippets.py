@@ -117,6 +117,8 @@ def test_a_book_snippet_calls_the_students_naive_relu_and_shows_the_wrong_value(
     snippet = _snippet(spec["message"])
     assert "from chapter02 import *" in snippet and "naive_relu(" in snippet, snippet
     assert "impl" not in snippet, snippet
+    # the (20, 10) input is redrawn by a short NumPy recipe, not written out
+    assert "np.random.default_rng(2).uniform(-1, 1, (20, 10))" in snippet and len(snippet) < 1000
     run = _run(snippet, folder)
     assert run.returncode == 0 and "array(" in run.stdout, run.stderr[-2000:]
     got = _got(spec["message"])
