@@ -210,6 +210,16 @@ def test_bundle_end_to_end_grades_a_numpy_submission_without_torch(tmp_path: Pat
     )
     assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]
     assert json.loads((tmp_path / "r.json").read_text())["complete"] is True
+    # a notebook written as the book's code, no adapter: nbformat is in the bundle's venv
+    from fixtures.book_notebooks import book_cells, write_notebook
+
+    shutil.rmtree(root / "submission")
+    (root / "submission").mkdir()
+    write_notebook(book_cells("numpy"), root / "submission" / "chapter02.ipynb")
+    run = subprocess.run([str(root / "source" / "run_autograder")], env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    results = json.loads((root / "results" / "results.json").read_text())
+    assert results["score"] == 100, results["output"][:3000]
 
 
 # -- issue 27: notebooks, and the wheel built from the folder the bundle is made in ---------

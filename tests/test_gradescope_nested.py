@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import pytest
 from gradescope_schema import errors, load_schema
 
 from conformance.grading.grade_all import row_from_run
@@ -80,3 +82,28 @@ def test_the_gradebooks_section_2_2_column_counts_the_section_2_2_objective() ->
     row = row_from_run("alice", _run(SPECS), rubric)
     assert row.sections.get("2.2") == objective.points > 0
     assert row.sections.get("2.3", 0) >= 5  # the tensor product objective passed
+
+
+def test_find_adapter_reads_notebooks_without_nbformat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The notebook assigning ADAPTER is found beside a scratch notebook, with magics in it,
+    even where nbformat is not installed (the issue's "no .py file assigning ADAPTER")."""
+    import json
+    import sys
+
+    from conformance.grading.gradescope import find_adapter
+
+    def notebook(path: Path, *cells: str) -> None:
+        doc = {"nbformat": 4, "nbformat_minor": 5, "metadata": {},
+               "cells": [{"cell_type": "code", "source": c, "metadata": {}, "outputs": [],
+                          "execution_count": None} for c in cells]}  # fmt: skip
+        path.write_text(json.dumps(doc))
+
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    notebook(sub / "scratch.ipynb", "%matplotlib inline\nx = 1")
+    notebook(sub / "mine.ipynb", "%%time\nnot python", "!pip list\nimport numpy as np",
+             "class A:\n    pass\n\nADAPTER = A()")  # fmt: skip
+    monkeypatch.setitem(sys.modules, "nbformat", None)  # import nbformat raises ImportError
+    assert find_adapter(sub) == sub / "mine.ipynb"

@@ -31,7 +31,7 @@ from typing import Any
 
 from conformance.atomic import atomic_write
 from conformance.grading.frameworks import book_entry
-from conformance.grading.notebook import notebook_source
+from conformance.grading.notebook import notebook_cells
 from conformance.grading.rubric import Rubric, ScoredSpec, load_rubric, score_report
 
 __all__ = [
@@ -390,28 +390,45 @@ def write_gradescope(path: str | Path, results: Mapping[str, Any]) -> Path:
     return atomic_write(path, json.dumps(results, indent=1) + "\n")
 
 
+def _sources(path: Path) -> list[str | bytes]:
+    """A file's code to parse: a .py file whole, a notebook cell by cell (read as JSON, so
+    no nbformat is needed; IPython lines blanked, a cell that still fails to parse skipped)."""
+    if path.suffix != ".ipynb":
+        return [path.read_bytes()]
+    out: list[str | bytes] = []
+    for cell in notebook_cells(path):
+        lines = str(cell["source"]).splitlines()
+        if lines and lines[0].lstrip().startswith("%%"):
+            continue  # a cell magic: not Python
+        out.append("\n".join("" if ln.lstrip().startswith(("%", "!")) else ln for ln in lines))
+    return out
+
+
 def _assigns_adapter(path: Path) -> bool:
     try:
-        if path.suffix == ".ipynb":
-            source: str | bytes = notebook_source(path)[0]
-        else:
-            source = path.read_bytes()
-        tree = ast.parse(source, filename=str(path))
-    except (SyntaxError, ValueError, OSError):
+        sources = _sources(path)
+    except (ValueError, OSError):
         return False
-    for node in tree.body:
-        targets: list[ast.expr] = []
-        if isinstance(node, ast.Assign):
-            targets = list(node.targets)
-        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
-            targets = [node.target]
-        elif isinstance(node, ast.ImportFrom) and any(
-            (a.asname or a.name) == "ADAPTER" for a in node.names
-        ):
-            return True
-        if any(isinstance(t, ast.Name) and t.id == "ADAPTER" for t in targets):
+    for source in sources:
+        try:
+            tree = ast.parse(source, filename=str(path))
+        except (SyntaxError, ValueError):
+            continue
+        if any(_names_adapter(node) for node in tree.body):
             return True
     return False
+
+
+def _names_adapter(node: ast.stmt) -> bool:
+    """A top-level statement binding ``ADAPTER`` (an assignment or an import)."""
+    targets: list[ast.expr] = []
+    if isinstance(node, ast.Assign):
+        targets = list(node.targets)
+    elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+        targets = [node.target]
+    elif isinstance(node, ast.ImportFrom):
+        return any((a.asname or a.name) == "ADAPTER" for a in node.names)
+    return any(isinstance(t, ast.Name) and t.id == "ADAPTER" for t in targets)
 
 
 def _python_files(folder: Path) -> list[Path]:
