@@ -70,6 +70,7 @@ _ACTIVATIONS = {
     "torch": {"relu": "torch.relu", "softmax": "(lambda x: torch.softmax(x, dim=-1))"},
 }
 _FW_IMPORT = {"tensorflow": "import tensorflow as tf", "torch": "import torch"}
+_FW_SEED = {"tensorflow": "tf.random.set_seed({})", "torch": "torch.manual_seed({})"}
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,8 @@ class SnippetStyle:
         return f"{name} = {value}  # your code reads this global"
 
     def _book(self, verb: str, args: list[str], p: dict[str, str]) -> tuple[list[str], str]:
+        if verb == "predict" and self.framework == "torch":
+            return [], f"{args[0]}(torch.as_tensor({args[1]}))"
         if verb in _NUMPY_FORMS:
             return [], _NUMPY_FORMS[verb].format(*args)
         if verb == "asarray":
@@ -164,12 +167,15 @@ class SnippetStyle:
             f"NaiveDense({n_in}, {n_out}, {acts.get(str(a), '(lambda x: x)')})"
             for n_in, n_out, a in layers
         )
-        seed = p.get("seed", "None")
-        lines = [f"np.random.seed({seed} or 0)", f"_layers = [{built}]"]
+        seed = f"{p.get('seed', 'None')} or 0"
+        lines = [f"np.random.seed({seed})", f"_layers = [{built}]"]
+        if self.framework in _FW_SEED:  # the grader seeds the framework's generator too
+            lines.insert(1, _FW_SEED[self.framework].format(seed))
         if p.get("weights", "None") != "None":
             put = {
                 "tensorflow": "_l.W.assign(_W); _l.b.assign(_b)",
-                "torch": "_l.W.data = torch.as_tensor(_W); _l.b.data = torch.as_tensor(_b)",
+                "torch": "_l.W.data.copy_(torch.as_tensor(_W)); "
+                "_l.b.data.copy_(torch.as_tensor(_b))",
             }.get(self.framework, "_l.W, _l.b = np.array(_W), np.array(_b)")
             loop = f"for _l, _W, _b in zip(_layers, _w[0::2], _w[1::2]): {put}"
             lines += [f"_w = {p['weights']}", loop]

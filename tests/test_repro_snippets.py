@@ -187,3 +187,22 @@ def test_the_graders_own_adapters_keep_load_adapter() -> None:
     assert "impl = load_adapter('numpy')" in style_for("numpy", "numpy-reference").preamble()
     other = style_for("mypkg.impl:THING", "x").preamble()
     assert "from mypkg.impl import THING as impl" in other
+
+
+def test_a_torch_book_snippet_builds_the_model_with_the_given_weights_and_predicts(
+    tmp_path: Path,
+) -> None:
+    """The book's model in PyTorch (the book-style torch cells): the snippet's weights go
+    into the students' tensors and the prediction comes out, as the grader computed it."""
+    torch = pytest.importorskip("torch")
+    cells = book_cells("torch")
+    code = [c for c in cells if c.startswith(("import", "class Naive", "def relu", "def softmax"))]
+    namespace: dict[str, Any] = {}
+    exec("\n\n".join(c for c in code if "matplotlib" not in c), namespace)
+    style = style_for(str(tmp_path / "chapter02.ipynb"), "c (graded by the book's names, torch)")
+    w = "[np.ones((3, 2), dtype='float32'), np.array([0.5, -9.0], dtype='float32')]"
+    lines = style.preamble() + style.call("dense_model", ["[(3, 2, 'relu')]", w, "7"], {}, "out0")
+    lines += style.call("predict", ["out0", "np.ones((1, 3), dtype='float32')"], {}, "out1")
+    assert "torch.manual_seed(7 or 0)" in lines
+    exec("\n".join(lines), namespace)
+    assert torch.equal(namespace["out1"], torch.tensor([[3.5, 0.0]]))
