@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from conformance.grading.client import RemoteError, WorkerLost
+from conformance.repro import style_for
 
 __all__ = [
     "BROKEN_ERRORS",
@@ -101,9 +102,14 @@ def _array_literal(x: np.ndarray) -> str:
 
 @dataclass
 class _Call:
-    line: str
+    line: str  # as the adapter's verb (``out3 = impl.relu(...)``), for the call graph
     uses: set[str]
     result: str | None = None  # the variable holding the result, if printable
+    verb: str = ""
+    args: list[str] = field(default_factory=list)
+    kwargs: dict[str, str] = field(default_factory=dict)
+    var: str | None = None  # None: a must-raise call, whose result is not kept
+    many: bool = False  # the result is a list or tuple (printed as is, in the book's terms)
 
 
 @dataclass
@@ -168,15 +174,13 @@ class Impl:
 
     def _record(self, verb: str, args: tuple[Any, ...], kwargs: dict[str, Any], note: str) -> str:
         uses: set[str] = set()
-        shown = ", ".join(
-            [
-                *(self._render(a, uses) for a in args),
-                *(f"{k}={self._render(v, uses)}" for k, v in kwargs.items()),
-            ]
-        )
+        rendered = [self._render(a, uses) for a in args]
+        named = {k: self._render(v, uses) for k, v in kwargs.items()}
+        shown = ", ".join([*rendered, *(f"{k}={v}" for k, v in named.items())])
         var = f"out{len(self.calls)}"
         prefix = "" if note else f"{var} = "
-        self.calls.append(_Call(f"{prefix}impl.{verb}({shown}){note}", uses))
+        line = f"{prefix}impl.{verb}({shown}){note}"
+        self.calls.append(_Call(line, uses, None, verb, rendered, named, None if note else var))
         return var
 
     def repro(self) -> str:
@@ -197,17 +201,20 @@ class Impl:
                     made = self.calls[j].line.startswith(f"{name} = ")
                     if made or name in self.calls[j].uses:
                         todo.append(j)
-        lines = [
-            "import base64, zlib",
-            "import numpy as np",
-            "from numpy import inf, nan",
-            "from conformance.adapter import load_adapter",
-            f"impl = load_adapter({self.spec!r})",
-        ]
+        style = style_for(self.spec, getattr(self.adapter, "name", ""))
+        lines = style.preamble()
         picked = sorted(chosen)
-        lines += [self.calls[i].line for i in picked]
-        results = [self.calls[i].result for i in picked if i in seeds]
-        lines += [f"print({r!r}, repr(impl.to_numpy({r})))" for r in results[-3:] if r]
+        for i in picked:
+            c = self.calls[i]
+            lines += style.call(c.verb, c.args, c.kwargs, c.var)
+            if not c.var:
+                lines[-1] += "  # must raise"
+        results = [
+            c.result
+            for c in (self.calls[i] for i in picked if i in seeds)
+            if c.result and (style.kind == "book" or not c.many)
+        ]
+        lines += [style.show(r) for r in results[-3:]]
         return "reproduce with:\n    " + "\n    ".join(lines)
 
     # -- calling verbs ----------------------------------------------------------------------
@@ -226,8 +233,9 @@ class Impl:
         else:
             self.succeeded.add(verb)
             self._name(out, var)
-            if out is not None and not isinstance(out, (list, tuple, str)):
+            if out is not None and not isinstance(out, str):
                 self.calls[-1].result = var
+                self.calls[-1].many = isinstance(out, (list, tuple))
             return out
         fail(f"{_raised(verb, error)}\n{self.repro()}")
 

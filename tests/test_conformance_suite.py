@@ -269,17 +269,24 @@ def test_the_repro_snippet_of_a_failing_torch_spec_runs_and_shows_the_same_failu
     start = out.index("relu on golden case")
     snippet = _snippet(out[start:])
     assert "impl.asarray(np.array([[" in snippet and "tensor(" not in snippet
+    # run in the submission's folder, it imports the student's file by its name (issue 27)
+    assert "from broken_torch import ADAPTER as impl" in snippet and "conformance" not in snippet
     run = subprocess.run(
         [sys.executable, "-c", snippet + "\nimport sys; sys.stdout.flush()"],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=tmp_path,
         timeout=120,
     )
     assert run.returncode == 0, run.stderr
     namespace: dict[str, Any] = {}
-    with contextlib.redirect_stdout(io.StringIO()):
-        exec(snippet, namespace)  # the snippet the suite printed
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            exec(snippet, namespace)  # the snippet the suite printed
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("broken_torch", None)
     var = [ln for ln in snippet.splitlines() if " = impl.relu(" in ln][-1].split(" = ")[0]
     result = namespace["impl"].to_numpy(namespace[var])
     assert result[i, j] == got
@@ -287,7 +294,7 @@ def test_the_repro_snippet_of_a_failing_torch_spec_runs_and_shows_the_same_failu
     start = out.index("dot(...) raised ValueError: planted: no rank-4 dot")
     snippet = _snippet(out[start:])
     run = subprocess.run(
-        [sys.executable, "-c", snippet], capture_output=True, text=True, cwd=ROOT, timeout=120
+        [sys.executable, "-c", snippet], capture_output=True, text=True, cwd=tmp_path, timeout=120
     )
     assert run.returncode != 0 and "ValueError: planted: no rank-4 dot" in run.stderr
 

@@ -38,7 +38,7 @@ def verbs_of(adapter: Any) -> set[str]:
 
 
 def test_the_py_starter_has_every_verb_of_the_chapter_each_raising(tmp_path: Path) -> None:
-    path = write_starter(load_rubric(), tmp_path / "adapter.py")
+    path = write_starter(load_rubric(), tmp_path / "adapter.py", template="adapter")
     module = load(path.read_text())
     adapter = module.ADAPTER
     assert verbs_of(adapter) == CHAPTER_VERBS
@@ -56,13 +56,13 @@ def test_the_py_starter_has_every_verb_of_the_chapter_each_raising(tmp_path: Pat
 
 def test_a_narrower_assignment_gets_a_smaller_starter(tmp_path: Path) -> None:
     rubric = parse_rubric('[assignment]\ncovers = ["naive_ops"]')
-    module = load(write_starter(rubric, tmp_path / "s.py").read_text())
+    module = load(write_starter(rubric, tmp_path / "s.py", template="adapter").read_text())
     assert verbs_of(module.ADAPTER) == set(VERBS["core"]) | set(VERBS["naive_ops"])
     assert module.ADAPTER.capabilities == frozenset({"naive_ops"})
 
 
 def test_the_notebook_starter_is_valid_and_holds_the_same_code(tmp_path: Path) -> None:
-    path = write_starter(load_rubric(), tmp_path / "starter.ipynb")
+    path = write_starter(load_rubric(), tmp_path / "starter.ipynb", template="adapter")
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
@@ -74,7 +74,7 @@ def test_the_notebook_starter_is_valid_and_holds_the_same_code(tmp_path: Path) -
 
 @pytest.mark.slow
 def test_the_starter_graded_as_is_scores_0(tmp_path: Path) -> None:
-    path = write_starter(load_rubric(), tmp_path / "adapter.py")
+    path = write_starter(load_rubric(), tmp_path / "adapter.py", template="adapter")
     run = run_grade(str(path), tmp_path / "grade", load_rubric())
     assert run.report is not None, run.error
     scored, _ = score_report(run.report, load_rubric())

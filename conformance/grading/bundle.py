@@ -30,11 +30,19 @@ from pathlib import Path
 from conformance.atomic import atomic_path
 from conformance.grading.rubric import Rubric, load_rubric
 
-__all__ = ["GRADER_REQUIREMENTS", "build_bundle", "build_wheel", "pinned_requirements"]
+__all__ = [
+    "GRADER_REQUIREMENTS",
+    "build_bundle",
+    "build_wheel",
+    "pinned_requirements",
+    "source_checkout",
+]
 
-#: What grading needs besides dl-ch2 itself (the suite imports no torch).
+#: What grading needs besides dl-ch2 itself (the suite imports no torch; nbformat reads a
+#: notebook submission's cells).
 GRADER_REQUIREMENTS = (
     "numpy",
+    "nbformat",
     "pytest",
     "pytest-xdist",
     "pytest-timeout",
@@ -135,18 +143,40 @@ def pinned_requirements(top: Iterable[str]) -> list[str]:
     return [lines[k] for k in sorted(lines)]
 
 
-def repo_root() -> Path | None:
-    """The source checkout holding this package, if it is one (it has a pyproject.toml)."""
-    root = Path(__file__).resolve().parents[2]
-    return root if (root / "pyproject.toml").is_file() else None
+def source_checkout(start: Path | None = None) -> Path | None:
+    """The dl-ch2 source checkout holding ``start`` (default: the current folder), found
+    upwards by its pyproject.toml naming dl-ch2; None if there is none. The bundle is built
+    from the folder it is run in, never from wherever the installed package lives."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        project = folder / "pyproject.toml"
+        if project.is_file() and _names_dl_ch2(project):
+            return folder
+    return None
+
+
+def _names_dl_ch2(project: Path) -> bool:
+    try:
+        text = project.read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return any(
+        line.replace(" ", "") in ('name="dl-ch2"', "name='dl-ch2'", 'name="dl_ch2"')
+        for line in text.splitlines()
+    )
 
 
 def build_wheel(dest: Path, source: Path | None = None) -> Path:
-    """Build dl-ch2's wheel from its checkout with ``pip wheel --no-deps``; returns its path."""
-    source = source or repo_root()
+    """Build dl-ch2's wheel with ``pip wheel --no-deps`` from ``source``, a dl-ch2 checkout
+    (default: the one the current folder is in); returns its path."""
+    if source is not None and (not (source / "pyproject.toml").is_file() or
+                               not _names_dl_ch2(source / "pyproject.toml")):  # fmt: skip
+        raise ValueError(f"--source {source}: not a dl-ch2 checkout (no pyproject.toml naming it)")
+    source = source or source_checkout()
     if source is None:
         raise ValueError(
-            "no dl-ch2 source checkout here to build the wheel from: pass --wheel PATH"
+            f"no dl-ch2 source checkout at or above {Path.cwd()} to build the wheel from: "
+            "run this in the checkout, or pass --source DIR or --wheel PATH"
         )
     dest.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
@@ -157,7 +187,7 @@ def build_wheel(dest: Path, source: Path | None = None) -> Path:
     wheels = sorted(dest.glob("dl_ch2-*.whl"))
     if proc.returncode != 0 or not wheels:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise RuntimeError(f"building the dl-ch2 wheel failed: {tail[0]}")
+        raise RuntimeError(f"building the dl-ch2 wheel from {source} failed: {tail[0]}")
     return wheels[-1]
 
 
@@ -173,14 +203,16 @@ def build_bundle(
     rubric_path: Path | None = None,
     *,
     wheel: Path | None = None,
+    source: Path | None = None,
 ) -> list[str]:
-    """Write the autograder zip to ``out``; returns the names it holds."""
+    """Write the autograder zip to ``out``; returns the names it holds. The wheel is
+    ``wheel``, else built from ``source`` (else the checkout the current folder is in)."""
     rubric: Rubric = load_rubric(rubric_path)
     top = [*GRADER_REQUIREMENTS, *(TORCH_REQUIREMENTS if rubric.uses_torch else ())]
     requirements = "\n".join(pinned_requirements(top)) + "\n"
     with tempfile.TemporaryDirectory(prefix="dl-ch2-bundle-") as tmp:
         if wheel is None:
-            wheel = build_wheel(Path(tmp))
+            wheel = build_wheel(Path(tmp), source)
         elif not wheel.is_file() or not wheel.name.startswith("dl_ch2-"):
             raise ValueError(f"--wheel {wheel}: not a dl_ch2 wheel file")
         members = {

@@ -1,10 +1,12 @@
 """The course-staff subcommands, shared by ``python -m conformance`` and ``dl-ch2``.
 
 - ``grade ADAPTER --gradescope PATH [--rubric R]``: also write Gradescope's results.json;
-- ``gradescope-bundle [--rubric R] -o autograder.zip [--wheel W]``: the autograder zip;
+- ``gradescope-bundle [--rubric R] -o autograder.zip [--wheel W | --source DIR]``: the
+  autograder zip, its wheel built from the checkout it is run in (or DIR);
 - ``grade-all SUBMISSIONS --out DIR [--rubric R] [--jobs N]``: grade a folder;
 - ``gradescope-run [--root /autograder]``: what the bundle's run_autograder runs;
-- ``starter [--rubric R] [--format py|ipynb] -o PATH``: the student starter (every verb).
+- ``starter [--rubric R] [--template book|adapter] [--format py|ipynb] -o PATH``: the
+  student starter (the book's blank cells, or every verb and the adapter).
 
 Light at import (argparse only): the work is imported when a subcommand runs.
 """
@@ -82,6 +84,7 @@ def _bundle(args: argparse.Namespace) -> int:
         Path(args.output),
         Path(args.rubric) if args.rubric else None,
         wheel=Path(args.wheel) if args.wheel else None,
+        source=Path(args.source) if args.source else None,
     )
     print(f"wrote {args.output}: {', '.join(names)}")
     return 0
@@ -148,7 +151,7 @@ def _starter(args: argparse.Namespace) -> int:
     from conformance.grading.rubric import load_rubric
     from conformance.grading.starter import write_starter
 
-    path = write_starter(load_rubric(args.rubric), Path(args.output), args.format)
+    path = write_starter(load_rubric(args.rubric), Path(args.output), args.format, args.template)
     print(f"wrote {path}")
     return 0
 
@@ -165,7 +168,14 @@ def register(sub: Any) -> None:
     b = sub.add_parser("gradescope-bundle", help="build Gradescope's autograder zip")
     b.add_argument("--rubric", help="rubric TOML (default: every spec 1 point)")
     b.add_argument("-o", "--output", default="autograder.zip")
-    b.add_argument("--wheel", help="dl-ch2 wheel to ship (default: build it from this checkout)")
+    b.add_argument(
+        "--wheel", help="dl-ch2 wheel to ship (default: build it from the checkout, --source)"
+    )
+    b.add_argument(
+        "--source",
+        help="the dl-ch2 checkout to build the wheel from (default: the one the current "
+        "folder is in)",
+    )
     b.set_defaults(classroom_func=_bundle)
 
     a = sub.add_parser("grade-all", help="grade a folder of submissions")
@@ -198,6 +208,13 @@ def register(sub: Any) -> None:
     s = sub.add_parser("starter", help="write the student starter of an assignment")
     s.add_argument("--rubric", help="rubric TOML: its assignment's verbs (default: the chapter)")
     s.add_argument("--format", choices=["py", "ipynb"], help="default: from -o's suffix")
+    s.add_argument(
+        "--template",
+        choices=["book", "adapter"],
+        default="book",
+        help="book (default): the chapter's code cells, blank, graded by the book's names; "
+        "adapter: one function per verb and the ADAPTER (other frameworks' layouts)",
+    )
     s.add_argument("-o", "--output", required=True, help="the file to write")
     s.set_defaults(classroom_func=_starter)
 

@@ -31,14 +31,15 @@ from typing import Any
 
 from conformance.atomic import atomic_write
 from conformance.grading.frameworks import book_entry
-from conformance.grading.notebook import notebook_source
-from conformance.grading.rubric import Rubric, load_rubric, score_report
+from conformance.grading.notebook import notebook_cells
+from conformance.grading.rubric import Rubric, ScoredSpec, load_rubric, score_report
 
 __all__ = [
     "AUTOGRADER_ROOT_ENV",
     "GradeRun",
     "find_adapter",
     "gradescope_results",
+    "gradescope_tests",
     "run_autograder",
     "run_grade",
     "write_gradescope",
@@ -179,14 +180,33 @@ def run_grade(
                         hide=hide, folder=folder, options=options)  # fmt: skip
     if hard_timeout_s is None:
         hard_timeout_s = _hard_timeout(rubric, options)
+    start = time.perf_counter()
+    returncode, log = _run_child(cmd, workdir, _child_env(env), hard_timeout_s)
+    elapsed = time.perf_counter() - start
+    report, error = _read_report(report_json, returncode, log)
+    if returncode is None:
+        error = f"the grade was killed after {hard_timeout_s:g} s (it hung)"
+    card = report_md.read_text(encoding="utf-8") if report_md.exists() else ""
+    return GradeRun(returncode, report, card, elapsed, error, log)
+
+
+def _child_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    """The grade's environment: quiet warnings, and this checkout's (or the installed)
+    conformance first on the path, never the submission's."""
     child_env = dict(os.environ if env is None else env)
     child_env.setdefault("PYTHONWARNINGS", "ignore")
-    # the child must import the installed (or this checkout's) conformance, not the submission's
     here = str(Path(__file__).resolve().parents[2])
     child_env["PYTHONPATH"] = os.pathsep.join(
         p for p in (here, child_env.get("PYTHONPATH", "")) if p
     )
-    start = time.perf_counter()
+    return child_env
+
+
+def _run_child(
+    cmd: list[str], workdir: Path, env: dict[str, str], timeout_s: float
+) -> tuple[int | None, str]:
+    """(exit code, or None if killed after ``timeout_s``; its output) of the grade's child,
+    run in its own process group (killed whole)."""
     with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as out:
         proc = subprocess.Popen(
             cmd,
@@ -194,38 +214,40 @@ def run_grade(
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=child_env,
+            env=env,
             start_new_session=True,
         )
         _RUNNING.add(proc)
         returncode: int | None
         try:
-            returncode = proc.wait(timeout=hard_timeout_s)
+            returncode = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             returncode = None
         finally:
             _RUNNING.discard(proc)
         out.seek(0)
-        log = out.read()
-    elapsed = time.perf_counter() - start
+        return returncode, out.read()
+
+
+def _read_report(
+    report_json: Path, returncode: int | None, log: str
+) -> tuple[dict[str, Any] | None, str | None]:
+    """(the report, or None; why there is none, or why it cannot be trusted)."""
     report: dict[str, Any] | None = None
     error: str | None = None
-    if returncode is None:
-        error = f"the grade was killed after {hard_timeout_s:g} s (it hung)"
     if report_json.exists():
         try:
             loaded = json.loads(report_json.read_text(encoding="utf-8"))
             report = loaded if isinstance(loaded, dict) else None
         except (OSError, ValueError) as exc:
-            error = error or f"the report could not be read: {exc}"
-    if report is None and error is None:
+            error = f"the report could not be read: {exc}"
+    if report is None and error is None and returncode is not None:
         if returncode in (2, 4):  # usage error (4: pytest's own, before the grader's 2)
             error = f"the submission could not be graded: {_error_line(log)}"
         else:
             error = f"the grader exited with code {returncode} and no report: {_error_line(log)}"
-    card = report_md.read_text(encoding="utf-8") if report_md.exists() else ""
-    return GradeRun(returncode, report, card, elapsed, error, log)
+    return report, error
 
 
 #: The grades running now (their child processes), so a stopped batch can end them.
@@ -266,6 +288,66 @@ def _test_name(spec_id: str) -> str:
     return spec_id.rpartition("::")[2] or spec_id
 
 
+#: At most this many characters of one failed spec's message in an objective's output.
+SPEC_OUTPUT_LIMIT = 6000
+
+
+def _spec_lines(spec: ScoredSpec) -> str:
+    """A failed spec in its objective's output: its name and one-line message, then the
+    rest of the message (got and expected, the reproduce-with snippet) indented."""
+    text = spec.output.strip()
+    if len(text) > SPEC_OUTPUT_LIMIT:
+        text = text[:SPEC_OUTPUT_LIMIT] + "\n... (cut: the report card has the whole message)"
+    first, _, rest = text.partition("\n")
+    lines = [f"- {_test_name(spec.id)}: {first}"]
+    lines += [f"    {line}" for line in rest.splitlines()]
+    return "\n".join(lines)
+
+
+def _objective_output(head: ScoredSpec, specs: Sequence[ScoredSpec]) -> str:
+    """An objective's output: how it scored, then each failed spec it holds (hidden specs
+    counted, not shown)."""
+    out = head.output.replace(" See each spec's entry for why.", "")
+    failed = [s for s in specs if not s.passed]
+    shown = [s for s in failed if s.visibility == "visible"]
+    if shown:
+        out += "\n\nFailed specs:\n" + "\n".join(_spec_lines(s) for s in shown)
+    return out
+
+
+def _test_entry(s: ScoredSpec, name: str, output: str) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": name,
+        "number": s.number,
+        "score": s.score,
+        "max_score": s.max_score,
+        "status": "passed" if s.passed else "failed",
+        "tags": [s.section],
+        "visibility": s.visibility,
+    }
+    if output:
+        entry["output"] = output
+    return entry
+
+
+def gradescope_tests(scored: Sequence[ScoredSpec]) -> list[dict[str, Any]]:
+    """Gradescope's ``tests``, nested by learning objective (issue 27): one entry per
+    objective, its output listing its failed specs with their messages and snippets; a spec
+    outside every objective has its own entry if it carries points. No 0/0 entries."""
+    members: dict[str, list[ScoredSpec]] = {}
+    for s in scored:
+        if s.kind == "spec" and s.objective is not None:
+            members.setdefault(s.objective, []).append(s)
+    tests = []
+    for s in scored:
+        if s.kind == "objective":
+            specs = members.get(str(s.objective), [])
+            tests.append(_test_entry(s, str(s.objective), _objective_output(s, specs)))
+        elif s.objective is None and s.max_score > 0:
+            tests.append(_test_entry(s, _test_name(s.id), s.output))
+    return tests
+
+
 def gradescope_results(
     run: GradeRun, rubric: Rubric, *, extra_output: Sequence[str] = ()
 ) -> dict[str, Any]:
@@ -288,19 +370,7 @@ def gradescope_results(
         elif run.error:
             notes.insert(0, f"**Grader problem**: {run.error}")
         notes += score_notes
-        for s in scored:
-            entry: dict[str, Any] = {
-                "name": _test_name(s.id),
-                "number": s.number,
-                "score": s.score,
-                "max_score": s.max_score,
-                "status": "passed" if s.passed else "failed",
-                "tags": [s.section],
-                "visibility": s.visibility,
-            }
-            if s.output:
-                entry["output"] = s.output
-            tests.append(entry)
+        tests = gradescope_tests(scored)
         score = sum(s.score for s in scored)
     output = "\n\n".join([*notes, run.card_md.strip()]).strip() + "\n"
     return {
@@ -320,28 +390,45 @@ def write_gradescope(path: str | Path, results: Mapping[str, Any]) -> Path:
     return atomic_write(path, json.dumps(results, indent=1) + "\n")
 
 
+def _sources(path: Path) -> list[str | bytes]:
+    """A file's code to parse: a .py file whole, a notebook cell by cell (read as JSON, so
+    no nbformat is needed; IPython lines blanked, a cell that still fails to parse skipped)."""
+    if path.suffix != ".ipynb":
+        return [path.read_bytes()]
+    out: list[str | bytes] = []
+    for cell in notebook_cells(path):
+        lines = str(cell["source"]).splitlines()
+        if lines and lines[0].lstrip().startswith("%%"):
+            continue  # a cell magic: not Python
+        out.append("\n".join("" if ln.lstrip().startswith(("%", "!")) else ln for ln in lines))
+    return out
+
+
 def _assigns_adapter(path: Path) -> bool:
     try:
-        if path.suffix == ".ipynb":
-            source: str | bytes = notebook_source(path)[0]
-        else:
-            source = path.read_bytes()
-        tree = ast.parse(source, filename=str(path))
-    except (SyntaxError, ValueError, OSError):
+        sources = _sources(path)
+    except (ValueError, OSError):
         return False
-    for node in tree.body:
-        targets: list[ast.expr] = []
-        if isinstance(node, ast.Assign):
-            targets = list(node.targets)
-        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
-            targets = [node.target]
-        elif isinstance(node, ast.ImportFrom) and any(
-            (a.asname or a.name) == "ADAPTER" for a in node.names
-        ):
-            return True
-        if any(isinstance(t, ast.Name) and t.id == "ADAPTER" for t in targets):
+    for source in sources:
+        try:
+            tree = ast.parse(source, filename=str(path))
+        except (SyntaxError, ValueError):
+            continue
+        if any(_names_adapter(node) for node in tree.body):
             return True
     return False
+
+
+def _names_adapter(node: ast.stmt) -> bool:
+    """A top-level statement binding ``ADAPTER`` (an assignment or an import)."""
+    targets: list[ast.expr] = []
+    if isinstance(node, ast.Assign):
+        targets = list(node.targets)
+    elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+        targets = [node.target]
+    elif isinstance(node, ast.ImportFrom):
+        return any((a.asname or a.name) == "ADAPTER" for a in node.names)
+    return any(isinstance(t, ast.Name) and t.id == "ADAPTER" for t in targets)
 
 
 def _python_files(folder: Path) -> list[Path]:

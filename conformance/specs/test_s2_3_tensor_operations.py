@@ -213,8 +213,11 @@ def test_naive_ops_equal_vectorized_and_leave_inputs(impl: Impl, verb: str, xs, 
     rng = np.random.default_rng(2)
     x = rng.uniform(-1, 1, xs).astype(impl.dtype)
     y = rng.uniform(-1, 1, ys).astype(impl.dtype) if ys else None
-    tx = impl.arr(x)
-    ty = impl.arr(y) if y is not None else None
+    # the snippet redraws them: two short lines, not 200 literals
+    draw = f"np.random.default_rng(2).uniform(-1, 1, {xs})"
+    then = f"(_g := np.random.default_rng(2), _g.uniform(-1, 1, {xs}), _g.uniform(-1, 1, {ys}))[-1]"
+    tx = impl.arr(x, source=draw)
+    ty = impl.arr(y, source=then) if y is not None else None
     out = impl.run(verb, *([tx] if ty is None else [tx, ty]))
     check_close(
         impl,
