@@ -623,7 +623,6 @@ def test_the_port_has_short_functions_and_fit_reads_like_the_notebook() -> None:
 LONG_FUNCTIONS_BEING_SPLIT = {
     "dl_ch2_tools/bench.py:run_bench",
     "dl_ch2_tools/bench.py:markdown_table",
-    "conformance/grading/gradescope.py:run_grade",
 }
 
 
