@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
+
+import numpy as np
+import pytest
 
 
 def test_the_grade_command_imports_no_torch() -> None:
@@ -35,3 +39,42 @@ def test_train_options_still_name_their_choices() -> None:
         capture_output=True, text=True,
     )  # fmt: skip
     assert out.returncode == 2 and "'keras-2.6', 'keras-3'" in out.stderr, out.stderr
+
+
+class _Echo:
+    name = "echo"
+    capabilities = frozenset()
+
+    def asarray(self, x: Any, dtype: str | None = None) -> Any:
+        return np.array(x, dtype=dtype)
+
+    def broken(self, x: Any) -> Any:
+        raise ValueError("broken")
+
+
+def test_a_passing_spec_does_not_print_its_big_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big input's literal (compressed) is written only when a snippet is shown: MNIST's
+    6,000 images cost 2 s of zlib in every grade, for a snippet nobody read."""
+    import zlib
+
+    from conformance import harness
+
+    calls: list[int] = []
+    real = zlib.compress
+    monkeypatch.setattr(harness.zlib, "compress", lambda b, *a: calls.append(1) or real(b, *a))
+    x = np.random.default_rng(0).integers(0, 4, (100, 50)).astype(np.float64)
+    impl = harness.Impl(_Echo(), "echo.py", "float64", "cpu")
+    handle = impl.arr(x)
+    assert calls == []  # nothing printed while the spec passes
+    x[0, 0] = 7.0  # the spec changes its own array after the call
+    with pytest.raises(pytest.fail.Exception) as info:
+        impl.call("broken", handle)
+    assert calls, "the failing spec's snippet prints the input"
+    snippet = str(info.value).split("reproduce with:\n", 1)[1]
+    code = next(line for line in snippet.splitlines() if "impl.asarray(" in line)
+    literal = code.split("impl.asarray(", 1)[1].rsplit(", 'float64')", 1)[0]
+    import base64
+
+    rebuilt = eval(literal, {"np": np, "zlib": zlib, "base64": base64})  # noqa: S307 (ours)
+    assert rebuilt.shape == (100, 50) and rebuilt[0, 0] != 7.0  # as the call saw it
+    np.testing.assert_array_equal(rebuilt[1:], x[1:])
