@@ -449,6 +449,12 @@ def _add_train(sub: Any) -> None:
     train.add_argument(
         "--force", action="store_true", help="replace an earlier run's files in --out"
     )
+    _add_train_outputs(train)
+    train.set_defaults(func=_train)
+
+
+def _add_train_outputs(train: argparse.ArgumentParser) -> None:
+    """``train``'s data, figures, compilation and RMSprop options."""
     train.add_argument("--root", type=folder_arg, default=None, help=DATA_ROOT_HELP)
     train.add_argument("--no-figures", action="store_true", help="skip the chapter's figures")
     train.add_argument(
@@ -469,7 +475,6 @@ def _add_train(sub: Any) -> None:
         help="under torchrun: seconds a collective may wait for a peer before the job "
         "fails (default: $DL_CH2_DIST_TIMEOUT, else 60)",
     )
-    train.set_defaults(func=_train)
 
 
 def _add_bench(sub: Any) -> None:

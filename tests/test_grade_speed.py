@@ -6,12 +6,17 @@ cost, so it fails when the cost comes back.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_grade_command_imports_no_torch() -> None:
@@ -75,6 +80,49 @@ def test_a_passing_spec_does_not_print_its_big_inputs(monkeypatch: pytest.Monkey
     literal = code.split("impl.asarray(", 1)[1].rsplit(", 'float64')", 1)[0]
     import base64
 
-    rebuilt = eval(literal, {"np": np, "zlib": zlib, "base64": base64})  # noqa: S307 (ours)
+    rebuilt = eval(literal, {"np": np, "zlib": zlib, "base64": base64})  # the suite's own snippet
     assert rebuilt.shape == (100, 50) and rebuilt[0, 0] != 7.0  # as the call saw it
     np.testing.assert_array_equal(rebuilt[1:], x[1:])
+
+
+def test_a_grade_imports_the_submission_once(tmp_path: Path) -> None:
+    """One worker start per grade: the submission's import (a notebook's cells) runs once,
+    not once for a metadata probe and again for the specs; a lost worker still restarts."""
+    from worker_shared import shared_dir
+
+    marks = shared_dir("dl-ch2-imports-") / "imports"
+    marks.touch()
+    marks.chmod(0o666)  # each worker may run as a uid of its own
+    student = (ROOT / "conformance" / "examples" / "student_numpy.py").read_text()
+    path = tmp_path / "counted.py"
+    path.write_text(
+        student + f"\nwith open({str(marks)!r}, 'a') as _f:\n    _f.write('imported\\n')\n"
+        "ADAPTER = StudentAdapter()\n"
+    )
+    report = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "conformance", "grade", str(path), "--report-json",
+           str(report), "--", "-k", "naive_relu"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    data = json.loads(report.read_text())
+    assert data["totals"]["passed"] > 0
+    assert marks.read_text().splitlines() == ["imported"]
+    assert data["isolation"]["worker_starts"] == 1
+
+
+def test_a_bad_adapter_is_still_a_one_line_usage_error_before_any_spec(tmp_path: Path) -> None:
+    """Without the probe, the grade's own worker finds the bad attribute: exit 2, one line
+    naming it, no report card, pytest's own ERROR line not printed."""
+    path = tmp_path / "bad.py"
+    student = (ROOT / "conformance" / "examples" / "student_numpy.py").read_text()
+    path.write_text(student + "\nclass Bad(StudentAdapter):\n    capabilities = 'training'\n"
+                    "ADAPTER = Bad()\n")  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", "conformance", "grade", str(path)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    errors = [line for line in out.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("conformance grade: error: "), out.stderr
+    assert "capabilities" in errors[0]
+    assert "report card" not in out.stdout
