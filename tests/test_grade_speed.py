@@ -126,3 +126,42 @@ def test_a_bad_adapter_is_still_a_one_line_usage_error_before_any_spec(tmp_path:
     assert len(errors) == 1 and errors[0].startswith("conformance grade: error: "), out.stderr
     assert "capabilities" in errors[0]
     assert "report card" not in out.stdout
+
+
+def _run_cells(tmp_path: Path, sources: list[str], monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """``cells.run_notebook`` in this process (its import hook and path undone after)."""
+    from conformance.grading import cells
+
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "submission", raising=False)
+    path = tmp_path / "nb.cells.json"
+    path.write_text(json.dumps([{"number": i + 1, "source": s} for i, s in enumerate(sources)]))
+    _module, notes = cells.run_notebook(path, ("fit", "naive_relu"))
+    return notes
+
+
+def test_a_demo_cell_runs_for_less_than_a_cell_defining_book_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cell that defines no book name and imports nothing (a demo: `fit(...)` on MNIST)
+    is stopped sooner than one that defines the book's code; both notes say which limit."""
+    from conformance.grading import cells
+
+    monkeypatch.setattr(cells, "CELL_SECONDS", 0.3)
+    monkeypatch.setattr(cells, "DEMO_CELL_SECONDS", 0.1)
+    spin = "while True:\n    pass\n"
+    notes = _run_cells(
+        tmp_path,
+        ["def fit(x):\n    return x\n" + spin,  # defines a book name: the full limit
+         "import json\n" + spin,  # an import: the full limit (an import cut short breaks)
+         "fit(1)\n" + spin,  # a demo
+         "rate = 0.1\n" + spin],  # defines no book name: a demo too
+        monkeypatch,
+    )  # fmt: skip
+    stopped = [n for n in notes if "stopped after" in n]
+    assert [n.split(":")[0] for n in stopped] == ["cell 1", "cell 2", "cell 3", "cell 4"]
+    assert "after 0.3 s (the grader runs a cell " in stopped[0]
+    assert "after 0.3 s (the grader runs a cell " in stopped[1]
+    assert "after 0.1 s (the grader runs a demo cell (it defines no book name)" in stopped[2]
+    assert "after 0.1 s" in stopped[3]
