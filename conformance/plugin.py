@@ -113,6 +113,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="worker losses (crashes, timeouts) tolerated before the run stops "
         f"(default {DEFAULT_MAX_WORKER_RESTART})",
     )
+    _add_worker_options(group)
+
+
+def _add_worker_options(group: Any) -> None:
+    """What the submission's worker sees, and the supervisor's options (runner.py)."""
     group.addoption(
         "--worker-packages",
         default="numpy",
@@ -124,11 +129,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=[],
         help="a path the submission's worker must not see (repeatable; needs root)",
     )
-    _add_hidden_options(group)
-
-
-def _add_hidden_options(group: Any) -> None:
-    """The supervisor's options (runner.py), not for people."""
+    # the supervisor's, not for people:
     group.addoption("--adapter-metadata", default=None, help=argparse_suppress())
     # the supervisor's one-line usage errors (a bad adapter, a dtype it lacks) go to this file,
     # and pytest prints nothing of its own: the grade's worker is the only one (issue 31)

@@ -149,7 +149,7 @@ def test_a_demo_cell_runs_for_less_than_a_cell_defining_book_names(
     from conformance.grading import cells
 
     monkeypatch.setattr(cells, "CELL_SECONDS", 0.3)
-    monkeypatch.setattr(cells, "DEMO_CELL_SECONDS", 0.1)
+    monkeypatch.setattr(cells, "DEMO_CELL_SECONDS", 0.1)  # (1 s in a grade)
     spin = "while True:\n    pass\n"
     notes = _run_cells(
         tmp_path,
@@ -165,3 +165,133 @@ def test_a_demo_cell_runs_for_less_than_a_cell_defining_book_names(
     assert "after 0.3 s (the grader runs a cell " in stopped[1]
     assert "after 0.1 s (the grader runs a demo cell (it defines no book name)" in stopped[2]
     assert "after 0.1 s" in stopped[3]
+
+
+_FAKE_TORCHVISION = {
+    "torchvision/__init__.py": "from . import datasets\n",
+    "torchvision/datasets/__init__.py": "from .mnist import MNIST\n",
+    # as torchvision's: a download needs the network, which no worker has
+    "torchvision/datasets/mnist.py": (
+        "class MNIST:\n"
+        "    classes = [str(i) for i in range(10)]\n"
+        "    def __init__(self, root, train=True, transform=None, target_transform=None,"
+        " download=False):\n"
+        "        raise RuntimeError('downloading MNIST needs the network')\n"
+        "    def __len__(self):\n        return len(self.data)\n"
+        "    def __getitem__(self, i):\n        return self.data[i], int(self.targets[i])\n"
+    ),
+    "fakekeras/__init__.py": "",
+    "fakekeras/datasets/__init__.py": "",
+    "fakekeras/datasets/mnist.py": (
+        "def load_data(path='mnist.npz'):\n"
+        "    raise OSError('downloading MNIST needs the network')\n"
+    ),
+}
+
+_MNIST_CELLS = [
+    "import torchvision\nfrom fakekeras.datasets import mnist\n",
+    "(train_images, train_labels), (test_images, test_labels) = mnist.load_data()\n",
+    "test_set = torchvision.datasets.MNIST('data', train=False, download=True)\n",
+]
+
+_REPORT = """
+import json, sys
+from pathlib import Path
+from conformance.grading import cells
+module, notes = cells.run_notebook(Path('nb.cells.json'), ('fit',))
+ns = vars(module)
+print(json.dumps({
+    "keras": [list(ns["train_images"].shape), str(ns["train_images"].dtype),
+              ns["test_labels"][:8].tolist()],
+    "torchvision": [type(ns["test_set"]).__mro__[1].__module__, len(ns["test_set"]),
+                    int(ns["test_set"][3][1]), list(ns["test_set"].data.shape)],
+    "notes": notes,
+}))
+"""
+
+
+def _serve(tmp_path: Path, arrays: dict[str, np.ndarray] | None) -> dict[str, Any]:
+    """Run the MNIST cells in a fresh process (torchvision, if installed, never loaded)."""
+    for name, text in _FAKE_TORCHVISION.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    cells = [{"number": i + 1, "source": s} for i, s in enumerate(_MNIST_CELLS)]
+    (tmp_path / "nb.cells.json").write_text(json.dumps(cells))
+    if arrays is not None:
+        from conformance.grading.cells import SERVED_MNIST
+
+        (tmp_path / SERVED_MNIST).mkdir()
+        for name, array in arrays.items():
+            np.save(tmp_path / SERVED_MNIST / f"{name}.npy", array)
+    out = subprocess.run([sys.executable, "-c", _REPORT], cwd=tmp_path, capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    return dict(json.loads(out.stdout.splitlines()[-1]))
+
+
+def test_keras_and_torchvision_mnist_are_served_from_the_graders_copy(tmp_path: Path) -> None:
+    """Keras' ``mnist.load_data()`` and torchvision's ``datasets.MNIST(..., download=True)``
+    (a stand-in torchvision package: torchvision is not installed everywhere the tests run;
+    the hook is the same for the real one, whose ``torchvision.datasets`` imports ``MNIST``
+    from ``torchvision.datasets.mnist``) get what the grader placed beside the submission."""
+    rng = np.random.default_rng(1)
+    arrays = {
+        "train_images": rng.integers(0, 256, (12, 28, 28), dtype=np.uint8),
+        "train_labels": rng.integers(0, 10, 12, dtype=np.uint8),
+        "test_images": rng.integers(0, 256, (9, 28, 28), dtype=np.uint8),
+        "test_labels": rng.integers(0, 10, 9, dtype=np.uint8),
+    }
+    seen = _serve(tmp_path, arrays)
+    assert seen["keras"] == [[12, 28, 28], "uint8", arrays["test_labels"][:8].tolist()]
+    # torchvision's own class (subclassed), the test split, labels as the grader's copy
+    assert seen["torchvision"] == ["torchvision.datasets.mnist", 9,
+                                   int(arrays["test_labels"][3]), [9, 28, 28]]  # fmt: skip
+    notes = "\n".join(seen["notes"])
+    assert "the grader's verified MNIST copy served (no network)" in notes, notes
+    assert "raised" not in notes, notes
+
+
+def test_mnist_without_the_graders_copy_is_stand_in_data(tmp_path: Path) -> None:
+    seen = _serve(tmp_path, None)
+    assert seen["keras"][:2] == [[60000, 28, 28], "uint8"]
+    assert seen["torchvision"][1:] == [10000, seen["torchvision"][2], [10000, 28, 28]]
+    assert "stand-in data of MNIST's shapes served" in "\n".join(seen["notes"])
+
+
+def test_the_grader_places_its_verified_mnist_only_for_a_submission_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The grader's side: md5-checked files (conformance.data), never a copy failing its
+    check, nothing for a submission that does not mention MNIST."""
+    from conformance import data
+    from conformance.grading.cells import MNIST_ARRAYS, SERVED_MNIST
+    from conformance.grading.client import _serve_mnist
+
+    names = tmp_path / "uses.py"
+    names.write_text("from tensorflow.keras.datasets import mnist\n")
+    other = tmp_path / "other.py"
+    other.write_text("import numpy as np\n")
+    # a copy whose bytes are not MNIST's: refused, the worker serves stand-in data
+    bad = tmp_path / "bad" / "MNIST" / "raw"
+    bad.mkdir(parents=True)
+    for name in data.FILES:
+        (bad / name).write_bytes(b"\0\0\x08\x01\0\0\0\x01\x07")
+    monkeypatch.setenv("DL_CH2_DATA", str(tmp_path / "bad"))
+    data.load.cache_clear()
+    for i, (submission, root) in enumerate([(names, "bad"), (other, "bad")]):
+        scratch = tmp_path / f"scratch{i}"
+        scratch.mkdir()
+        _serve_mnist(scratch, submission)
+        assert not (scratch / SERVED_MNIST).exists(), root
+    data.load.cache_clear()
+    monkeypatch.delenv("DL_CH2_DATA")
+    if data.load() is None:
+        pytest.skip("no verified MNIST here (`dl-ch2 data`): the served copy is not checked")
+    scratch = tmp_path / "scratch-real"
+    scratch.mkdir()
+    _serve_mnist(scratch, names)
+    (train_x, train_y), (test_x, test_y) = data.load()
+    for name, want in zip(MNIST_ARRAYS, (train_x, train_y, test_x, test_y), strict=True):
+        got = np.load(scratch / SERVED_MNIST / f"{name}.npy", allow_pickle=False)
+        assert got.dtype == np.uint8 and np.array_equal(got, want), name
+    assert int(train_y[0]) == 5 and train_x.shape == (60000, 28, 28)  # MNIST's first label
