@@ -330,6 +330,21 @@ def grade_all_bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/grade_all_throughput.py", *session.posargs)
 
 
+@nox.session(name="grade_time")
+def grade_time(session: nox.Session) -> None:
+    """One grade's wall and CPU time (issues 27 and 31): the NumPy reference, a student's .py,
+    the TF seed and book notebooks with the default rubric; median of interleaved rounds.
+
+    Not in the default run (about 3 minutes on 2 cores). Arguments go to the script
+    (`--repeats`, `--only`). Writes bench-out/grade_time.json and prints the docs' table.
+    """
+    session.install("torch==2.13.0")
+    session.install(*TOOL_PINS)
+    session.install(".[conformance,plot]", TENSORFLOW)
+    _fetch_mnist(session)
+    session.run("python", "benchmarks/grade_time.py", *session.posargs)
+
+
 @nox.session
 def bench_distributed(session: nox.Session) -> None:
     """Data-parallel epoch time, 1 process against 2 under torchrun, and bytes all-reduced
