@@ -262,7 +262,7 @@ def pytest_configure(config: pytest.Config) -> None:
         where = config.getoption("--usage-error-file", None)
         if where is None:
             raise pytest.UsageError(f"--impl {spec}: {exc}" if exc.impl else str(exc)) from None
-        Path(where).write_text(str(exc), encoding="utf-8")
+        Path(where).write_text(str(exc), encoding="utf-8", errors="surrogateescape")  # a path
         raise pytest.UsageError() from None  # the supervisor prints it, in its own words
     state.isolation["spec_timeout_s"] = config.getoption("--spec-timeout")
     state.isolation["slow_spec_timeout_s"] = config.getoption("--slow-spec-timeout")

@@ -298,7 +298,8 @@ def _run_pytest(
     _kill_group(proc.pid, signal.SIGKILL)  # stray workers, if any
     if rc == int(pytest_usage_error()):  # pytest printed the error (bad -k, option, ...)
         usage = tmp / "usage-error.txt"
-        return _usage(usage.read_text(encoding="utf-8")) if usage.exists() else EXIT_USAGE
+        text = usage.read_text(encoding="utf-8", errors="surrogateescape") if usage.exists() else ""
+        return _usage(text) if text else EXIT_USAGE
     meta_file = tmp / "adapter-metadata.json"
     meta = AdapterMeta.from_json(meta_file.read_text()) if meta_file.exists() else None
     report, printed = _final_report(tmp / "report.json", meta, adapter, dtype, killed, interrupted)
