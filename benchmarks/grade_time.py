@@ -78,10 +78,15 @@ def prepare(folder: Path) -> dict[str, tuple[list[str], Path] | str]:
     return cases
 
 
-def run_once(cmd: list[str], cwd: Path) -> dict[str, float]:
-    """One grade: its wall time, its process tree's CPU time, its exit code."""
+def run_once(cmd: list[str], cwd: Path, code: Path | None = None) -> dict[str, float]:
+    """One grade: its wall time, its process tree's CPU time, its exit code. ``code``: a
+    checkout whose ``conformance`` and ``dl_ch2_tools`` run instead of this one's."""
+    env = dict(os.environ)
+    if code is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code), env.get("PYTHONPATH")) if p)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env)  # fmt: skip
     cpu: dict[int, float] = {}
     root = psutil.Process(proc.pid)
     while proc.poll() is None:
@@ -100,14 +105,16 @@ def run_once(cmd: list[str], cwd: Path) -> dict[str, float]:
     return {"wall_s": wall, "cpu_s": sum(cpu.values()), "exit": float(proc.returncode)}
 
 
-def measure(cases: dict[str, Any], repeats: int) -> dict[str, Any]:
+def measure(cases: dict[str, Any], repeats: int, baseline: Path | None) -> dict[str, Any]:
+    if baseline is not None:  # each case run with the baseline's code too, in the same rounds
+        for name, case in list(cases.items()):
+            cases[f"{name} (baseline)"] = case if isinstance(case, str) else (*case, baseline)
     runs: dict[str, list[dict[str, float]]] = {
         n: [] for n, c in cases.items() if not isinstance(c, str)
     }
     for _ in range(repeats):  # interleaved: one of each case per round
         for name in runs:
-            cmd, cwd = cases[name]
-            runs[name].append(run_once(cmd, cwd))
+            runs[name].append(run_once(*cases[name]))
     out: dict[str, Any] = {}
     for name, case in cases.items():
         if isinstance(case, str):
@@ -161,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="rounds (median of these)")
     parser.add_argument("--out", default="bench-out", help="folder for grade_time.json")
     parser.add_argument("--only", default="", help=f"comma-separated cases of {CASES}")
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="a checkout (e.g. `git worktree add /tmp/base main`) whose conformance and "
+        "dl_ch2_tools are timed too, interleaved, with this environment's libraries",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
@@ -171,13 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dl-ch2-grade-time-") as tmp:
         cases = {k: v for k, v in prepare(Path(tmp)).items() if not only or k in only}
         load_before = os.getloadavg()
-        measured = measure(cases, args.repeats)
+        base = Path(args.baseline).resolve() if args.baseline else None
+        measured = measure(cases, args.repeats, base)
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                          text=True).stdout.strip()  # fmt: skip
     result = {
         "cases": measured, "repeats": args.repeats, "load_before": list(load_before),
         "load_after": list(os.getloadavg()), "cpus": os.cpu_count(), "git": git,
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "baseline": args.baseline,
         "python": platform.python_version(),
         "command": "python benchmarks/grade_time.py " + " ".join(argv or sys.argv[1:]),
     }  # fmt: skip
