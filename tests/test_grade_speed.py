@@ -295,3 +295,19 @@ def test_the_grader_places_its_verified_mnist_only_for_a_submission_naming_it(
         got = np.load(scratch / SERVED_MNIST / f"{name}.npy", allow_pickle=False)
         assert got.dtype == np.uint8 and np.array_equal(got, want), name
     assert int(train_y[0]) == 5 and train_x.shape == (60000, 28, 28)  # MNIST's first label
+
+
+def test_a_worker_as_the_graders_user_runs_numpys_blas_on_one_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As the unprivileged worker does (OMP_NUM_THREADS=1): the NumPy reference's grade
+    trained the first example with two BLAS threads spinning against the pytest process."""
+    from conformance.grading.sandbox import worker_env
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setenv("DL_CH2_GRADE_SECRET", "s3cret")
+    for trusted in (True, False):
+        env = worker_env(trusted)
+        assert env["OPENBLAS_NUM_THREADS"] == "1" and "DL_CH2_GRADE_SECRET" not in env
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")  # a grader's own choice stands
+    assert worker_env(True)["OPENBLAS_NUM_THREADS"] == "2"

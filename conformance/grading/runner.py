@@ -2,8 +2,10 @@
 
 A grade always ends, and always ends with a report whose totals equal the specs collected:
 
-- the adapter is loaded first in a worker process (``probe_metadata``): a bad adapter is a
-  usage error (exit 2) naming the attribute;
+- the adapter is loaded first in a worker process: the grading process's own worker (one
+  worker start per grade: a notebook's cells run once), or, under ``-n > 1``, a probe's
+  (``probe_metadata``: xdist's controller runs no spec). A bad adapter is a usage error
+  (exit 2) naming the attribute, printed here in one line, before any spec runs;
 - the specs run in a pytest process of the grader's (this supervisor's child), which never
   imports the submission: the adapter runs in a worker process that serves its verbs over a
   pipe, as an unprivileged user in namespaces of its own when the grader is root
