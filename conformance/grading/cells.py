@@ -36,13 +36,13 @@ __all__ = ["CELL_SECONDS", "DEMO_CELL_SECONDS", "run_notebook"]
 
 #: Seconds one cell may run (a notebook's demo training loop is cut short, with a note).
 CELL_SECONDS = 2.0
-#: Seconds a demo cell may run: one that defines none of the book's names, imports nothing
-#: and does not mention MNIST (a `fit(...)` or `model.fit(...)` call, a plot, a timing loop).
-#: What the grade reads is what the cells define; a demo only shows it working, and each
-#: second of it was paid on every grade (issue 27: a TF grade <= 10 s). Assignments
-#: (``learning_rate = ...``, ``model = ...``, MNIST's reshapes: 0.1-0.2 s on an idle 2-core
-#: machine) finish inside it with room for a loaded machine (the limit is wall-clock: it
-#: counts waiting too); MNIST itself is read before the cells run, outside any limit.
+#: Seconds a demo cell may run: one that defines none of the book's names and imports
+#: nothing (a `fit(...)` or `model.fit(...)` call, a plot, a timing loop). What the grade
+#: reads is what the cells define; a demo only shows it working, and each second of it was
+#: paid on every grade (issue 27: a TF grade <= 10 s). Assignments (``learning_rate = ...``,
+#: ``model = ...``, MNIST's ``load_data()``, a copy of arrays read before the cells run, and
+#: its reshapes: 0.1-0.2 s on an idle 2-core machine) finish inside it with room for a
+#: loaded machine (the limit is wall-clock: it counts waiting too).
 DEMO_CELL_SECONDS = 1.0
 _RUN_BODY = ("%%time", "%%timeit", "%%capture")
 _LINE_MAGIC = re.compile(r"^\s*(?:[\w.,\s]+=\s*)?[%!]")
@@ -223,10 +223,10 @@ def _timed_statement(text: str) -> str | None:
     return match.group(2) if match else None
 
 
-def _seconds(tree: ast.Module, source: str, book_names: tuple[str, ...]) -> float:
+def _seconds(tree: ast.Module, book_names: tuple[str, ...]) -> float:
     """The cell's time limit: CELL_SECONDS where it defines a book name (or the book's names
-    are not known), imports something or loads MNIST, DEMO_CELL_SECONDS for a demo."""
-    if not book_names or set(_defined(tree)) & set(book_names) or "mnist" in source.lower():
+    are not known) or imports something, DEMO_CELL_SECONDS for a demo."""
+    if not book_names or set(_defined(tree)) & set(book_names):
         return CELL_SECONDS
     if any(isinstance(node, ast.Import | ast.ImportFrom) for node in ast.walk(tree)):
         return CELL_SECONDS
@@ -343,7 +343,7 @@ def run_notebook(
             tree = ast.parse(source)
             for name in _defined(tree):
                 where.setdefault(name, []).append(number)
-            seconds = _seconds(tree, source, book_names)
+            seconds = _seconds(tree, book_names)
             _run_cell(code, module.__dict__, seconds)
         except BaseException as exc:
             notes.append(_failure(number, exc, seconds))
