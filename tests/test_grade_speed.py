@@ -311,3 +311,20 @@ def test_a_worker_as_the_graders_user_runs_numpys_blas_on_one_thread(
         assert env["OPENBLAS_NUM_THREADS"] == "1" and "DL_CH2_GRADE_SECRET" not in env
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")  # a grader's own choice stands
     assert worker_env(True)["OPENBLAS_NUM_THREADS"] == "2"
+
+
+def test_a_dtype_the_adapter_lacks_is_a_one_line_usage_error(tmp_path: Path) -> None:
+    """Found by the grade's own worker now (no probe): still exit 2, one line, no card."""
+    student = (ROOT / "conformance" / "examples" / "student_numpy.py").read_text()
+    path = tmp_path / "only64.py"
+    path.write_text(student + "\nclass Only64(StudentAdapter):\n    dtypes = ('float64',)\n"
+                    "ADAPTER = Only64()\n")  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", "conformance", "grade", str(path), "--dtype",
+                          "float32"], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert out.stderr.strip().splitlines() == [
+        "conformance grade: error: --dtype float32: the adapter student-numpy declares "
+        "dtypes ['float64'] only"
+    ]
+    assert "report card" not in out.stdout
