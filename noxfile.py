@@ -43,7 +43,7 @@ TORCH_BUILD_ARGS: dict[str, list[str]] = {
         " or test_reference.py or test_sandbox or test_starter or test_rubric or test_wire"
         " or test_harness_messages or test_mutation_classify or test_grading_layout"
         " or test_book_names or test_conformance_suite or test_book_starter"
-        " or test_repro_snippets"
+        " or test_repro_snippets or test_grade_speed"
         # the CLI under torchrun: the data-parallel step's own tests run on this build
         " or test_train_cli)",
     ],
@@ -329,6 +329,21 @@ def grade_all_bench(session: nox.Session) -> None:
     session.install(*TOOL_PINS)
     session.install("--no-deps", ".")  # dl-ch2 without torch: the suite grades NumPy code
     session.run("python", "benchmarks/grade_all_throughput.py", *session.posargs)
+
+
+@nox.session(name="grade_time")
+def grade_time(session: nox.Session) -> None:
+    """One grade's wall and CPU time (issues 27 and 31): the NumPy reference, a student's .py,
+    the TF seed and book notebooks with the default rubric; median of interleaved rounds.
+
+    Not in the default run (about 3 minutes on 2 cores). Arguments go to the script
+    (`--repeats`, `--only`). Writes bench-out/grade_time.json and prints the docs' table.
+    """
+    session.install("torch==2.13.0")
+    session.install(*TOOL_PINS)
+    session.install(".[conformance,plot]", TENSORFLOW)
+    _fetch_mnist(session)
+    session.run("python", "benchmarks/grade_time.py", *session.posargs)
 
 
 @nox.session

@@ -40,10 +40,10 @@ ROOT = Path(__file__).resolve().parent.parent
 STUDENT = ROOT / "conformance" / "examples" / "student_numpy.py"
 BOOK_STYLE = ROOT / "tests" / "fixtures" / "book_style.py"
 BUGS = ROOT / "tests" / "fixtures" / "student_bugs"
-#: Interpreters one grade starts: the ``python -m conformance grade`` process, the metadata
-#: probe's worker, the pytest process and the grade's worker; as root, each worker is
-#: started by a launcher (a short-lived interpreter of its own) inside ``unshare``.
-INTERPRETERS_PER_GRADE = 6 if os.geteuid() == 0 else 4
+#: Interpreters one grade starts: the ``python -m conformance grade`` process, the pytest
+#: process and the grade's one worker (issue 31: no metadata probe's worker before it); as
+#: root, the worker is started by a launcher (a short-lived interpreter) inside ``unshare``.
+INTERPRETERS_PER_GRADE = 4 if os.geteuid() == 0 else 3
 #: Of those, the ones that import the full grader stack (pytest, hypothesis, the plugin,
 #: the reference, NumPy): the pytest process; the rest import NumPy (and the submission).
 FULL_IMPORTS_PER_GRADE = 1

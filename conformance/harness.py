@@ -50,6 +50,8 @@ BROKEN_ERRORS: tuple[type[BaseException], ...] = (
 
 #: Arrays with more elements than this are written compressed in reproduction snippets.
 LITERAL_LIMIT = 4096
+#: Marks a large array's place in a recorded call until a snippet prints it.
+_DEFERRED = "\x00"
 
 
 def fail(message: str) -> NoReturn:
@@ -125,6 +127,9 @@ class Impl:
     held: list[Any] = field(default_factory=list)  # keeps ids in ``names`` valid
     succeeded: set[str] = field(default_factory=set)
     sources: dict[int, str] = field(default_factory=dict)  # code that rebuilds a big input
+    # big inputs as the call saw them, printed (compressed) only if a snippet is asked for:
+    # a passing spec never pays for it (MNIST's 6,000 images took 2 s to compress)
+    deferred: list[np.ndarray] = field(default_factory=list)
 
     # -- capabilities ---------------------------------------------------------------------
     def claims(self, capability: str) -> bool:
@@ -147,7 +152,12 @@ class Impl:
             uses.add(name.split("[")[0])
             return name
         if isinstance(x, np.ndarray):
-            return self.sources.get(id(x)) or _array_literal(x)
+            if id(x) in self.sources:
+                return self.sources[id(x)]
+            if x.size <= LITERAL_LIMIT:
+                return _array_literal(x)
+            self.deferred.append(x.copy())  # a copy: the spec may change x later
+            return f"{_DEFERRED}{len(self.deferred) - 1}{_DEFERRED}"
         if isinstance(x, np.generic):
             return f"np.{type(x).__name__}({x.item()!r})"
         if isinstance(x, slice):
@@ -215,7 +225,16 @@ class Impl:
             if c.result and (style.kind == "book" or not c.many)
         ]
         lines += [style.show(r) for r in results[-3:]]
-        return "reproduce with:\n    " + "\n    ".join(lines)
+        return "reproduce with:\n    " + "\n    ".join(self._literal(x) for x in lines)
+
+    def _literal(self, line: str) -> str:
+        """``line`` with its deferred arrays printed."""
+        if _DEFERRED not in line:
+            return line
+        parts = line.split(_DEFERRED)  # text, index, text, index, ..., text
+        for k in range(1, len(parts), 2):
+            parts[k] = _array_literal(self.deferred[int(parts[k])])
+        return "".join(parts)
 
     # -- calling verbs ----------------------------------------------------------------------
     def call(self, verb: str, *args: Any, **kwargs: Any) -> Any:
@@ -338,7 +357,7 @@ class Impl:
             )
         fn = getattr(self.adapter, verb, None)
         self._record(verb, args, kwargs, "  # must raise")
-        call = self.calls[-1].line.removesuffix("  # must raise")
+        line = self.calls[-1].line.removesuffix("  # must raise")
         nth = sum(1 for c in self.calls if c.line.endswith("# must raise"))
         if fn is None:
             fail(f"the adapter {self.adapter.name!r} lacks the verb {verb!r}")
@@ -354,6 +373,7 @@ class Impl:
                 "not implemented or broken, not a rejection (raise ValueError, TypeError, "
                 f"or your library's error)\n{self.repro()}"
             )
+        call = self._literal(line)
         shown = call if len(call) <= 300 else call[:297] + "..."
         fail(
             f"{verb} accepted invalid input (must-raise call {nth} of this spec: {shown}) and "

@@ -67,6 +67,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     _add_what_to_grade(group)
     _add_limits(group)
     group.addoption("--adapter-metadata", default=None, help=argparse_suppress())
+    # the supervisor's one-line usage errors (a bad adapter, a dtype it lacks) go to this file,
+    # and pytest prints nothing of its own: the grade's worker is the only one (issue 31)
+    group.addoption("--usage-error-file", default=None, help=argparse_suppress())
     group.addoption("--submission-folder", default=None, help=argparse_suppress())
     group.addoption("--grade-dir", default=None, help=argparse_suppress())
     # the supervisor's wall-clock deadline (epoch seconds): its budget includes our start-up
@@ -128,6 +131,11 @@ def _add_limits(group: pytest.OptionGroup) -> None:
         help="worker losses (crashes, timeouts) tolerated before the run stops "
         f"(default {DEFAULT_MAX_WORKER_RESTART})",
     )
+    _add_worker_options(group)
+
+
+def _add_worker_options(group: Any) -> None:
+    """What the submission's worker sees, and the supervisor's options (runner.py)."""
     group.addoption(
         "--worker-packages",
         default="numpy",
@@ -256,6 +264,33 @@ def pytest_configure(config: pytest.Config) -> None:
     if budget is not None and not budget > 0:
         raise pytest.UsageError(f"--budget must be a positive number of seconds, got {budget}")
     state.budget = budget
+    try:
+        _load_adapter(config, state)
+    except _AdapterUsage as exc:
+        _close(state)
+        where = config.getoption("--usage-error-file", None)
+        if where is None:
+            raise pytest.UsageError(f"--impl {spec}: {exc}" if exc.impl else str(exc)) from None
+        Path(where).write_text(str(exc), encoding="utf-8", errors="surrogateescape")  # a path
+        raise pytest.UsageError() from None  # the supervisor prints it, in its own words
+    state.isolation["spec_timeout_s"] = config.getoption("--spec-timeout")
+    state.isolation["slow_spec_timeout_s"] = config.getoption("--slow-spec-timeout")
+    state.isolation["budget_s"] = budget
+    state.isolation["max_restarts"] = config.getoption("--max-restarts")
+    _expectations(config, state)  # a bad file is a usage error now, not in a spec
+
+
+class _AdapterUsage(Exception):
+    """A usage error of the adapter (``impl``: it names the adapter) or of ``--dtype``."""
+
+    def __init__(self, message: str, *, impl: bool = True) -> None:
+        super().__init__(message)
+        self.impl = impl
+
+
+def _load_adapter(config: pytest.Config, state: State) -> None:
+    """Start the submission's worker (xdist's controller reads the metadata instead); the
+    one worker of a single-process grade writes the metadata for its supervisor."""
     meta_file = config.getoption("--adapter-metadata", None)
     try:
         if state.role == "controller" and meta_file:
@@ -266,25 +301,22 @@ def pytest_configure(config: pytest.Config) -> None:
             if state.role == "controller":  # it runs no spec: metadata was all it needed
                 _close(state)
     except AdapterLoadError as exc:
-        _close(state)
-        raise pytest.UsageError(f"--impl {spec}: {exc}") from None
+        raise _AdapterUsage(str(exc)) from None
     meta = state.meta
     if meta is None:  # both branches above set it; a usage error rather than a crash
-        raise pytest.UsageError(f"--impl {spec}: the adapter's metadata could not be read")
+        raise _AdapterUsage("the adapter's metadata could not be read")
+    if meta_file and state.role == "in-process" and not Path(meta_file).exists():
+        atomic_write(meta_file, meta.to_json())
     dtype = config.getoption("--dtype", None)
     if dtype is not None and dtype not in KNOWN_DTYPES:
-        raise pytest.UsageError(f"--dtype must be one of {KNOWN_DTYPES}, got {dtype!r}")
+        raise _AdapterUsage(f"--dtype must be one of {KNOWN_DTYPES}, got {dtype!r}", impl=False)
     if dtype is not None and dtype not in meta.dtypes:
-        raise pytest.UsageError(
-            f"--dtype {dtype}: the adapter {meta.name} declares dtypes {meta.dtypes} only"
+        raise _AdapterUsage(
+            f"--dtype {dtype}: the adapter {meta.name} declares dtypes {meta.dtypes} only",
+            impl=False,
         )
     state.dtype = dtype or meta.dtypes[0]
     state.device = meta.devices[0]
-    state.isolation["spec_timeout_s"] = config.getoption("--spec-timeout")
-    state.isolation["slow_spec_timeout_s"] = config.getoption("--slow-spec-timeout")
-    state.isolation["budget_s"] = budget
-    state.isolation["max_restarts"] = config.getoption("--max-restarts")
-    _expectations(config, state)  # a bad file is a usage error now, not in a spec
 
 
 def _close(state: State) -> None:
@@ -663,6 +695,9 @@ def build_report(state: State, *, final: bool = True) -> dict[str, Any]:
             rec["message"] = None
         specs.append(rec)
     report = empty_report(state.meta, state.spec, state.dtype, state.device)
+    isolation = dict(state.isolation)
+    if state.conn is not None:  # the submission ran once per start (its import, its cells)
+        isolation["worker_starts"] = state.conn.generation
     report.update(
         {
             "complete": complete,
@@ -670,7 +705,7 @@ def build_report(state: State, *, final: bool = True) -> dict[str, Any]:
             "not_run": sorted(not_run),
             "specs": sorted(specs, key=lambda r: r["id"]),
             "warnings": list(state.unmatched),
-            "isolation": dict(state.isolation),
+            "isolation": isolation,
         }
     )
     fill_counts(report)

@@ -23,18 +23,17 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
-
-import torch
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from conformance.atomic import OutputPathError, ensure_writable_dir
 from dl_ch2 import __version__
-from dl_ch2._checks import resolve_device
-from dl_ch2.first_example import RMSPROP_VARIANTS
-from dl_ch2.naive_model import build_naive_model
-from dl_ch2.training_loop import NonFiniteLossError, evaluate, fit
-from dl_ch2_tools.main_job import StoppedBySignal, TrainConfig, evaluate_weights, run_train
 from dl_ch2_tools.options import OptionError
+
+if TYPE_CHECKING:
+    import torch
+
+# torch, the port and the main job are imported by the commands that use them, not here:
+# `dl-ch2 grade` of a NumPy submission never imports torch (issue 27: the grade's start-up).
 
 #: The runtime errors the port and its tools raise; each becomes one line and exit 1.
 #: (MNISTError is a ValueError; NonFiniteLossError and its subclasses are ArithmeticErrors.)
@@ -42,10 +41,24 @@ RUNTIME_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
     TypeError,
     ArithmeticError,
-    NonFiniteLossError,
     OSError,
     RuntimeError,
 )
+
+
+class _RmspropVariants:
+    """``--rmsprop``'s choices, read from the port when first asked (it imports torch)."""
+
+    def _variants(self) -> tuple[str, ...]:
+        from dl_ch2.first_example import RMSPROP_VARIANTS
+
+        return tuple(RMSPROP_VARIANTS)
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._variants()
+
+    def __iter__(self) -> Any:
+        return iter(self._variants())
 
 
 class UsageError(Exception):
@@ -124,6 +137,8 @@ def seed_int(text: str) -> int:
 
 def device_arg(text: str) -> str:
     """A torch device this machine has (``cpu``, ``cuda``, ``cuda:1``, ...)."""
+    from dl_ch2._checks import resolve_device
+
     try:
         resolve_device(text)
     except ValueError as exc:
@@ -156,6 +171,8 @@ def synthetic_digits(
     The pixels are split at random into 10 disjoint "strokes", one per class; a sample
     lights its class's stroke with random intensities plus stray pixels of another's.
     """
+    import torch
+
     labels = torch.randint(0, 10, (n,), generator=generator)
     group = torch.randperm(784, generator=generator) % 10
     masks = (group[None, :] == torch.arange(10)[:, None]).float()
@@ -167,6 +184,12 @@ def synthetic_digits(
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import torch
+
+    from dl_ch2._checks import resolve_device
+    from dl_ch2.naive_model import build_naive_model
+    from dl_ch2.training_loop import evaluate, fit
+
     device = resolve_device(args.device)
     g = torch.Generator().manual_seed(args.seed)
     n_test = max(1, args.samples // 6)
@@ -203,6 +226,8 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from dl_ch2_tools.main_job import TrainConfig, run_train
+
     try:
         run_train(
             TrainConfig(
@@ -229,6 +254,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from dl_ch2_tools.main_job import evaluate_weights
+
     path = Path(args.weights)
     if not path.is_file():
         raise UsageError("--weights", f"{args.weights} is not a file")
@@ -428,6 +455,12 @@ def _add_train_outputs(train: Any) -> None:
     train.add_argument(
         "--force", action="store_true", help="replace an earlier run's files in --out"
     )
+    _add_train_outputs(train)
+    train.set_defaults(func=_train)
+
+
+def _add_train_outputs(train: argparse.ArgumentParser) -> None:
+    """``train``'s data, figures, compilation and RMSprop options."""
     train.add_argument("--root", type=folder_arg, default=None, help=DATA_ROOT_HELP)
     train.add_argument("--no-figures", action="store_true", help="skip the chapter's figures")
     train.add_argument(
@@ -435,7 +468,8 @@ def _add_train_outputs(train: Any) -> None:
     )
     train.add_argument(
         "--rmsprop",
-        choices=list(RMSPROP_VARIANTS),
+        choices=_RmspropVariants(),  # type: ignore[arg-type]
+        metavar="VARIANT",  # (a metavar of choices would read them at parser build)
         default="keras-2.6",
         help="the first example's RMSprop: keras-2.6, the book's (epsilon outside the square "
         "root), or keras-3, TF 2.11+ and Keras 3's (inside)",
@@ -524,18 +558,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except StoppedBySignal as exc:  # SIGTERM during `train` (main_job.sigterm_raises)
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 128 + signal.SIGTERM
     except RUNTIME_ERRORS as exc:
+        if _stopped_by_signal(exc):  # SIGTERM during `train` (main_job.sigterm_raises)
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return 128 + signal.SIGTERM
         if os.environ.get("DL_CH2_DEBUG"):
             raise
         hint = ""
-        if isinstance(exc, NonFiniteLossError) and hasattr(args, "learning_rate"):
+        if _non_finite_loss(exc) and hasattr(args, "learning_rate"):
             hint = f" (--learning-rate {args.learning_rate}: try a smaller one)"
         print(f"{prog}: error: {_describe(exc)}{hint}", file=sys.stderr)
         # grading's own contract: a bad adapter or metadata (ValueError) is a usage error
         return 2 if args.command == "grade" and isinstance(exc, ValueError) else 1
+
+
+def _stopped_by_signal(exc: BaseException) -> bool:
+    """A main job's StoppedBySignal (only ``train`` imports the main job, so only it raises it)."""
+    main_job = sys.modules.get("dl_ch2_tools.main_job")
+    return main_job is not None and isinstance(exc, main_job.StoppedBySignal)
+
+
+def _non_finite_loss(exc: BaseException) -> bool:
+    """The port's NonFiniteLossError (raised only where the port was imported)."""
+    monitor = sys.modules.get("dl_ch2.loss_monitor")
+    return monitor is not None and isinstance(exc, monitor.NonFiniteLossError)
 
 
 def _describe(exc: BaseException) -> str:

@@ -96,5 +96,6 @@ def test_the_seed_notebook_grades_as_written(
     # the notebook's erratum: fit builds BatchGenerator(images, labels), ignoring batch_size
     assert any("batches per epoch" in m or "batch 7" in m for m in _failed_messages(report, FIT))
     warnings = "\n".join(report["warnings"])
-    assert "mnist.load_data(): stand-in data" in warnings
+    # the grader's verified copy where it has one (`dl-ch2 data`), else stand-in data
+    assert "MNIST (" in warnings and "served (no network)" in warnings
     assert "update_weights is defined in cells" in warnings

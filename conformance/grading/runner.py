@@ -2,8 +2,10 @@
 
 A grade always ends, and always ends with a report whose totals equal the specs collected:
 
-- the adapter is loaded first in a worker process (``probe_metadata``): a bad adapter is a
-  usage error (exit 2) naming the attribute;
+- the adapter is loaded first in a worker process: the grading process's own worker (one
+  worker start per grade: a notebook's cells run once), or, under ``-n > 1``, a probe's
+  (``probe_metadata``: xdist's controller runs no spec). A bad adapter is a usage error
+  (exit 2) naming the attribute, printed here in one line, before any spec runs;
 - the specs run in a pytest process of the grader's (this supervisor's child), which never
   imports the submission: the adapter runs in a worker process that serves its verbs over a
   pipe, as an unprivileged user in namespaces of its own when the grader is root
@@ -173,6 +175,7 @@ def _pytest_command(adapter: str, tmp: str, budget: float, deadline: float,
             "--max-restarts", str(DEFAULT_MAX_WORKER_RESTART if restarts is None else restarts),
             "--budget", f"{budget:g}", "--deadline", f"{deadline:.3f}",
             "--report-json", str(Path(tmp) / "report.json"),
+            "--usage-error-file", str(Path(tmp) / "usage-error.txt"),
             "--worker-packages", ",".join(opts["packages"])]  # fmt: skip
     if (opts["jobs"] or 1) > 1:
         args += ["-n", str(opts["jobs"])]
@@ -246,38 +249,65 @@ def grade(
     bad = _bad_option(budget, spec_timeout, jobs, max_worker_restart, dtype, extra)
     if bad is not None:
         return _usage(bad)
-    try:
-        meta = probe_metadata(adapter, timeout=min(PROBE_TIMEOUT, budget), packages=packages,
-                              folder=Path(folder) if folder else None)  # fmt: skip
-    except AdapterLoadError as exc:
-        return _usage(str(exc))
-    except KeyboardInterrupt:
-        stopped = _interrupted_before_start(adapter, dtype)
-        return _publish(stopped, report_json, report_md, printed=False)
-    if dtype is not None and dtype not in meta.dtypes:
-        return _usage(f"--dtype {dtype}: the adapter {meta.name} declares {meta.dtypes} only")
+    meta: AdapterMeta | None = None
+    if (jobs or 1) > 1:  # xdist's controller runs no spec: it takes the metadata from a probe
+        probed = _probe(adapter, dtype, min(PROBE_TIMEOUT, budget), packages, folder)
+        if not isinstance(probed, AdapterMeta):
+            return probed if isinstance(probed, int) else _publish(
+                probed, report_json, report_md, printed=False)  # fmt: skip
+        meta = probed
     outputs = [str(Path(p).resolve().parent) for p in (report_json, report_md) if p]
     opts = {"max_worker_restart": max_worker_restart, "packages": packages, "jobs": jobs,
             "hide": [*hide, *outputs], "folder": folder, "spec_timeout": spec_timeout,
             "memory_limit_gib": memory_limit_gib, "dtype": dtype}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="dl-ch2-grade-", ignore_cleanup_errors=True) as tmp:
         os.chmod(tmp, 0o711)  # the worker reaches its own scratch folder in it, nothing else
-        (Path(tmp) / "adapter-metadata.json").write_text(meta.to_json())
+        if meta is not None:
+            (Path(tmp) / "adapter-metadata.json").write_text(meta.to_json())
         remaining = max(1.0, budget - (time.monotonic() - t0))
         # pytest's start-up counts against the budget; WIND_DOWN is kept for its exit
         args = _pytest_command(adapter, tmp, budget, wall0 + budget - WIND_DOWN, opts)
-        proc = subprocess.Popen([*args, *extra], start_new_session=True, env=_grader_env(),
-                                cwd=tmp)  # fmt: skip
-        rc, killed, interrupted = _supervise(proc, remaining)
-        _kill_group(proc.pid, signal.SIGKILL)  # stray workers, if any
-        if rc == int(pytest_usage_error()):  # pytest printed the error (bad -k, option, ...)
-            return EXIT_USAGE
-        report, printed = _final_report(
-            Path(tmp) / "report.json", meta, adapter, dtype, killed, interrupted
-        )
-        if rc == 5 and report.get("totals", {}).get("collected") == 0:
-            return _usage("no spec selected (check the -k/-m options given to pytest)")
-    return _publish(report, report_json, report_md, printed=printed)
+        outcome = _run_pytest([*args, *extra], Path(tmp), remaining, adapter, dtype)
+    if isinstance(outcome, int):
+        return outcome
+    return _publish(outcome[0], report_json, report_md, printed=outcome[1])
+
+
+def _probe(adapter: str, dtype: str | None, timeout: float, packages: Sequence[str],
+           folder: str | None) -> AdapterMeta | int | dict[str, Any]:  # fmt: skip
+    """The adapter's metadata from a worker of its own (a multi-process grade's), or a usage
+    exit code, or the report of a grade interrupted before it started."""
+    try:
+        meta = probe_metadata(adapter, timeout=timeout, packages=packages,
+                              folder=Path(folder) if folder else None)  # fmt: skip
+    except AdapterLoadError as exc:
+        return _usage(str(exc))
+    except KeyboardInterrupt:
+        return _interrupted_before_start(adapter, dtype)
+    if dtype is not None and dtype not in meta.dtypes:
+        return _usage(f"--dtype {dtype}: the adapter {meta.name} declares {meta.dtypes} only")
+    return meta
+
+
+def _run_pytest(
+    args: list[str], tmp: Path, remaining: float, adapter: str, dtype: str | None
+) -> int | tuple[dict[str, Any], bool]:
+    """Run the grading process in ``tmp``: a usage exit code, or (its report, printed?).
+
+    Its one worker loads the adapter: a bad one is a usage error, printed here in one line."""
+    proc = subprocess.Popen(args, start_new_session=True, env=_grader_env(), cwd=tmp)
+    rc, killed, interrupted = _supervise(proc, remaining)
+    _kill_group(proc.pid, signal.SIGKILL)  # stray workers, if any
+    if rc == int(pytest_usage_error()):  # pytest printed the error (bad -k, option, ...)
+        usage = tmp / "usage-error.txt"
+        text = usage.read_text(encoding="utf-8", errors="surrogateescape") if usage.exists() else ""
+        return _usage(text) if text else EXIT_USAGE
+    meta_file = tmp / "adapter-metadata.json"
+    meta = AdapterMeta.from_json(meta_file.read_text()) if meta_file.exists() else None
+    report, printed = _final_report(tmp / "report.json", meta, adapter, dtype, killed, interrupted)
+    if rc == 5 and report.get("totals", {}).get("collected") == 0:
+        return _usage("no spec selected (check the -k/-m options given to pytest)")
+    return report, printed
 
 
 def _grader_env() -> dict[str, str]:
@@ -305,7 +335,7 @@ def _interrupted_before_start(adapter: str, dtype: str | None) -> dict[str, Any]
 
 def _final_report(
     path: Path,
-    meta: AdapterMeta,
+    meta: AdapterMeta | None,
     adapter: str,
     dtype: str | None,
     killed: str | None,
@@ -319,7 +349,8 @@ def _final_report(
         except (OSError, ValueError):
             report = None
     if report is None:
-        report = empty_report(meta, adapter, dtype or meta.dtypes[0], meta.devices[0])
+        first_dtype, device = (meta.dtypes[0], meta.devices[0]) if meta else ("float64", "cpu")
+        report = empty_report(meta, adapter, dtype or first_dtype, device)
     printed = (
         report.get("incomplete_reason") != SNAPSHOT_REASON and report.get("complete") is not None
     )
