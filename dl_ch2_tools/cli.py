@@ -455,11 +455,10 @@ def _add_train_outputs(train: Any) -> None:
     train.add_argument(
         "--force", action="store_true", help="replace an earlier run's files in --out"
     )
-    _add_train_outputs(train)
-    train.set_defaults(func=_train)
+    _add_train_how(train)
 
 
-def _add_train_outputs(train: argparse.ArgumentParser) -> None:
+def _add_train_how(train: argparse.ArgumentParser) -> None:
     """``train``'s data, figures, compilation and RMSprop options."""
     train.add_argument("--root", type=folder_arg, default=None, help=DATA_ROOT_HELP)
     train.add_argument("--no-figures", action="store_true", help="skip the chapter's figures")
