@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,77 @@ from test_first_example import reference_twin as first_example_twin
 from test_training_loop import QUIET, reference_twin, small_model, synthetic, weights_np
 
 import conformance.reference as ref
+import dl_ch2._compile as compile_module
 from dl_ch2 import build_first_example_model, fit, train_first_example
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def graphs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Every graph torch.compile hands its backend from here on, by node count: a counting
+    backend (public API: a callable backend) that runs the graph as traced, no inductor."""
+    compiled_graphs: list[int] = []
+
+    def counting(gm: torch.fx.GraphModule, _example: object) -> object:
+        compiled_graphs.append(len(gm.graph.nodes))
+        return gm.forward
+
+    torch.compiler.reset()
+    monkeypatch.setattr(compile_module, "_KEPT", {})
+    monkeypatch.setattr(compile_module, "BACKEND", counting)
+    yield compiled_graphs
+    torch.compiler.reset()
+
+
+def test_a_second_compiled_fit_of_the_same_structure_compiles_nothing(graphs: list[int]) -> None:
+    x, y = synthetic(64, dtype=torch.float32)
+    first, second = small_model(dtype=torch.float32), small_model(dtype=torch.float32, seed=5)
+    fit(first, x, y, epochs=1, batch_size=16, learning_rate=0.05, compile=True, **QUIET)
+    assert len(graphs) == 1  # one graph: forward, backward and the update, no break
+    fit(second, x, y, epochs=2, batch_size=16, learning_rate=0.05, compile=True, **QUIET)
+    assert len(graphs) == 1
+    fit(small_model(), x.double(), y, epochs=1, batch_size=16, compile=True, **QUIET)
+    assert len(graphs) == 2  # another dtype: compiled again
+
+
+def test_the_one_graph_step_keeps_the_eager_book_steps_numbers(graphs: list[int]) -> None:
+    """float32, 3 epochs of 4 steps, against fit's eager book step: float32 rounding only."""
+    x, y = synthetic(64, dtype=torch.float32)
+    compiled, eager = small_model(dtype=torch.float32), small_model(dtype=torch.float32)
+    hc = fit(compiled, x, y, epochs=3, batch_size=16, learning_rate=0.05, compile=True, **QUIET)
+    he = fit(eager, x, y, epochs=3, batch_size=16, learning_rate=0.05, **QUIET)
+    assert len(graphs) == 1
+    np.testing.assert_allclose(hc.batch_losses, he.batch_losses, rtol=1e-5)
+    for c, e in zip(weights_np(compiled), weights_np(eager), strict=True):
+        np.testing.assert_allclose(c, e, rtol=1e-5, atol=1e-6)
+    assert not np.array_equal(weights_np(compiled)[0], weights_np(small_model())[0])
+
+
+def test_hooks_added_or_removed_between_compiled_fits_run_as_registered(
+    graphs: list[int],
+) -> None:
+    """With an optimizer (the chapter's step compiled, not the one-graph step), so each fit
+    reuses the same compiled code unless a change of hooks is detected."""
+    x, y = synthetic(64)
+
+    def three_fits(model: torch.nn.Module, compile: bool) -> list[torch.Tensor]:
+        sgd = torch.optim.SGD(model.parameters(), lr=0.05)
+        kw = {"epochs": 1, "batch_size": 16, "optimizer": sgd, "compile": compile, **QUIET}
+        fit(model, x, y, **kw)
+        seen: list[torch.Tensor] = []
+        handle = model.layers[0].register_forward_hook(lambda _m, _i, o: seen.append(o.detach()))
+        fit(model, x, y, **kw)
+        assert len(seen) == 1 + 4  # one look at the model's width (to check labels), 4 batches
+        handle.remove()
+        fit(model, x, y, **kw)
+        assert len(seen) == 5  # removed: not called by code compiled while it was there
+        return seen
+
+    seen = three_fits(small_model(), compile=True)
+    assert graphs  # compiled
+    for got, want in zip(seen, three_fits(small_model(), compile=False), strict=True):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10)  # the same values
 
 
 @pytest.mark.slow
