@@ -21,15 +21,23 @@ backend raises: one warning line, the model and optimizer put back, the run goes
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["CompiledStep", "FunctionalStep", "compiled", "has_hooks", "hook_signature"]
+__all__ = [
+    "CompiledStep",
+    "FunctionalStep",
+    "compiled",
+    "has_hooks",
+    "hook_signature",
+    "use_backend",
+]
 
 #: What ``torch.compile`` is given as its backend (a test may put a counting one here).
 BACKEND: str | Callable[..., Any] = "inductor"
@@ -115,6 +123,24 @@ def compiled(step: Callable[..., Any], model: nn.Module, mode: str | None) -> Ca
     wrapper: Callable[..., Any] = torch.compile(step, mode=mode, backend=BACKEND)
     _KEPT[key] = (wrapper, hooks)
     return wrapper
+
+
+@contextlib.contextmanager
+def use_backend(backend: str | Callable[..., Any]) -> Iterator[None]:
+    """Compile with ``backend`` inside the block (a counting callable, say: the bench counts
+    graph breaks so); torch's compiled code and the kept wrappers are dropped on the way in
+    and on the way out, so nothing compiled by one backend runs under the other."""
+    global BACKEND
+    saved = BACKEND
+    torch.compiler.reset()
+    _KEPT.clear()
+    BACKEND = backend
+    try:
+        yield
+    finally:
+        torch.compiler.reset()
+        _KEPT.clear()
+        BACKEND = saved
 
 
 def forget(step: Callable[..., Any]) -> None:

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def graphs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+def graphs() -> Iterator[list[int]]:
     """Every graph torch.compile hands its backend from here on, by node count: a counting
     backend (public API: a callable backend) that runs the graph as traced, no inductor."""
     compiled_graphs: list[int] = []
@@ -38,11 +38,8 @@ def graphs(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
         compiled_graphs.append(len(gm.graph.nodes))
         return gm.forward
 
-    torch.compiler.reset()
-    monkeypatch.setattr(compile_module, "_KEPT", {})
-    monkeypatch.setattr(compile_module, "BACKEND", counting)
-    yield compiled_graphs
-    torch.compiler.reset()
+    with compile_module.use_backend(counting):
+        yield compiled_graphs
 
 
 def test_a_second_compiled_fit_of_the_same_structure_compiles_nothing(graphs: list[int]) -> None:
