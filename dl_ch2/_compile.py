@@ -52,7 +52,6 @@ _HOOK_DICTS = (
     "_forward_pre_hooks",
     "_backward_hooks",
     "_backward_pre_hooks",
-    "_state_dict_hooks",
 )
 _GLOBAL_HOOK_DICTS = (
     "_global_forward_hooks",
