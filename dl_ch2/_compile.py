@@ -1,6 +1,6 @@
 """The opt-in compiled path of ``fit`` and ``train_first_example``: the book's step, compiled.
 
-Two ways, chosen per fit (:func:`has_hooks`):
+Two ways, chosen per fit (:func:`look_at_hooks`):
 
 - a model without hooks, trained by the book's update (no optimizer, no gradient
   transform): :class:`FunctionalStep`, the step as one function of the weights
@@ -11,116 +11,158 @@ Two ways, chosen per fit (:func:`has_hooks`):
 
 Compile once (:func:`compiled`): one ``torch.compile`` wrapper per step, model structure,
 dtype and device is kept for the process, so a second fit reuses what the first compiled
-(torch's guards recompile on their own when shapes or types change). Compiled code does not
-re-check module hooks, so the hooks each wrapper was compiled with are recorded (the keys of
-the model's hook dictionaries) and a change found at the next fit calls
-``torch.compiler.reset()`` and compiles again. ``mode="reduce-overhead"`` (CUDA graphs) on
-CUDA, the default elsewhere. A compile failure surfaces at the first call as whatever the
-backend raises: one warning line, the model and optimizer put back, the run goes on eagerly.
+(torch's guards recompile on their own when shapes or types change). torch's compiled code
+does not notice a hook added to a module that had none, so hooks are looked at with public
+API only: every ``register_*hook`` returns a ``torch.utils.hooks.RemovableHandle``, whose
+class counts registrations (``RemovableHandle.next_id``). A kept wrapper is reused only if
+no hook was registered anywhere since it was made; otherwise the step is traced afresh (a
+copy of its function, so torch's cache for it starts empty, and nothing else the process
+compiled is dropped). A hook removed since is torch's own to notice: its guards check a
+module's non-empty hook dictionaries. Whether ``model`` has hooks (the route above) is
+found the same public way: a no-op hook is registered beside any others and removed, and
+its handle's dictionary says how many others there are. ``mode="reduce-overhead"`` (CUDA
+graphs) on CUDA, the default elsewhere. A compile failure surfaces at the first call as
+whatever the backend raises: one warning line, the model and optimizer put back, the run
+goes on eagerly.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import types
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 __all__ = [
     "CompiledStep",
     "FunctionalStep",
+    "HookLook",
     "compiled",
-    "has_hooks",
-    "hook_signature",
+    "look_at_hooks",
     "use_backend",
 ]
 
 #: What ``torch.compile`` is given as its backend (a test may put a counting one here).
 BACKEND: str | Callable[..., Any] = "inductor"
-#: At most this many model structures per step are kept before starting over (torch's
-#: own recompile limit per function is 8; a last, shorter batch costs one more).
+#: At most this many model structures per step are kept (the oldest is dropped first).
 MAX_KEPT = 3
-#: (step, structure, backend, mode) -> (the wrapper, the hooks it was compiled with).
-_KEPT: dict[tuple[Any, ...], tuple[Callable[..., Any], tuple[Any, ...]]] = {}
-
-_HOOK_DICTS = (
-    "_forward_hooks",
-    "_forward_pre_hooks",
-    "_backward_hooks",
-    "_backward_pre_hooks",
-)
-_GLOBAL_HOOK_DICTS = (
-    "_global_forward_hooks",
-    "_global_forward_pre_hooks",
-    "_global_backward_hooks",
-    "_global_backward_pre_hooks",
-)
+#: (step, structure, backend, mode) -> (the wrapper, the registration count it was made at,
+#: :attr:`HookLook.registered`).
+_KEPT: dict[tuple[Any, ...], tuple[Callable[..., Any], int]] = {}
 
 
-def hook_signature(model: nn.Module) -> tuple[Any, ...]:
-    """Every hook that can touch a step of ``model``, by its handle's key: the modules'
-    forward/backward hooks, the parameters' tensor hooks and the global module hooks.
+@dataclass(frozen=True)
+class HookLook:
+    """What :func:`look_at_hooks` saw: whether ``model`` has hooks, and how many hooks the
+    process had registered by then, not counting the looks' own no-op ones."""
 
-    Read from the hook dictionaries (``torch.nn.Module`` lists them nowhere publicly); the
-    keys are unique per registration, so adding or removing one changes the signature.
+    found: bool
+    registered: int
+
+
+#: How many registrations the looks themselves made (their no-op hooks).
+_LOOKS_REGISTERED = 0
+
+
+def _no_op(*_args: Any) -> None:
+    return None
+
+
+def _others(handle: RemovableHandle) -> int:
+    """How many hooks share the dictionary that ``handle``'s no-op hook went into; the
+    no-op is removed on the way out."""
+    with handle:
+        hooks = handle.hooks_dict_ref()
+        return 0 if hooks is None else len(hooks) - 1
+
+
+def look_at_hooks(model: nn.Module) -> HookLook:
+    """Whether a hook that a compiled step could miss is registered on ``model`` (forward,
+    forward-pre and backward-pre hooks of its modules, tensor hooks of its trainable
+    weights) or for every module (the global forward, forward-pre and backward-pre hooks).
+
+    Public API only: a no-op hook is registered through the same ``register_*`` function,
+    its handle's dictionary counted, and the no-op removed. (Modules' backward hooks are
+    not probed: registering one changes which kind the module accepts afterwards. They
+    make ``torch.func`` refuse the one-graph step, which then runs the chapter's step.)
     """
-    modules = tuple(
-        (name, attr, tuple(getattr(m, attr, None) or ()))
-        for name, m in model.named_modules()
-        for attr in _HOOK_DICTS
-        if getattr(m, attr, None)
-    )
-    params = tuple(
-        (name, attr, tuple(getattr(p, attr, None) or ()))
-        for name, p in model.named_parameters()
-        for attr in ("_backward_hooks", "_post_accumulate_grad_hooks")
-        if getattr(p, attr, None)
-    )
-    module_mod = torch.nn.modules.module
-    global_ = tuple(
-        (attr, tuple(getattr(module_mod, attr, None) or ()))
-        for attr in _GLOBAL_HOOK_DICTS
-        if getattr(module_mod, attr, None)
-    )
-    return modules + params + global_
-
-
-def has_hooks(model: nn.Module) -> bool:
-    """Whether any hook (:func:`hook_signature`) is registered on or around ``model``."""
-    return bool(hook_signature(model))
+    global _LOOKS_REGISTERED
+    before = RemovableHandle.next_id
+    found = False
+    module_hooks = torch.nn.modules.module
+    for register_global in (
+        module_hooks.register_module_forward_pre_hook,
+        module_hooks.register_module_forward_hook,
+        module_hooks.register_module_full_backward_pre_hook,
+    ):
+        found = found or _others(register_global(_no_op)) > 0
+    for m in model.modules():
+        for register in (
+            m.register_forward_pre_hook,
+            m.register_forward_hook,
+            m.register_full_backward_pre_hook,
+        ):
+            found = found or _others(register(_no_op)) > 0
+    for w in model.parameters():
+        if w.requires_grad:
+            handle = w.register_hook(_no_op)  # type: ignore[no-untyped-call]
+            found = found or _others(handle) > 0
+    _LOOKS_REGISTERED += RemovableHandle.next_id - before
+    return HookLook(found, RemovableHandle.next_id - _LOOKS_REGISTERED)
 
 
 def _structure(model: nn.Module) -> tuple[Any, ...]:
     """Module types by name, and each parameter's and buffer's shape, dtype, device."""
-    types = tuple((name, type(m).__qualname__) for name, m in model.named_modules())
+    types_ = tuple((name, type(m).__qualname__) for name, m in model.named_modules())
     tensors = tuple(
         (name, tuple(t.shape), t.dtype, str(t.device), t.requires_grad)
         for name, t in (*model.named_parameters(), *model.named_buffers())
     )
-    return types + tensors
+    return types_ + tensors
 
 
-def compiled(step: Callable[..., Any], model: nn.Module, mode: str | None) -> Callable[..., Any]:
+def _fresh(step: Callable[..., Any]) -> Callable[..., Any]:
+    """A copy of the function ``step`` with its own code object: torch.compile keeps its
+    compiled code per code object, so the copy is traced afresh (with today's hooks) while
+    inductor's caches still serve the kernels. Other callables are returned as they are."""
+    if not isinstance(step, types.FunctionType):
+        return step
+    copied = types.FunctionType(
+        step.__code__.replace(),
+        step.__globals__,
+        step.__name__,
+        step.__defaults__,
+        step.__closure__,
+    )
+    copied.__kwdefaults__ = step.__kwdefaults__
+    copied.__qualname__ = step.__qualname__
+    return copied
+
+
+def compiled(
+    step: Callable[..., Any], model: nn.Module, mode: str | None, look: HookLook
+) -> Callable[..., Any]:
     """``torch.compile(step, mode=mode)``, kept per step, ``model``'s structure, backend and
-    mode; compiled again (after ``torch.compiler.reset()``) when ``model``'s hooks changed."""
+    mode, and reused while no hook has been registered since it was made (``look``: the
+    count when this fit looked at ``model``'s hooks); traced afresh otherwise."""
     name = getattr(step, "__qualname__", id(step))
     key = (name, _structure(model), id(BACKEND), mode)
-    hooks = hook_signature(model)
-    kept = _KEPT.get(key)
-    if kept is not None and kept[1] == hooks:
+    kept = _KEPT.pop(key, None)
+    if kept is not None and kept[1] == look.registered:
+        _KEPT[key] = kept  # the most recently used last
         return kept[0]
-    same_step = [h for k, (_, h) in _KEPT.items() if k[0] == name]
-    # torch's cache of this step's code holds what was traced with other hooks, and its
-    # guards do not look at hooks: start over (also before torch's recompile limit)
-    if any(h != hooks for h in same_step) or len(same_step) >= MAX_KEPT:
-        torch.compiler.reset()
-        _KEPT.clear()
-    wrapper: Callable[..., Any] = torch.compile(step, mode=mode, backend=BACKEND)
-    _KEPT[key] = (wrapper, hooks)
+    same_step = [k for k in _KEPT if k[0] == name]
+    for old in same_step[: max(0, len(same_step) - MAX_KEPT + 1)]:
+        del _KEPT[old]
+    wrapper: Callable[..., Any] = torch.compile(_fresh(step), mode=mode, backend=BACKEND)
+    _KEPT[key] = (wrapper, look.registered)
     return wrapper
 
 
@@ -155,8 +197,8 @@ class FunctionalStep:
 
     The weights go in as detached aliases (same storage, no autograd history), so the
     in-place update inside the graph updates the model's parameters themselves. Only for a
-    model without hooks (the parameters it differentiates are the aliases, whose tensor
-    hooks are not the parameters').
+    model without hooks (:func:`look_at_hooks`: the parameters it differentiates are the
+    aliases, whose tensor hooks are not the parameters').
     """
 
     def __init__(
@@ -217,8 +259,8 @@ def functional_book_step(
 
 
 class CompiledStep:
-    """Calls the kept ``torch.compile(step)`` (:func:`compiled`); falls back to ``step``
-    itself if compiling fails.
+    """Calls the kept ``torch.compile(step)`` (:func:`compiled`); falls back to
+    ``fallback`` (``step`` itself unless given) if compiling fails.
 
     ``model`` and ``optimizer`` are what the step mutates: they are snapshotted before the
     first compiled call and restored if it fails, so the eager retry starts from the same
@@ -232,18 +274,23 @@ class CompiledStep:
         optimizer: torch.optim.Optimizer | None,
         device: torch.device,
         what: str,
+        look: HookLook | None = None,
+        fallback: Callable[..., torch.Tensor] | None = None,
     ) -> None:
-        self.step = step
+        self.step = step if fallback is None else fallback
         self.model = model
         self.optimizer = optimizer
         self.what = what
         self.cuda = device.type == "cuda"
         mode = "reduce-overhead" if self.cuda else None
         self.compiled: Callable[..., torch.Tensor] | None
+        look = look_at_hooks(model) if look is None else look
+        self.kept_as: Callable[..., Any] = step
         if isinstance(step, FunctionalStep):
-            self.compiled = step.calling(compiled(functional_book_step, model, mode))
+            self.kept_as = functional_book_step
+            self.compiled = step.calling(compiled(functional_book_step, model, mode, look))
         else:
-            self.compiled = compiled(step, model, mode)
+            self.compiled = compiled(step, model, mode, look)
         self.first = True
 
     def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -267,7 +314,7 @@ class CompiledStep:
 
     def _fall_back(self, exc: Exception) -> None:
         self.compiled = None
-        forget(functional_book_step if isinstance(self.step, FunctionalStep) else self.step)
+        forget(self.kept_as)
         lines = str(exc).strip().splitlines()
         reason = " ".join(lines[0].split())[:200] if lines else "no message"
         warnings.warn(

@@ -29,7 +29,7 @@ from dl_ch2._checks import (
     require_tensor,
     shape_str,
 )
-from dl_ch2._compile import CompiledStep, FunctionalStep, has_hooks
+from dl_ch2._compile import CompiledStep, FunctionalStep, HookLook, look_at_hooks
 from dl_ch2._numpy_io import tensors_from_numpy
 from dl_ch2._steps import BatchStep, GradientTransform, StepWrapper, modes, then
 from dl_ch2.loss_monitor import DivergenceError, LossMonitor, NonFiniteLossError
@@ -304,10 +304,12 @@ def book_step(
         raise ValueError("compile=True is not supported with data_parallel; pick one")
     loss = resolve_loss_fn(loss_fn)
     step: Callable[..., torch.Tensor] = one_training_step
-    if compile and optimizer is None and gradient_transform is None and not has_hooks(model):
-        return _one_graph_step(model, weights, learning_rate, loss)
-    if compile:
-        step = CompiledStep(one_training_step, model, optimizer, weights[0].device, "fit's step")
+    look = look_at_hooks(model) if compile else None
+    if look is not None and optimizer is None and gradient_transform is None and not look.found:
+        return _one_graph_step(model, weights, _step_rate(learning_rate, None), loss, look)
+    if look is not None:
+        device = weights[0].device
+        step = CompiledStep(one_training_step, model, optimizer, device, "fit's step", look)
 
     def bound(
         images_batch: torch.Tensor,
@@ -328,12 +330,18 @@ def book_step(
 
 
 def _one_graph_step(
-    model: nn.Module, weights: Sequence[torch.Tensor], learning_rate: float | None, loss: LossFn
+    model: nn.Module, weights: Sequence[torch.Tensor], rate: float, loss: LossFn, look: HookLook
 ) -> BatchStep:
     """The compiled book step as one graph: forward, backward and the book's update, for a
-    model without hooks (``FunctionalStep``)."""
-    whole = FunctionalStep(model, weights, _step_rate(learning_rate, None), loss)
-    one_graph = CompiledStep(whole, model, None, weights[0].device, "fit's step")
+    model without hooks (``FunctionalStep``); the chapter's step, eagerly, if it fails to
+    compile (``torch.func`` refuses a module's backward hooks, say)."""
+
+    def chapter_step(images_batch: torch.Tensor, labels_batch: torch.Tensor) -> torch.Tensor:
+        return one_training_step(model, images_batch, labels_batch, rate, loss_fn=loss)
+
+    whole = FunctionalStep(model, weights, rate, loss)
+    device = weights[0].device
+    one_graph = CompiledStep(whole, model, None, device, "fit's step", look, chapter_step)
 
     def whole_step(
         images_batch: torch.Tensor,

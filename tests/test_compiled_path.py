@@ -92,6 +92,94 @@ def test_hooks_added_or_removed_between_compiled_fits_run_as_registered(
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10)  # the same values
 
 
+def _scaled_output(_m: torch.nn.Module, _i: object, o: torch.Tensor) -> torch.Tensor:
+    return o * 1.5  # a hook that changes the numbers: a compiled fit that skips it shows
+
+
+def _scaled_input(_m: torch.nn.Module, i: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor]:
+    return (i[0] * 0.5,)
+
+
+HOOKS = {
+    "forward hook": lambda model: model.layers[0].register_forward_hook(_scaled_output),
+    "forward pre-hook": lambda model: model.layers[1].register_forward_pre_hook(_scaled_input),
+    "global forward hook": lambda model: torch.nn.modules.module.register_module_forward_hook(
+        lambda m, _i, o: o * 1.5 if m is model.layers[0] else None
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(HOOKS))
+def test_a_hook_added_between_compiled_fits_runs_and_a_removed_one_no_longer_does(
+    graphs: list[int], kind: str
+) -> None:
+    """The book's update (the one-graph step while the model has no hooks): fit, add a hook
+    through torch's public register function, fit, remove it, fit. Each fit's losses and
+    weights are an eager fit's with the same hook (a plain PyTorch loop's behaviour), and
+    the hook runs as often: once for fit's look at the model, once per batch."""
+    x, y = synthetic(64)
+    kw = {"epochs": 1, "batch_size": 16, "learning_rate": 0.05, **QUIET}
+
+    def three_fits(model: torch.nn.Module, compile: bool) -> tuple[list[object], list[int]]:
+        runs: list[int] = []
+        counting = torch.nn.modules.module.register_module_forward_pre_hook(
+            lambda m, _i: runs.append(1) if m is model else None  # a call of the model
+        )
+        try:
+            first = fit(model, x, y, compile=compile, **kw).batch_losses
+            handle = HOOKS[kind](model)
+            before = len(runs)
+            second = fit(model, x, y, compile=compile, **kw).batch_losses
+            hooked = len(runs) - before
+            handle.remove()
+            third = fit(model, x, y, compile=compile, **kw).batch_losses
+        finally:
+            counting.remove()
+        return [first, second, third, *weights_np(model)], [hooked]
+
+    compiled, compiled_calls = three_fits(small_model(), compile=True)
+    assert graphs  # it compiled
+    eager, eager_calls = three_fits(small_model(), compile=False)
+    assert compiled_calls == eager_calls == [1 + 4]
+    for c, e in zip(compiled, eager, strict=True):
+        np.testing.assert_allclose(c, e, rtol=1e-10, atol=1e-13)  # type: ignore[arg-type]
+    plain = small_model()  # without the hook the second fit's numbers differ
+    fit(plain, x, y, compile=False, **kw)
+    unhooked = fit(plain, x, y, compile=False, **kw).batch_losses
+    assert not np.allclose(unhooked, compiled[1])  # type: ignore[arg-type]
+
+
+def test_the_hook_look_uses_public_api_and_leaves_no_hook_behind() -> None:
+    model = small_model()
+    assert not compile_module.look_at_hooks(model).found
+    handle = model.layers[1].W.register_hook(torch.zeros_like)
+    assert compile_module.look_at_hooks(model).found  # a tensor hook on a trainable weight
+    handle.remove()
+    look = compile_module.look_at_hooks(model)
+    assert not look.found
+    assert compile_module.look_at_hooks(model).registered == look.registered  # its own no-ops
+    handle = torch.nn.modules.module.register_module_full_backward_pre_hook(lambda *_: None)
+    try:
+        assert compile_module.look_at_hooks(model).found
+    finally:
+        handle.remove()
+
+
+def test_the_port_reads_no_private_torch_api() -> None:
+    """Speed from public PyTorch only: no ``torch._...`` name and no hook dictionary
+    (``._forward_hooks``, ``_global_forward_hooks``...) anywhere in dl_ch2/."""
+    import re
+
+    private = re.compile(r"torch\._|\b_(global_)?(forward|backward)\w*hooks\b|_C\.")
+    found = [
+        f"{path.name}:{n}: {line.strip()}"
+        for path in sorted((ROOT / "dl_ch2").glob("*.py"))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if private.search(line)
+    ]
+    assert found == []
+
+
 @pytest.mark.slow
 def test_compiled_fit_agrees_with_the_book_path_and_the_reference_over_20_steps() -> None:
     x, y = synthetic(640)  # 20 batches of 32, float64
