@@ -434,6 +434,63 @@ def _peak_memory(
 # --- timing ---------------------------------------------------------------------------
 
 
+Rounds = tuple[
+    dict[str, list[list[float]]], dict[str, list[list[float]]], dict[str, float], dict[str, Any]
+]
+
+
+def _warm_up(
+    floor_epoch: Callable[[], None],
+    candidates: dict[str, Candidate],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    dev: torch.device,
+) -> dict[str, float]:
+    """One floor epoch and one one-epoch run of each candidate (the process's first compile
+    for a compiled one): seconds per candidate."""
+    warmup: dict[str, float] = {}
+    floor_epoch()  # kernels, allocator, caches
+    for name, run in candidates.items():
+        _sync(dev)
+        t0 = time.perf_counter()
+        run(x, y, 10_000, 1, lambda: None)
+        _sync(dev)
+        warmup[name] = time.perf_counter() - t0
+    return warmup
+
+
+def _one_run(
+    run: Candidate,
+    floor_epoch: Callable[[], None],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    rep: int,
+    epochs: int,
+    dev: torch.device,
+) -> tuple[list[float], list[float], list[float]]:
+    """One candidate run of ``epochs`` epochs, each followed by a floor epoch: wall seconds
+    of the epochs and of the floors, and each epoch's CPU time over its floor's (the
+    process's CPU time, every thread; compile workers are processes of their own)."""
+    t_epochs: list[float] = []
+    t_floors: list[float] = []
+    cpu_ratios: list[float] = []
+    start = [0.0, 0.0]
+
+    def after_epoch() -> None:
+        _sync(dev)
+        t_epochs.append(time.perf_counter() - start[0])
+        cpu_epoch = time.process_time() - start[1]
+        cpu0 = time.process_time()
+        t_floors.append(_timed(floor_epoch, dev))
+        cpu_ratios.append(cpu_epoch / max(time.process_time() - cpu0, 1e-9))
+        start[:] = [time.perf_counter(), time.process_time()]
+
+    _sync(dev)
+    start[:] = [time.perf_counter(), time.process_time()]
+    run(x, y, rep, epochs, after_epoch)
+    return t_epochs, t_floors, cpu_ratios
+
+
 def run_rounds(
     floor_epoch: Callable[[], None],
     candidates: dict[str, Candidate],
@@ -443,51 +500,36 @@ def run_rounds(
     epochs: int,
     dev: torch.device,
     progress: bool = True,
-) -> tuple[dict[str, list[list[float]]], dict[str, list[list[float]]], dict[str, float]]:
+) -> Rounds:
     """Interleaved timing: each candidate epoch, then a floor epoch, round after round.
 
     Returns ``times[name][round][epoch]``, ``floors[name][round][epoch]`` (the floor epoch
-    timed right after that candidate epoch) and each compiled candidate's warm-up time (a
-    one-epoch run before the rounds: the process's first compile).
+    timed right after that candidate epoch), each candidate's warm-up time (a one-epoch run
+    before the rounds: the process's first compile) and, per candidate and epoch, the
+    median over rounds of the CPU-time floor ratio (``cpu[name]["epoch_{e}"]``).
     """
-    warmup: dict[str, float] = {}
-    floor_epoch()  # warm-up: kernels, allocator, caches
-    for name, run in candidates.items():
-        _sync(dev)
-        t0 = time.perf_counter()
-        run(x, y, 10_000, 1, lambda: None)
-        _sync(dev)
-        warmup[name] = time.perf_counter() - t0
+    warmup = _warm_up(floor_epoch, candidates, x, y, dev)
     times: dict[str, list[list[float]]] = {n: [] for n in candidates}
     floors: dict[str, list[list[float]]] = {n: [] for n in candidates}
+    cpu: dict[str, list[list[float]]] = {n: [] for n in candidates}
     names = list(candidates)
     for rep in range(repeats):
-        order = names[rep % len(names) :] + names[: rep % len(names)]
-        for name in order:
-            t_epochs: list[float] = []
-            t_floors: list[float] = []
-            start = [0.0]
-
-            def after_epoch(
-                t_epochs: list[float] = t_epochs,
-                t_floors: list[float] = t_floors,
-                start: list[float] = start,
-            ) -> None:
-                _sync(dev)
-                t_epochs.append(time.perf_counter() - start[0])
-                t_floors.append(_timed(floor_epoch, dev))
-                start[0] = time.perf_counter()
-
-            _sync(dev)
-            start[0] = time.perf_counter()
-            candidates[name](x, y, rep, epochs, after_epoch)
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
+            t_epochs, t_floors, cpu_ratios = _one_run(
+                candidates[name], floor_epoch, x, y, rep, epochs, dev
+            )
             if len(t_epochs) != epochs:
                 raise RuntimeError(f"bench candidate {name} ran {len(t_epochs)} of {epochs} epochs")
             times[name].append(t_epochs)
             floors[name].append(t_floors)
+            cpu[name].append(cpu_ratios)
         if progress:
             print(f"bench: round {rep + 1}/{repeats} done", file=sys.stderr, flush=True)
-    return times, floors, warmup
+    cpu_medians = {
+        n: {f"epoch_{e + 1}": statistics.median(r[e] for r in cpu[n]) for e in range(epochs)}
+        for n in names
+    }
+    return times, floors, warmup, cpu_medians
 
 
 def summarize(
@@ -626,6 +668,17 @@ def _other_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": fresh <= 2.0,
             }
         )
+    grade = results.get("grade", {}).get("median_wall_s")
+    if grade is not None:
+        out.append(
+            {
+                "ratio": "grade numpy, median wall s",
+                "what": "a grade of the NumPy reference <= 4 s (issue 31 item 4)",
+                "target": "<= 4",
+                "value": grade,
+                "met": grade <= 4.0,
+            }
+        )
     return out
 
 
@@ -678,6 +731,88 @@ def _header(
     }
 
 
+def grade_time(adapter: str = "numpy", repeats: int = 1, timeout: int = 600) -> dict[str, Any]:
+    """Wall and CPU seconds (the grade's whole process tree: ``RUSAGE_CHILDREN``) of
+    ``python -m conformance grade ADAPTER``, each of ``repeats`` runs; medians reported."""
+    import resource
+
+    walls: list[float] = []
+    cpus: list[float] = []
+    for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "conformance", "grade", adapter],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        walls.append(time.perf_counter() - t0)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+        if done.returncode:
+            return {"adapter": adapter, "note": f"exit {done.returncode}", "wall_s": walls}
+    return {
+        "adapter": adapter,
+        "median_wall_s": statistics.median(walls),
+        "median_cpu_s": statistics.median(cpus),
+        "wall_s": walls,
+        "cpu_s": cpus,
+    }
+
+
+def _time_candidates(
+    dev: torch.device, samples: int, repeats: int, epochs: int, chosen: list[str]
+) -> dict[str, Any]:
+    """Graph breaks, then the interleaved rounds against the floor, summarized."""
+    results: dict[str, Any] = {}
+    if COMPILED & set(chosen):  # before the rounds: it drops what torch compiled
+        results["graph_breaks"] = graph_breaks(dev)
+    x, y = synthetic_mnist(dev, n=samples)
+    floor_epoch = gemm_floor_epoch(dev, samples)
+    started = time.perf_counter()
+    times, floors, warmup, cpu = run_rounds(
+        floor_epoch, {n: CANDIDATES[n][0] for n in chosen}, x, y, repeats, epochs, dev
+    )
+    results["timing_s"] = time.perf_counter() - started
+    summary = summarize(times, floors, epochs)
+    results.update(summary)
+    results["warmup_s"] = warmup
+    results["cpu_floor_ratios"] = cpu
+    results["ratio_method"] = (
+        "per round: each candidate epoch over the GEMM floor epoch timed right after it; "
+        "between candidates, the ratio of their floor ratios in the same round and epoch; "
+        "medians over rounds (the same in process CPU time: cpu_floor_ratios)"
+    )
+    if BASELINE in summary["candidates"]:
+        results["samples_per_second_book"] = (
+            samples / summary["candidates"][BASELINE]["epoch_1"]["median_s"]
+        )
+    return results
+
+
+def _extras(
+    dev: torch.device, samples: int, chosen: list[str], include_memory: bool
+) -> dict[str, Any]:
+    """What runs in processes of its own (skipped by ``include_memory=False``): peak memory
+    of ``dl-ch2 train``, a fresh process's first compiled fit, a grade's time."""
+    out: dict[str, Any] = {}
+    if dev.type == "cpu":
+        out["naive_vs_vectorized"] = naive_vs_vectorized()
+    if not include_memory:
+        return out
+    if dev.type == "cpu":
+        out["train_peak_memory"] = {
+            "book": peak_memory_of_train(),
+            "compiled": peak_memory_of_train(["--compile"]),
+        }
+        out["grade"] = grade_time("numpy")
+    if "compiled_fit" in chosen:
+        out["first_compiled_fit"] = first_compiled_fit(dev, samples)
+    return out
+
+
 def run_bench(
     device: str = "cpu",
     repeats: int = 5,
@@ -696,41 +831,13 @@ def run_bench(
         dev = resolve_device(device)
     except ValueError as exc:
         raise OptionError("--device", str(exc)) from None
-    x, y = synthetic_mnist(dev, n=samples)
     chosen = [n for n in CANDIDATES if only is None or n in only]
     if dev.type != "cpu" and "numpy_reference" in chosen:
         chosen.remove("numpy_reference")
     results = _header(dev, samples, repeats, epochs, chosen)
-    if COMPILED & set(chosen):  # before the rounds: it drops what torch compiled
-        results["graph_breaks"] = graph_breaks(dev)
-    floor_epoch = gemm_floor_epoch(dev, samples)
-    started = time.perf_counter()
-    times, floors, warmup = run_rounds(
-        floor_epoch, {n: CANDIDATES[n][0] for n in chosen}, x, y, repeats, epochs, dev
-    )
-    results["timing_s"] = time.perf_counter() - started
-    summary = summarize(times, floors, epochs)
-    results.update(summary)
-    results["warmup_s"] = warmup
-    results["ratio_method"] = (
-        "per round: each candidate epoch over the GEMM floor epoch timed right after it; "
-        "between candidates, the ratio of their floor ratios in the same round and epoch; "
-        "medians over rounds"
-    )
+    results.update(_time_candidates(dev, samples, repeats, epochs, chosen))
     results["machine"]["load_average_at_end"] = os.getloadavg()
-    if dev.type == "cpu":
-        results["naive_vs_vectorized"] = naive_vs_vectorized()
-    if include_memory and dev.type == "cpu":
-        results["train_peak_memory"] = {
-            "book": peak_memory_of_train(),
-            "compiled": peak_memory_of_train(["--compile"]),
-        }
-    if include_memory and "compiled_fit" in chosen:
-        results["first_compiled_fit"] = first_compiled_fit(dev, samples)
-    if BASELINE in summary["candidates"]:
-        results["samples_per_second_book"] = (
-            samples / summary["candidates"][BASELINE]["epoch_1"]["median_s"]
-        )
+    results.update(_extras(dev, samples, chosen, include_memory))
     results["targets"] = targets(results)
     md = markdown_table(results)
     atomic_write(out / "bench.json", (json.dumps(results, indent=2) + "\n").encode())
@@ -772,58 +879,64 @@ def _compile_lines(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def markdown_table(r: dict[str, Any]) -> str:
-    """The results as Markdown: machine, timings, ratios, compile time, memory, targets."""
-    epochs = r["config"]["epochs"]
-    e_last = f"epoch_{epochs}"
+def _machine_line(r: dict[str, Any]) -> str:
     m = r["machine"]
-    fl = r["gemm_floor"]
-    lines = [
+    return (
         f"Machine: {m['gpu'] or m['processor']} ({m['platform']}), {m['cpu_count']} CPUs, "
         f"torch {r['versions']['torch']} ({m['torch_threads']} threads), device {m['device']}; "
         f"load average {m['load_average_at_start'][0]:.2f} at start, "
         f"{m.get('load_average_at_end', (float('nan'),))[0]:.2f} at end; "
-        f"{r['config']['repeats']} rounds of {epochs} epochs, {r['config']['samples']:,} samples.",
-        "",
-        "| what | epoch | median s | min s | max s | x GEMM floor (median) | rounds: min-max |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"{r['config']['repeats']} rounds of {r['config']['epochs']} epochs, "
+        f"{r['config']['samples']:,} samples."
+    )
+
+
+def _timing_rows(r: dict[str, Any]) -> list[str]:
+    """The table of epochs: wall seconds, and the floor ratios in wall and CPU time."""
+    e_last = f"epoch_{r['config']['epochs']}"
+    fl = r["gemm_floor"]
+    cpu = r.get("cpu_floor_ratios", {})
+    lines = [
+        "| what | epoch | median s | min s | max s | x GEMM floor (median) | rounds: min-max "
+        "| x floor, CPU time |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
         f"| GEMM floor (the epoch's matrix products) | all | {fl['median_s']:.3f} | "
-        f"{fl['min_s']:.3f} | {fl['max_s']:.3f} | 1.00 | - |",
+        f"{fl['min_s']:.3f} | {fl['max_s']:.3f} | 1.00 | - | 1.00 |",
     ]
     for key, (_, label) in CANDIDATES.items():
-        if key not in r["candidates"]:
-            continue
-        for e in dict.fromkeys(("epoch_1", e_last)):
+        for e in dict.fromkeys(("epoch_1", e_last)) if key in r["candidates"] else ():
             s = r["candidates"][key][e]
             note = " (incl. compile)" if key in COMPILED and e == "epoch_1" else ""
             rounds = s["floor_ratio_rounds"]
+            in_cpu = cpu.get(key, {}).get(e)
             lines.append(
                 f"| {label} | {e.split('_')[1]}{note} | {s['median_s']:.3f} | {s['min_s']:.3f} | "
                 f"{s['max_s']:.3f} | {r['ratios'][f'{key}/{e}/floor']:.2f} | "
-                f"{min(rounds):.2f}-{max(rounds):.2f} |"
+                f"{min(rounds):.2f}-{max(rounds):.2f} | "
+                + ("-" if in_cpu is None else f"{in_cpu:.2f}")
+                + " |"
             )
+    return lines
+
+
+def _pair_lines(r: dict[str, Any]) -> list[str]:
+    """Each candidate over the book path, per round, medians."""
+    e_last = f"epoch_{r['config']['epochs']}"
     ratios = r["ratios"]
-    lines.append("")
+    lines = []
     for key in r["candidates"]:
-        if key == BASELINE:
-            continue
         parts = [
             f"{ratios[f'{key}/{BASELINE}/{e}']:.2f} (epoch {e[6:]})"
             for e in dict.fromkeys(("epoch_1", e_last))
             if f"{key}/{BASELINE}/{e}" in ratios
         ]
-        if parts:
+        if parts and key != BASELINE:
             lines.append(f"- {CANDIDATES[key][1]} / book path: {', '.join(parts)}.")
-    lines += _compile_lines(r)
-    if "samples_per_second_book" in r:
-        lines.append(f"- Book path throughput: {r['samples_per_second_book']:,.0f} samples/s.")
-    if "naive_vs_vectorized" in r:
-        nv = r["naive_vs_vectorized"]
-        lines.append(
-            f"- Naive loops vs vectorized (relu(x + y) on (20, 100), 1,000 times): "
-            f"{nv['naive_1000_s_estimated']:.2f} s vs {nv['vectorized_1000_s']:.3f} s "
-            f"({nv['ratio']:,.0f}x; the book: 2.45 s vs 0.02 s)."
-        )
+    return lines
+
+
+def _memory_lines(r: dict[str, Any]) -> list[str]:
+    lines = []
     for path, mem in r.get("train_peak_memory", {}).items():
         if mem.get("peak_rss_mb") is None:
             lines.append(f"- Peak memory of `dl-ch2 train` ({path}): {mem.get('note')}.")
@@ -834,10 +947,44 @@ def markdown_table(r: dict[str, Any]) -> str:
             f"(RSS summed over {mem['tree_processes_at_peak']} processes), largest process "
             f"{mem['largest_process_mb']:.0f} MB (ru_maxrss){failed}."
         )
+    return lines
+
+
+def _other_lines(r: dict[str, Any]) -> list[str]:
+    """Throughput, naive loops, the grade's time."""
+    lines = []
+    if "samples_per_second_book" in r:
+        lines.append(f"- Book path throughput: {r['samples_per_second_book']:,.0f} samples/s.")
+    if "naive_vs_vectorized" in r:
+        nv = r["naive_vs_vectorized"]
+        lines.append(
+            f"- Naive loops vs vectorized (relu(x + y) on (20, 100), 1,000 times): "
+            f"{nv['naive_1000_s_estimated']:.2f} s vs {nv['vectorized_1000_s']:.3f} s "
+            f"({nv['ratio']:,.0f}x; the book: 2.45 s vs 0.02 s)."
+        )
+    grade = r.get("grade")
+    if grade:
+        lines.append(
+            f"- `python -m conformance grade {grade['adapter']}`: "
+            + (
+                f"{grade['median_wall_s']:.1f} s wall, {grade['median_cpu_s']:.1f} s CPU "
+                "(the process tree)."
+                if "median_wall_s" in grade
+                else f"{grade.get('note')}."
+            )
+        )
+    return lines
+
+
+def markdown_table(r: dict[str, Any]) -> str:
+    """The results as Markdown: machine, timings, ratios, compile time, memory, targets."""
+    lines = [_machine_line(r), "", *_timing_rows(r), "", *_pair_lines(r)]
+    lines += _compile_lines(r) + _other_lines(r) + _memory_lines(r)
     lines.append(
         "- Ratios: each candidate epoch over the GEMM floor epoch timed right after it, "
         "median over rounds; between candidates, the ratio of their floor ratios in the same "
-        "round. Targets are judged on the medians."
+        "round. Targets are judged on the medians. The last column: the same ratio in the "
+        "process's CPU time (all threads), which a loaded machine disturbs less."
     )
     if r.get("targets"):
         lines += ["", "| target | measured | bound | met |", "| --- | --- | --- | --- |"]
