@@ -149,6 +149,24 @@ def test_a_hook_added_between_compiled_fits_runs_and_a_removed_one_no_longer_doe
     assert not np.allclose(unhooked, compiled[1])  # type: ignore[arg-type]
 
 
+def test_a_modules_backward_hook_runs_the_chapters_step_with_a_warning(graphs: list[int]) -> None:
+    """Backward hooks are not probed (registering one would change which kind the module
+    accepts); torch.func refuses them, so the fit warns and runs the chapter's step, whose
+    numbers and hook calls are an eager fit's."""
+    x, y = synthetic(64)
+    kw = {"epochs": 1, "batch_size": 16, "learning_rate": 0.05, **QUIET}
+
+    def hooked_fit(compile: bool) -> tuple[list[list[float]], int]:
+        model, calls = small_model(), []
+        model.layers[0].register_full_backward_hook(lambda *_: calls.append(1))
+        return fit(model, x, y, compile=compile, **kw).batch_losses, len(calls)
+
+    with pytest.warns(RuntimeWarning, match="running it eagerly"):
+        compiled = hooked_fit(compile=True)
+    assert compiled == hooked_fit(compile=False)
+    assert compiled[1] == 4
+
+
 def test_the_hook_look_uses_public_api_and_leaves_no_hook_behind() -> None:
     model = small_model()
     assert not compile_module.look_at_hooks(model).found
