@@ -324,3 +324,22 @@ def test_compiled_first_example_agrees_with_the_reference() -> None:
     assert accuracy == expected_accuracy and len(accuracy) == 2  # counted inside the compiled step
     for p, w in zip(model.parameters(), twin.weights, strict=True):
         np.testing.assert_allclose(p.detach().numpy(), w, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (CUDA graphs, mode='reduce-overhead')"
+)
+def test_on_cuda_the_compiled_fit_uses_cuda_graphs_and_sees_a_hook_added_between_fits() -> None:
+    x, y = synthetic(64, device="cuda", dtype=torch.float32)
+    kw = {"epochs": 1, "batch_size": 16, "learning_rate": 0.05, **QUIET}
+
+    def two_fits(compile: bool) -> list[list[float]]:
+        model = small_model(device="cuda", dtype=torch.float32)
+        first = fit(model, x, y, compile=compile, **kw).batch_losses
+        model.layers[0].register_forward_hook(_scaled_output)
+        return first + fit(model, x, y, compile=compile, **kw).batch_losses
+
+    compiled = two_fits(compile=True)
+    assert any(key[3] == "reduce-overhead" for key in compile_module._KEPT)
+    np.testing.assert_allclose(compiled, two_fits(compile=False), rtol=1e-5)
