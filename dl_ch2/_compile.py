@@ -95,25 +95,21 @@ def look_at_hooks(model: nn.Module) -> HookLook:
     """
     global _LOOKS_REGISTERED
     before = RemovableHandle.next_id
-    found = False
     module_hooks = torch.nn.modules.module
-    for register_global in (
+    registers: list[Callable[[Callable[..., None]], RemovableHandle]] = [
         module_hooks.register_module_forward_pre_hook,
         module_hooks.register_module_forward_hook,
         module_hooks.register_module_full_backward_pre_hook,
-    ):
-        found = found or _others(register_global(_no_op)) > 0
+    ]
     for m in model.modules():
-        for register in (
+        registers += [
             m.register_forward_pre_hook,
             m.register_forward_hook,
             m.register_full_backward_pre_hook,
-        ):
-            found = found or _others(register(_no_op)) > 0
-    for w in model.parameters():
-        if w.requires_grad:
-            handle = w.register_hook(_no_op)  # type: ignore[no-untyped-call]
-            found = found or _others(handle) > 0
+        ]
+    registers += [w.register_hook for w in model.parameters() if w.requires_grad]
+    # every probe runs (and is removed) even after one found a hook: no short-circuit
+    found = sum(_others(register(_no_op)) for register in registers) > 0
     _LOOKS_REGISTERED += RemovableHandle.next_id - before
     return HookLook(found, RemovableHandle.next_id - _LOOKS_REGISTERED)
 
