@@ -461,7 +461,8 @@ def _add_bench(sub: Any) -> None:
     bench.add_argument(
         "--no-memory",
         action="store_true",
-        help="skip the child-process runs (peak memory; a fresh process's first compiled fit)",
+        help="skip the child-process runs (peak memory; a fresh process's first compiled "
+        "fit; the NumPy reference's grade time)",
     )
     bench.add_argument(
         "--only",
