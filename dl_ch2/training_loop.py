@@ -29,7 +29,7 @@ from dl_ch2._checks import (
     require_tensor,
     shape_str,
 )
-from dl_ch2._compile import CompiledStep
+from dl_ch2._compile import CompiledStep, FunctionalStep, HookLook, look_at_hooks
 from dl_ch2._numpy_io import tensors_from_numpy
 from dl_ch2._steps import BatchStep, GradientTransform, StepWrapper, modes, then
 from dl_ch2.loss_monitor import DivergenceError, LossMonitor, NonFiniteLossError
@@ -288,9 +288,10 @@ def book_step(
 
     ``learning_rate`` (1e-3 by default) is for the book's update: with an ``optimizer``,
     which has its own, it is a ValueError. ``compile`` runs the step through
-    ``CompiledStep`` (``torch.compile``, eager if compiling fails); ``data_parallel.wrap``
-    makes it the step on this rank's shard with the gradients all-reduced before
-    ``gradient_transform``. The two do not combine.
+    ``CompiledStep`` (``torch.compile``, eager if compiling fails; one graph of the whole
+    step, ``FunctionalStep``, for the book's update on a model without hooks);
+    ``data_parallel.wrap`` makes it the step on this rank's shard with the gradients
+    all-reduced before ``gradient_transform``. The two do not combine.
     """
     weights = trainable_weights(model)
     if optimizer is not None and learning_rate is not None:
@@ -303,8 +304,12 @@ def book_step(
         raise ValueError("compile=True is not supported with data_parallel; pick one")
     loss = resolve_loss_fn(loss_fn)
     step: Callable[..., torch.Tensor] = one_training_step
-    if compile:
-        step = CompiledStep(one_training_step, model, optimizer, weights[0].device, "fit's step")
+    look = look_at_hooks(model) if compile else None
+    if look is not None and optimizer is None and gradient_transform is None and not look.found:
+        return _one_graph_step(model, weights, _step_rate(learning_rate, None), loss, look)
+    if look is not None:
+        device = weights[0].device
+        step = CompiledStep(one_training_step, model, optimizer, device, "fit's step", look)
 
     def bound(
         images_batch: torch.Tensor,
@@ -322,6 +327,31 @@ def book_step(
         )
 
     return bound if data_parallel is None else data_parallel.wrap(bound, weights)
+
+
+def _one_graph_step(
+    model: nn.Module, weights: Sequence[torch.Tensor], rate: float, loss: LossFn, look: HookLook
+) -> BatchStep:
+    """The compiled book step as one graph: forward, backward and the book's update, for a
+    model without hooks (``FunctionalStep``); the chapter's step, eagerly, if it fails to
+    compile (``torch.func`` refuses a module's backward hooks, say)."""
+
+    def chapter_step(images_batch: torch.Tensor, labels_batch: torch.Tensor) -> torch.Tensor:
+        return one_training_step(model, images_batch, labels_batch, rate, loss_fn=loss)
+
+    whole = FunctionalStep(model, weights, rate, loss)
+    device = weights[0].device
+    one_graph = CompiledStep(whole, model, None, device, "fit's step", look, chapter_step)
+
+    def whole_step(
+        images_batch: torch.Tensor,
+        labels_batch: torch.Tensor,
+        transform: GradientTransform | None = None,
+    ) -> torch.Tensor:
+        require_images(images_batch, weights, "images_batch")  # as the eager step checks
+        return one_graph(images_batch, labels_batch)  # transform: only data-parallel's
+
+    return whole_step
 
 
 class TrainingLog:

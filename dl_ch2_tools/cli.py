@@ -496,7 +496,12 @@ def _add_bench(sub: Any) -> None:
         "--samples", type=int, default=60000, help="synthetic training samples (>= 128)"
     )
     bench.add_argument("--out", default="bench-out", help="folder for bench.json and bench.md")
-    bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    bench.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="skip the child-process runs (peak memory; a fresh process's first compiled "
+        "fit; the NumPy reference's grade time)",
+    )
     bench.add_argument(
         "--only",
         default=None,
