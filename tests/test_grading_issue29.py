@@ -15,16 +15,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from worker_shared import shared_dir
+from worker_shared import shared_dir, worker_connection
 
 from conformance.adapter import AdapterLoadError
-from conformance.grading.client import Connection, RemoteAdapter, plan
-from conformance.grading.sandbox import Limits, release_uids
+from conformance.grading.client import Connection, RemoteAdapter
+from conformance.grading.sandbox import release_uids
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDENT = ROOT / "conformance" / "examples" / "student_numpy.py"
@@ -45,14 +44,7 @@ ADAPTER = Delegate()
 
 
 def _connect(tmp_path: Path, source: str, timeout: float = 60.0) -> tuple[Connection, str]:
-    sub = tmp_path / "sub.py"
-    sub.write_text(source)
-    target, iso, paths = plan(str(sub), packages=["numpy"], hide=[], limits=Limits(),
-                              cwd=str(tmp_path))  # fmt: skip
-    grade_dir = Path(tempfile.mkdtemp(prefix="dl-ch2-i29-"))  # reachable by the worker's uid
-    grade_dir.chmod(0o711)
-    conn = Connection(target, iso, grade_dir, paths=paths)
-    conn.deadline = time.monotonic() + timeout
+    conn, target = worker_connection(tmp_path, source, "dl-ch2-i29-", timeout)
     return conn, target
 
 

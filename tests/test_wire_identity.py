@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from worker_shared import worker_connection
 
 from conformance.grading import wire
 from conformance.grading.client import Connection, RemoteAdapter, WorkerLost, plan
@@ -83,14 +84,8 @@ ADAPTER = Keeper()
 
 @pytest.fixture
 def keeper(tmp_path: Path) -> Iterator[tuple[Connection, Any]]:
-    sub = tmp_path / "keeper.py"
-    sub.write_text(KEEPER)
-    target, iso, paths = plan(str(sub), packages=["numpy"], hide=[], limits=Limits(),
-                              cwd=str(tmp_path))  # fmt: skip
-    grade_dir = Path(tempfile.mkdtemp(prefix="dl-ch2-ident-"))  # reachable by the worker's uid
-    grade_dir.chmod(0o711)
-    conn = Connection(target, iso, grade_dir, paths=paths, max_restarts=20)
-    conn.deadline = time.monotonic() + 120
+    conn, target = worker_connection(tmp_path, KEEPER, "dl-ch2-ident-", 120, max_restarts=20)
+    grade_dir = conn.grade_dir
     try:
         yield conn, RemoteAdapter(conn, conn.start(), target)
     finally:

@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 _ROOT: list[Path] = []
 
@@ -33,3 +34,25 @@ def shared_dir(prefix: str) -> Path:
     folder = Path(tempfile.mkdtemp(prefix=prefix, dir=shared_root()))
     folder.chmod(0o777)
     return folder
+
+
+def worker_connection(
+    tmp_path: Path, source: str, prefix: str, timeout: float, **options: Any
+) -> tuple[Any, str]:
+    """A grader's ``Connection`` to a worker for the submission ``source`` (written to
+    ``tmp_path/sub.py``), not started; its grade folder is one the worker's uid reaches
+    (the caller removes ``conn.grade_dir``)."""
+    import time
+
+    from conformance.grading.client import Connection, plan
+    from conformance.grading.sandbox import Limits
+
+    sub = tmp_path / "sub.py"
+    sub.write_text(source)
+    target, iso, paths = plan(str(sub), packages=["numpy"], hide=[], limits=Limits(),
+                              cwd=str(tmp_path))  # fmt: skip
+    grade_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    grade_dir.chmod(0o711)
+    conn = Connection(target, iso, grade_dir, paths=paths, **options)
+    conn.deadline = time.monotonic() + timeout
+    return conn, target
